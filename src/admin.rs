@@ -1,0 +1,123 @@
+//! The admin HTTP server on `admin.listen`: `/metrics` (Prometheus text format, or OpenMetrics
+//! when the scraper asks for it), `/healthz` (the process is up), `/readyz` (inputs and sinks
+//! started, not shutting down) and `/config` (the effective config, secrets redacted).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::metrics::Metrics;
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin endpoints serve.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    /// Set once inputs and sinks have started; cleared when shutdown begins.
+    pub ready: Arc<AtomicBool>,
+    pub config_yaml: Arc<str>,
+}
+
+/// The bound admin server.
+pub struct AdminServer {
+    listener: TcpListener,
+}
+
+impl AdminServer {
+    /// Binds `address` (port 0 picks a free port).
+    pub async fn bind(address: SocketAddr) -> std::io::Result<AdminServer> {
+        Ok(AdminServer { listener: TcpListener::bind(address).await? })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub fn spawn(self, state: AdminState, shutdown: CancellationToken) -> JoinHandle<()> {
+        let state = Arc::new(state);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = self.listener.accept() => accepted,
+                };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "admin accept failed");
+                        continue;
+                    }
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(route(&state, &request)) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "admin connection ended with an error");
+                    }
+                });
+            }
+        })
+    }
+}
+
+fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => metrics(state, request),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/config" => with_type(StatusCode::OK, state.config_yaml.to_string(), "application/yaml; charset=utf-8"),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /config\n"),
+    }
+}
+
+fn metrics(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let wants_openmetrics = request
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (encoded, content_type) = if wants_openmetrics {
+        (state.metrics.encode_openmetrics(), OPENMETRICS_TEXT)
+    } else {
+        (state.metrics.encode_prometheus(), PROMETHEUS_TEXT)
+    };
+    match encoded {
+        Ok(body) => with_type(StatusCode::OK, body, content_type),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_owned(), "text/plain; charset=utf-8")
+}
+
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,498 @@
+//! The validation pass: turns a [`RawConfig`] into the [`Config`] the program runs on
+//! (compiled globs, resolved defaults, the resource), checking what a single field cannot:
+//! unique names, which sink fields go with which `type`, and that pillion never tails its own
+//! output. Nothing downstream re-validates.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde_saphyr::Spanned;
+
+use super::ConfigIssue;
+use super::raw::{
+    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig,
+    SinkConfig, SinkKind, StartAt, TracingConfig, TransformConfig,
+};
+use crate::record::Resource;
+
+/// The checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub origin: String,
+    /// The effective config as YAML, secrets redacted (served at /config).
+    pub effective_yaml: String,
+    /// Things worth a warning at start-up (unset environment variables...).
+    pub warnings: Vec<String>,
+    /// Resource attributes for every record, span and metric.
+    pub resource: Resource,
+    pub admin_listen: SocketAddr,
+    pub shutdown_timeout: std::time::Duration,
+    pub worker_threads: usize,
+    pub logs: LogsSettings,
+    pub proxy: Option<ProxyConfig>,
+    pub tracing: Option<TracingConfig>,
+}
+
+/// The log pipeline, checked.
+#[derive(Debug)]
+pub struct LogsSettings {
+    pub data_dir: PathBuf,
+    pub checkpoint_interval: std::time::Duration,
+    pub inputs: Vec<Arc<InputSettings>>,
+    pub transforms: Vec<TransformConfig>,
+    /// Never empty: with none configured, a `stdout` sink.
+    pub sinks: Vec<SinkSettings>,
+}
+
+/// One input, checked, with its globs compiled.
+#[derive(Debug)]
+pub struct InputSettings {
+    pub name: Arc<str>,
+    /// The `paths` globs as written (discovery walks from their literal prefixes).
+    pub paths: Vec<String>,
+    pub include: GlobSet,
+    /// Exclusions written with a `/`, matched against the whole path.
+    pub exclude_paths: GlobSet,
+    /// Exclusions without a `/`, matched against the file name.
+    pub exclude_names: GlobSet,
+    pub start_at: StartAt,
+    pub container: ContainerFormat,
+    pub parser: ParserName,
+    pub multiline: Option<MultilineConfig>,
+    pub max_line_bytes: usize,
+    pub poll_interval: std::time::Duration,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The parsers an input can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParserName {
+    /// JSON when the line is an object, logfmt when it is key=value pairs, else raw.
+    Auto,
+    Json,
+    Logfmt,
+    Raw,
+}
+
+impl ParserName {
+    pub const BUILT_IN: &'static [&'static str] = &["auto", "json", "logfmt", "raw"];
+
+    pub fn from_name(name: &str) -> Option<ParserName> {
+        match name {
+            "auto" => Some(ParserName::Auto),
+            "json" => Some(ParserName::Json),
+            "logfmt" => Some(ParserName::Logfmt),
+            "raw" => Some(ParserName::Raw),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParserName::Auto => "auto",
+            ParserName::Json => "json",
+            ParserName::Logfmt => "logfmt",
+            ParserName::Raw => "raw",
+        }
+    }
+}
+
+/// One sink, checked.
+#[derive(Debug)]
+pub struct SinkSettings {
+    pub name: Arc<str>,
+    pub batch: BatchConfig,
+    pub target: SinkTarget,
+}
+
+/// What a sink writes to.
+#[derive(Debug)]
+pub enum SinkTarget {
+    Stdout,
+    File(FileSinkSettings),
+    Loki(Box<SinkConfig>),
+    Elasticsearch(Box<SinkConfig>),
+    Otlp(Box<SinkConfig>),
+}
+
+/// `type: file`
+#[derive(Debug, Clone)]
+pub struct FileSinkSettings {
+    pub path: PathBuf,
+}
+
+/// Collects issues so that one run reports every problem, not just the first.
+struct Checker<'a> {
+    origin: &'a str,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, field: String, message: String, hint: Option<&str>) {
+        let position = Some((spanned.referenced.line() as usize, spanned.referenced.column() as usize));
+        self.issues.push(ConfigIssue {
+            origin: self.origin.to_owned(),
+            position,
+            field,
+            message,
+            hint: hint.map(str::to_owned),
+        });
+    }
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigIssue>> {
+    let effective_yaml = serde_saphyr::to_string(&raw)
+        .unwrap_or_else(|error| format!("# the effective config could not be rendered: {error}\n"));
+    let mut checker = Checker { origin, issues: Vec::new() };
+    let inputs = check_inputs(&mut checker, &raw.logs.inputs);
+    let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
+    check_ports(&mut checker, &raw);
+    if !checker.issues.is_empty() {
+        return Err(checker.issues);
+    }
+    let worker_threads = raw.worker_threads.map(|n| n.get()).unwrap_or_else(|| {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    });
+    Ok(Config {
+        origin: origin.to_owned(),
+        effective_yaml,
+        warnings: Vec::new(),
+        resource: build_resource(&raw.service, env),
+        admin_listen: raw.admin.listen.0,
+        shutdown_timeout: raw.shutdown_timeout.get(),
+        worker_threads,
+        logs: LogsSettings {
+            data_dir: raw.logs.data_dir,
+            checkpoint_interval: raw.logs.checkpoint_interval.get(),
+            inputs,
+            transforms: raw.logs.transforms,
+            sinks,
+        },
+        proxy: raw.proxy,
+        tracing: raw.tracing,
+    })
+}
+
+fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<Arc<InputSettings>> {
+    let mut names = BTreeSet::new();
+    let mut checked = Vec::new();
+    for (index, spanned) in inputs.iter().enumerate() {
+        let input = &spanned.value;
+        let field = |name: &str| format!("logs.inputs[{index}].{name}");
+        if input.name.trim().is_empty() {
+            checker.at(spanned, field("name"), "an input needs a non-empty name".into(), None);
+        } else if !names.insert(input.name.clone()) {
+            let message = format!("duplicate input name {:?}", input.name);
+            checker.at(spanned, field("name"), message, Some("input names must be unique"));
+        }
+        if input.paths.is_empty() {
+            let hint = Some("e.g. paths: [\"/var/log/app/*.log\"]");
+            checker.at(spanned, field("paths"), "an input needs at least one path glob".into(), hint);
+        }
+        let Some(parser) = ParserName::from_name(&input.format) else {
+            let message = format!("unknown parser {:?}", input.format);
+            let hint = format!("built-in parsers: {}", ParserName::BUILT_IN.join(", "));
+            checker.at(spanned, field("format"), message, Some(&hint));
+            continue;
+        };
+        if input.max_line_bytes.bytes() < 64 {
+            let message = format!("max_line_bytes {} is too small", input.max_line_bytes);
+            checker.at(spanned, field("max_line_bytes"), message, Some("use at least 1KiB"));
+        }
+        if input.poll_interval.get() < std::time::Duration::from_millis(10) {
+            let message = format!("poll_interval {} is too short", input.poll_interval);
+            checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
+        }
+        let compiled = compile_globs(input);
+        match compiled {
+            Ok((include, exclude_paths, exclude_names)) => checked.push(Arc::new(InputSettings {
+                name: Arc::from(input.name.as_str()),
+                paths: input.paths.iter().map(|glob| glob.0.clone()).collect(),
+                include,
+                exclude_paths,
+                exclude_names,
+                start_at: input.start_at,
+                container: input.container,
+                parser,
+                multiline: input.multiline.as_ref().map(|m| MultilineConfig {
+                    start: m.start.clone(),
+                    max_lines: m.max_lines,
+                    timeout: m.timeout,
+                }),
+                max_line_bytes: input.max_line_bytes.as_usize(),
+                poll_interval: input.poll_interval.get(),
+                attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            })),
+            Err(message) => checker.at(spanned, field("paths"), message, None),
+        }
+    }
+    checked
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
+}
+
+fn compile_globs(input: &InputConfig) -> Result<(GlobSet, GlobSet, GlobSet), String> {
+    let mut include = GlobSetBuilder::new();
+    for pattern in &input.paths {
+        include.add(glob(&pattern.0)?);
+    }
+    let mut by_path = GlobSetBuilder::new();
+    let mut by_name = GlobSetBuilder::new();
+    for pattern in &input.exclude {
+        if pattern.0.contains('/') {
+            by_path.add(glob(&pattern.0)?);
+        } else {
+            by_name.add(glob(&pattern.0)?);
+        }
+    }
+    let build = |builder: GlobSetBuilder| builder.build().map_err(|e| e.to_string());
+    Ok((build(include)?, build(by_path)?, build(by_name)?))
+}
+
+/// Which optional sink fields are set, by their YAML names.
+fn fields_set(sink: &SinkConfig) -> Vec<&'static str> {
+    let candidates = [
+        ("endpoint", sink.endpoint.is_some()),
+        ("encoding", sink.encoding.is_some()),
+        ("labels", !sink.labels.is_empty()),
+        ("structured_metadata", !sink.structured_metadata.is_empty()),
+        ("tenant", sink.tenant.is_some()),
+        ("line_format", sink.line_format.is_some()),
+        ("index", sink.index.is_some()),
+        ("op", sink.op.is_some()),
+        ("compression", sink.compression.is_some()),
+        ("protocol", sink.protocol.is_some()),
+        ("path", sink.path.is_some()),
+        ("auth", sink.auth.is_some()),
+        ("tls", sink.tls.is_some()),
+        ("headers", !sink.headers.is_empty()),
+        ("request_timeout", sink.request_timeout.is_some()),
+        ("concurrency", sink.concurrency.is_some()),
+    ];
+    candidates.into_iter().filter_map(|(name, set)| set.then_some(name)).collect()
+}
+
+const HTTP_FIELDS: &[&str] = &["endpoint", "auth", "tls", "headers", "request_timeout", "concurrency"];
+
+/// The optional fields each sink type accepts, and the ones it requires.
+fn sink_fields(kind: SinkKind) -> (Vec<&'static str>, &'static [&'static str]) {
+    let mut allowed: Vec<&'static str> = match kind {
+        SinkKind::Loki => {
+            vec!["encoding", "labels", "structured_metadata", "tenant", "line_format", "compression"]
+        }
+        SinkKind::Elasticsearch => vec!["index", "op", "compression"],
+        SinkKind::Otlp => vec!["protocol", "compression"],
+        SinkKind::Stdout => return (Vec::new(), &[]),
+        SinkKind::File => return (vec!["path"], &["path"]),
+    };
+    allowed.extend_from_slice(HTTP_FIELDS);
+    (allowed, &["endpoint"])
+}
+
+fn check_sinks(checker: &mut Checker, sinks: &[Spanned<SinkConfig>], inputs: &[Arc<InputSettings>]) -> Vec<SinkSettings> {
+    if sinks.is_empty() {
+        let batch = BatchConfig::default();
+        return vec![SinkSettings { name: Arc::from("stdout"), batch, target: SinkTarget::Stdout }];
+    }
+    let mut names = BTreeSet::new();
+    let mut checked = Vec::new();
+    for (index, spanned) in sinks.iter().enumerate() {
+        let sink = &spanned.value;
+        let field = |name: &str| format!("logs.sinks[{index}].{name}");
+        if sink.name.trim().is_empty() {
+            checker.at(spanned, field("name"), "a sink needs a non-empty name".into(), None);
+        } else if !names.insert(sink.name.clone()) {
+            let message = format!("duplicate sink name {:?}", sink.name);
+            checker.at(spanned, field("name"), message, Some("sink names must be unique"));
+        }
+        let kind = sink.kind.as_str();
+        let (allowed, required) = sink_fields(sink.kind);
+        let set = fields_set(sink);
+        for name in set.iter().filter(|name| !allowed.contains(name)) {
+            let message = format!("`{name}` does not apply to a {kind} sink");
+            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
+            checker.at(spanned, field(name), message, Some(&hint));
+        }
+        for name in required.iter().filter(|name| !set.contains(name)) {
+            let message = format!("a {kind} sink needs `{name}`");
+            checker.at(spanned, field(name), message, None);
+        }
+        if let Some(path) = &sink.path {
+            for input in inputs.iter().filter(|input| input.include.is_match(path)) {
+                let message = format!(
+                    "file sink path {} is tailed by input {:?}: pillion would read its own output in a loop",
+                    path.display(),
+                    &*input.name
+                );
+                checker.at(spanned, field("path"), message, Some("write the sink file outside the input globs"));
+            }
+        }
+        let target = match sink.kind {
+            SinkKind::Stdout => SinkTarget::Stdout,
+            SinkKind::File => SinkTarget::File(FileSinkSettings { path: sink.path.clone().unwrap_or_default() }),
+            SinkKind::Loki => SinkTarget::Loki(Box::new(sink.clone())),
+            SinkKind::Elasticsearch => SinkTarget::Elasticsearch(Box::new(sink.clone())),
+            SinkKind::Otlp => SinkTarget::Otlp(Box::new(sink.clone())),
+        };
+        checked.push(SinkSettings { name: Arc::from(sink.name.as_str()), batch: sink.batch, target });
+    }
+    checked
+}
+
+fn list_suffix(fields: &[&str]) -> String {
+    fields.iter().map(|f| format!(", {f}")).collect()
+}
+
+fn check_ports(checker: &mut Checker, raw: &RawConfig) {
+    let Some(inbound) = raw.proxy.as_ref().and_then(|proxy| proxy.inbound.as_ref()) else {
+        return;
+    };
+    let listen = inbound.value.listen.0;
+    if listen.port() != 0 && listen == raw.admin.listen.0 {
+        let message = format!("proxy.inbound.listen {listen} is also admin.listen");
+        checker.at(inbound, "proxy.inbound.listen".into(), message, Some("give the admin server its own port"));
+    }
+}
+
+/// Resource attributes: `service.*` from config, else the standard environment variables;
+/// `OTEL_RESOURCE_ATTRIBUTES`; `k8s.*` from the downward-API variables.
+fn build_resource(service: &ServiceConfig, env: &dyn Fn(&str) -> Option<String>) -> Resource {
+    let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let mut otel: Vec<(String, String)> = non_empty("OTEL_RESOURCE_ATTRIBUTES")
+        .map(|text| parse_otel_resource_attributes(&text))
+        .unwrap_or_default();
+    let mut take_otel = |key: &str| {
+        otel.iter().position(|(k, _)| k == key).map(|index| otel.remove(index).1)
+    };
+    let name = service
+        .name
+        .as_ref()
+        .map(|n| n.0.clone())
+        .or_else(|| non_empty("PILLION_SERVICE_NAME"))
+        .or_else(|| non_empty("OTEL_SERVICE_NAME"))
+        .or_else(|| take_otel("service.name"))
+        .unwrap_or_else(|| "unknown_service".to_owned());
+    let namespace = service.namespace.as_ref().map(|n| n.0.clone()).or_else(|| take_otel("service.namespace"));
+    let version = service.version.as_ref().map(|n| n.0.clone()).or_else(|| take_otel("service.version"));
+    let mut resource = vec![("service.name".to_owned(), name)];
+    resource.extend(namespace.map(|v| ("service.namespace".to_owned(), v)));
+    resource.extend(version.map(|v| ("service.version".to_owned(), v)));
+    let downward = [
+        ("k8s.pod.name", "POD_NAME"),
+        ("k8s.namespace.name", "POD_NAMESPACE"),
+        ("k8s.node.name", "NODE_NAME"),
+        ("k8s.container.name", "CONTAINER_NAME"),
+    ];
+    let mut rest: Vec<(String, String)> = otel.into_iter().filter(|(k, _)| !k.starts_with("service.name")).collect();
+    for (key, value) in &service.attributes {
+        rest.retain(|(k, _)| k != key);
+        rest.push((key.clone(), value.0.clone()));
+    }
+    for (key, variable) in downward {
+        if let Some(value) = non_empty(variable) {
+            rest.retain(|(k, _)| k != key);
+            rest.push((key.to_owned(), value));
+        }
+    }
+    rest.sort();
+    resource.extend(rest);
+    Arc::new(resource)
+}
+
+/// `key1=value1,key2=value2`, values percent-decoded, as the OpenTelemetry spec defines it.
+fn parse_otel_resource_attributes(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), percent_decode(value.trim())))
+        .filter(|(key, _)| !key.is_empty())
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, load_str};
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    fn issues(yaml: &str) -> Vec<String> {
+        match load_str(yaml, "x.yaml", &|_| None) {
+            Ok(_) => panic!("expected errors for:\n{yaml}"),
+            Err(ConfigError::Invalid(issues)) => issues.iter().map(ToString::to_string).collect(),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn resource_prefers_config_then_environment() {
+        let env = env_of(&[
+            ("OTEL_SERVICE_NAME", "from-otel"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.version=9,team=a%20b"),
+            ("POD_NAME", "checkout-7d9f"),
+        ]);
+        let service = ServiceConfig::default();
+        let resource = build_resource(&service, &env);
+        assert_eq!(resource[0], ("service.name".into(), "from-otel".into()));
+        assert!(resource.contains(&("service.version".into(), "9".into())));
+        assert!(resource.contains(&("k8s.pod.name".into(), "checkout-7d9f".into())));
+        assert!(resource.contains(&("team".into(), "a b".into())));
+        let nothing = build_resource(&service, &|_| None);
+        assert_eq!(nothing[0].1, "unknown_service");
+    }
+
+    #[test]
+    fn sink_fields_must_match_the_type() {
+        let found = issues("logs:\n  sinks:\n    - name: l\n      type: loki\n      index: x\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("x.yaml:3:7: logs.sinks[0].index: `index` does not apply to a loki sink"));
+        assert!(found[1].contains("logs.sinks[0].endpoint: a loki sink needs `endpoint`"));
+    }
+
+    #[test]
+    fn names_are_unique_and_parsers_known() {
+        let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/x/*.log] }\n    - { name: a, paths: [/y/*.log], format: nginx }\n";
+        let found = issues(yaml);
+        assert!(found.iter().any(|m| m.contains("duplicate input name")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("unknown parser \"nginx\"")), "{found:?}");
+    }
+
+    #[test]
+    fn a_file_sink_inside_an_input_glob_is_refused() {
+        let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/logs/*.ndjson] }\n  sinks:\n    - { name: f, type: file, path: /logs/out.ndjson }\n";
+        let found = issues(yaml);
+        assert!(found.iter().any(|m| m.contains("read its own output")), "{found:?}");
+    }
+
+    #[test]
+    fn excludes_by_name_and_by_path() {
+        let yaml = "logs:\n  inputs:\n    - name: a\n      paths: [\"/v/**/*.log\"]\n      exclude: [\"*.tmp.log\", \"/v/skip/*\"]\n";
+        let config = load_str(yaml, "x.yaml", &|_| None).expect("valid");
+        let input = &config.logs.inputs[0];
+        assert!(input.include.is_match("/v/a/b.log"));
+        assert!(input.exclude_names.is_match("b.tmp.log"));
+        assert!(input.exclude_paths.is_match("/v/skip/x.log"));
+        assert_eq!(config.logs.sinks.len(), 1, "default stdout sink");
+    }
+}

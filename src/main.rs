@@ -1,0 +1,205 @@
+//! The `pillion` command line: parse arguments, load the config, hand over to the library.
+//! Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad config or usage.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser as ClapParser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use pillion::config::{self, Config, ConfigError};
+use pillion::parse::Parser;
+use pillion::record::Source;
+use pillion::telemetry::logging::{self, LogFormat};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+/// pillion: tails, parses and ships an app's logs; proxies its port for RED metrics and traces.
+#[derive(Debug, ClapParser)]
+#[command(name = "pillion", version, about, long_about = None)]
+struct Cli {
+    /// Config file (YAML). Without it, the embedded quickstart config is used.
+    #[arg(long, short = 'c', global = true, env = "PILLION_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// pillion's own log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar (the default).
+    Run,
+    /// Check a config: print "ok" and exit 0, or print the errors and exit 2.
+    Validate,
+    /// Parse lines from FILE (or stdin) and print one normalized record per line as JSON.
+    Parse {
+        /// The parser: auto, json, logfmt, raw.
+        #[arg(long, value_name = "NAME")]
+        parser: String,
+        /// The file to read; standard input when absent or `-`.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config),
+        Command::Validate => validate(cli.config),
+        Command::Parse { parser, file } => parse(cli.config, &parser, file),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => config::load_file(path),
+        None => config::load_quickstart(),
+    }
+}
+
+fn validate(path: Option<PathBuf>) -> ExitCode {
+    match load(path.as_ref()) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path.as_ref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run_config(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn run_config(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("pillion-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone())?;
+        pillion::app::run(config, shutdown).await.map_err(anyhow::Error::from)
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once
+/// (checkpoints are then as of the last interval: records may be sent again, never lost).
+fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::spawn(async move {
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            received += 1;
+            if received > 1 {
+                tracing::warn!(signal = name, "second signal: exiting now");
+                std::process::exit(i32::from(EXIT_RUNTIME));
+            }
+            tracing::info!(signal = name, "received signal");
+            shutdown.cancel();
+        }
+    });
+    Ok(())
+}
+
+fn parse(path: Option<PathBuf>, parser_name: &str, file: Option<PathBuf>) -> ExitCode {
+    let resource = match path.as_ref().map(|p| config::load_file(p)) {
+        Some(Ok(config)) => config.resource,
+        Some(Err(error)) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        None => match config::load_str("", "<none>", &|name| std::env::var(name).ok()) {
+            Ok(config) => config.resource,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let Some(parser) = Parser::by_name(parser_name) else {
+        let known = config::ParserName::BUILT_IN.join(", ");
+        eprintln!("unknown parser {parser_name:?}; built-in parsers: {known}");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match parse_lines(parser, file, resource) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pillion parse: {error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn parse_lines(parser: Parser, file: Option<PathBuf>, resource: pillion::record::Resource) -> anyhow::Result<()> {
+    let (reader, path): (Box<dyn BufRead>, String) = match file.filter(|f| f.as_os_str() != "-") {
+        Some(file) => {
+            let opened = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            (Box::new(std::io::BufReader::new(opened)), file.display().to_string())
+        }
+        None => (Box::new(std::io::stdin().lock()), "-".to_owned()),
+    };
+    let input: Arc<str> = Arc::from("parse");
+    let path: Arc<str> = Arc::from(path.as_str());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut reader = reader;
+    let mut json = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).context("cannot read input")?;
+        if read == 0 {
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let mut parsed = parser.parse(text, jiff::Timestamp::now(), &resource).record;
+        parsed.source = Some(Source { input: Arc::clone(&input), path: Arc::clone(&path), offset });
+        json.clear();
+        parsed.write_json_line(&mut json)?;
+        out.write_all(&json).context("cannot write output")?;
+        offset += read as u64;
+    }
+    out.flush().context("cannot write output")?;
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The `file` sink: appends NDJSON records to a file, acknowledging each batch once it is
+//! written (it then survives a crash of pillion; it is fsynced on shutdown). A failed write
+//! (disk full, say) is retried with backoff, never dropped.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{SinkContext, SinkError};
+use crate::pipeline::Batch;
+
+/// The open output file.
+pub(super) struct FileWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl FileWriter {
+    /// Opens (creating it and its directory) `path` for appending.
+    pub fn open(sink: &str, path: &Path) -> Result<FileWriter, SinkError> {
+        let io_error = |source| SinkError::Io { sink: sink.to_owned(), target: path.display().to_string(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error)?;
+        Ok(FileWriter { path: path.to_owned(), file })
+    }
+}
+
+pub(super) async fn run(
+    context: SinkContext,
+    writer: FileWriter,
+    mut batches: mpsc::Receiver<Arc<Batch>>,
+) -> Result<(), SinkError> {
+    let mut writer = Some(writer);
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    while let Some(batch) = batches.recv().await {
+        let started = Instant::now();
+        buffer.clear();
+        for record in &batch.records {
+            if let Err(error) = record.write_json_line(&mut buffer) {
+                tracing::error!(sink = %context.name, %error, "cannot encode record");
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut current = writer.take().ok_or_else(|| lost_writer(&context))?;
+            let (returned, result) = tokio::task::spawn_blocking(move || {
+                let result = current.file.write_all(&buffer);
+                (current, (result, buffer))
+            })
+            .await
+            .map_err(|_| lost_writer(&context))?;
+            let (result, returned_buffer) = result;
+            buffer = returned_buffer;
+            let path = returned.path.display().to_string();
+            writer = Some(returned);
+            match result {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(sink = %context.name, %path, %error, retry_in = ?backoff, "write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        context.delivered(&batch, buffer.len(), started);
+    }
+    if let Some(writer) = writer {
+        let sync = tokio::task::spawn_blocking(move || writer.file.sync_all()).await;
+        if let Ok(Err(error)) = sync {
+            tracing::warn!(sink = %context.name, %error, "fsync on shutdown failed");
+        }
+    }
+    Ok(())
+}
+
+fn lost_writer(context: &SinkContext) -> SinkError {
+    SinkError::Io {
+        sink: context.name.to_string(),
+        target: "file".into(),
+        source: std::io::Error::other("the writer task panicked"),
+    }
+}
