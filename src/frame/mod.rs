@@ -141,7 +141,9 @@ pub struct Assembler {
     framer: LineFramer,
     container: ContainerFormat,
     max_line_bytes: usize,
-    merge: Pending,
+    /// Partial container entries being merged, per stream (stdout, stderr): the runtime
+    /// interleaves the two streams' parts.
+    merges: [Pending; 2],
     multiline: Option<Multiline>,
 }
 
@@ -151,7 +153,7 @@ impl Assembler {
             framer: LineFramer::new(settings.max_line_bytes),
             container: settings.container,
             max_line_bytes: settings.max_line_bytes.max(1),
-            merge: Pending::default(),
+            merges: [Pending::default(), Pending::default()],
             multiline: settings.multiline.clone().map(|settings| Multiline {
                 settings,
                 pending: Pending::default(),
@@ -167,11 +169,11 @@ impl Assembler {
             framer,
             container,
             max_line_bytes,
-            merge,
+            merges,
             multiline,
         } = self;
         framer.push(chunk, offset, |line| {
-            unwrap_container(*container, merge, *max_line_bytes, &line, &mut |framed| {
+            unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
                 join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
             })
         });
@@ -184,15 +186,17 @@ impl Assembler {
             framer,
             container,
             max_line_bytes,
-            merge,
+            merges,
             multiline,
         } = self;
         framer.flush(eof_offset, |line| {
-            unwrap_container(*container, merge, *max_line_bytes, &line, &mut |framed| {
+            unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
                 join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
             })
         });
-        merge.emit(&mut |framed| join_lines(multiline.as_mut(), *max_line_bytes, framed, emit));
+        for merge in merges {
+            merge.emit(&mut |framed| join_lines(multiline.as_mut(), *max_line_bytes, framed, emit));
+        }
         if let Some(multiline) = multiline {
             multiline.pending.emit(emit);
         }
@@ -218,7 +222,7 @@ impl Assembler {
     /// Forgets everything held (the file was truncated).
     pub fn reset(&mut self) {
         self.framer.reset();
-        self.merge = Pending::default();
+        self.merges = [Pending::default(), Pending::default()];
         if let Some(multiline) = &mut self.multiline {
             multiline.pending = Pending::default();
         }
@@ -227,24 +231,39 @@ impl Assembler {
     /// Bytes held in memory for records not yet complete.
     pub fn held_bytes(&self) -> usize {
         let multiline = self.multiline.as_ref().map_or(0, |m| m.pending.bytes.len());
-        self.framer.held_bytes() + self.merge.bytes.len() + multiline
+        let merges: usize = self.merges.iter().map(|m| m.bytes.len()).sum();
+        self.framer.held_bytes() + merges + multiline
+    }
+
+    /// Where the earliest record still held (a partial container entry or a multiline record)
+    /// starts: a checkpoint must not pass it.
+    pub fn held_from(&self) -> Option<u64> {
+        let multiline = self.multiline.as_ref().map(|m| &m.pending);
+        self.merges.iter().chain(multiline).filter(|p| p.active).map(|p| p.start).min()
     }
 }
 
 /// The container stage: unwraps `line` and merges partial entries.
 fn unwrap_container(
     format: ContainerFormat,
-    merge: &mut Pending,
+    merges: &mut [Pending; 2],
     max_bytes: usize,
     line: &Line<'_>,
     next: &mut impl FnMut(Framed<'_>),
 ) {
+    if format == ContainerFormat::None {
+        next(Framed::from_line(line));
+        return;
+    }
     let Some(entry) = container::unwrap(format, line.bytes) else {
-        // Not container framing: a pending partial entry ends here.
-        merge.emit(next);
+        // Not container framing: pending partial entries end here.
+        for merge in merges {
+            merge.emit(next);
+        }
         next(Framed::from_line(line));
         return;
     };
+    let merge = &mut merges[usize::from(entry.stream == Some(Stream::Stderr))];
     let framed = Framed {
         bytes: &entry.content,
         start: line.start,

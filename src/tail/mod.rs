@@ -45,6 +45,8 @@ pub mod checkpoint;
 mod discover;
 pub mod fingerprint;
 mod read;
+#[cfg(test)]
+mod tests;
 mod reader;
 mod scan;
 mod watch;
@@ -144,6 +146,9 @@ struct Tailer {
     /// How far this run read files it no longer tracks (truncated or finished): a copy of one
     /// resumes there.
     read_ends: HashMap<FileKey, (u64, u64)>,
+    /// Identities whose content was truncated in this run: the same inode showing the same
+    /// first line again is new content.
+    replaced: HashSet<FileKey>,
     open_files: usize,
     buffer: Vec<u8>,
     first_scan: bool,
@@ -177,6 +182,7 @@ impl Tailer {
             waiting: HashMap::new(),
             covered: HashSet::new(),
             read_ends: HashMap::new(),
+            replaced: HashSet::new(),
             open_files: 0,
             buffer: vec![0; READ_CHUNK],
             first_scan: true,

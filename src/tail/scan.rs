@@ -94,6 +94,10 @@ impl Tailer {
             return;
         };
         tracing::warn!(path = %path.display(), size, offset = old.read_offset, "file truncated; reading it from the start");
+        if self.replaced.len() >= 4096 {
+            self.replaced.clear();
+        }
+        self.replaced.insert(key);
         self.context
             .metrics
             .truncations
@@ -171,10 +175,15 @@ impl Tailer {
                 return;
             }
         };
+        // An empty file waits for its first line however long it takes: there is nothing to
+        // read, and a fingerprint is what recognizes its copies later.
         let checksum = match fingerprint::checksum(&head) {
             Some(checksum) => checksum,
-            None if self.waited(&found) => 0,
-            None => return,
+            None if !head.is_empty() && self.waited(&found) => 0,
+            None => {
+                self.waited(&found);
+                return;
+            }
         };
         let key = FileKey {
             dev: found.id.0,
@@ -244,7 +253,8 @@ impl Tailer {
             return Some(offset);
         }
         if !same_inode.is_empty() {
-            tracing::info!(%path, "inode reused or file rewritten since its checkpoint; reading it from the start");
+            tracing::warn!(%path, "first line changed since the checkpoint (truncated and rewritten, or inode reused); reading it from the start");
+            self.context.metrics.truncations.get_or_create(&self.label).inc();
             acks.reset(key, &path, 0, 0);
             return Some(0);
         }
