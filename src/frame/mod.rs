@@ -239,7 +239,12 @@ impl Assembler {
     /// starts: a checkpoint must not pass it.
     pub fn held_from(&self) -> Option<u64> {
         let multiline = self.multiline.as_ref().map(|m| &m.pending);
-        self.merges.iter().chain(multiline).filter(|p| p.active).map(|p| p.start).min()
+        self.merges
+            .iter()
+            .chain(multiline)
+            .filter(|p| p.active)
+            .map(|p| p.start)
+            .min()
     }
 }
 

@@ -45,10 +45,10 @@ pub mod checkpoint;
 mod discover;
 pub mod fingerprint;
 mod read;
-#[cfg(test)]
-mod tests;
 mod reader;
 mod scan;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::collections::{HashMap, HashSet};

@@ -254,7 +254,11 @@ impl Tailer {
         }
         if !same_inode.is_empty() {
             tracing::warn!(%path, "first line changed since the checkpoint (truncated and rewritten, or inode reused); reading it from the start");
-            self.context.metrics.truncations.get_or_create(&self.label).inc();
+            self.context
+                .metrics
+                .truncations
+                .get_or_create(&self.label)
+                .inc();
             acks.reset(key, &path, 0, 0);
             return Some(0);
         }
