@@ -38,14 +38,19 @@ impl Tailer {
             if !seen.insert(id) {
                 continue;
             }
-            match self.by_inode.get(&id).copied() {
-                Some(key) => self.check_known(key, path, meta.len()),
-                None => new.push(Found {
-                    path,
-                    size: meta.len(),
-                    id,
-                }),
+            let known = self.by_inode.get(&id).copied();
+            match known {
+                Some(key) if self.inode_reused(key, &path, meta.len()) => {
+                    self.untrack(&key);
+                    self.context.acks.mark_gone(&key, now_unix());
+                }
+                Some(key) => {
+                    self.check_known(key, path, meta.len());
+                    continue;
+                }
+                None => {}
             }
+            new.push(Found { path, size: meta.len(), id });
         }
         self.check_gone(&seen);
         for found in new {
@@ -60,6 +65,12 @@ impl Tailer {
         self.reopen_grown();
         self.first_scan = false;
         self.update_gauges();
+    }
+
+    /// A compressed file's inode now holds another file (it was deleted and the inode reused
+    /// before discovery noticed): compressed files never change.
+    fn inode_reused(&self, key: FileKey, path: &std::path::Path, size: u64) -> bool {
+        self.files.get(&key).is_some_and(|t| t.compressed && (size != t.size || !reader::is_gzip(path)))
     }
 
     /// A followed file: renamed, truncated, or grown while closed.

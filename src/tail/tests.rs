@@ -46,6 +46,8 @@ struct Running {
 impl Harness {
     /// `input` is the YAML of one input (without `name` and `paths`); the glob is `logs/<glob>`.
     fn new(glob: &str, input: &str) -> Harness {
+        // The tailer's log lines are shown for a failing test.
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pillion=debug").try_init();
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
         fs::create_dir_all(&logs).expect("mkdir");
@@ -665,4 +667,24 @@ proptest! {
     fn no_line_is_lost_or_duplicated(actions in proptest::collection::vec(action(), 1..14)) {
         run_model(&actions);
     }
+}
+
+/// Found by the model: gzip rotations of an empty file, copytruncate of the new file, more
+/// rotations, then a partial line.
+#[test]
+fn model_regression_rotations_around_empty_files() {
+    use Action::*;
+    run_model(&[
+        Restart,
+        Write(8),
+        RotateGzip,
+        RotateGzip,
+        DeleteRotated,
+        CopyTruncate,
+        RotateRename,
+        Write(155),
+        RotateGzip,
+        DeleteRotated,
+        WritePartial,
+    ]);
 }
