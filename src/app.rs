@@ -19,6 +19,9 @@ use crate::tail::{self, TailerContext};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{TransformError, Transforms};
 
+/// A running sink's task.
+type SinkTask = JoinHandle<Result<(), SinkError>>;
+
 /// Batches queued between the tailers and the fan-out.
 const TAIL_QUEUE_BATCHES: usize = 32;
 
@@ -27,7 +30,9 @@ const TAIL_QUEUE_BATCHES: usize = 32;
 pub enum RunError {
     #[error("cannot listen on admin address {address}: {source}")]
     AdminBind { address: std::net::SocketAddr, source: std::io::Error },
-    #[error("{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now")]
+    #[error(
+        "{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now"
+    )]
     NotImplemented { section: &'static str },
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -58,7 +63,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let admin = AdminServer::bind(config.admin_listen)
         .await
         .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
-    let admin_address = admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
+    let admin_address =
+        admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
     let admin_state = AdminState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
@@ -95,13 +101,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
-        let handle = tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
+        let handle =
+            tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
         tailers.push(handle);
     }
     drop(tail_output);
 
     let checkpoint_stop = CancellationToken::new();
-    let checkpointer = spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
+    let checkpointer =
+        spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -121,14 +129,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let deadline = started_deadline(config.shutdown_timeout);
     let drained = tokio::time::timeout_at(deadline, drain(tailers, fanout, sink_tasks)).await;
     if drained.is_err() {
-        tracing::warn!("shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart");
+        tracing::warn!(
+            "shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart"
+        );
     }
     checkpoint_stop.cancel();
     let _ = checkpointer.await;
     let final_offsets = acks.snapshot();
-    tokio::task::spawn_blocking(move || store.save(&final_offsets))
-        .await
-        .unwrap_or_else(|_| Ok(()))?;
+    match tokio::task::spawn_blocking(move || store.save(&final_offsets)).await {
+        Ok(saved) => saved?,
+        Err(error) => tracing::error!(%error, "the final checkpoint writer panicked"),
+    }
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
     if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
@@ -141,11 +152,7 @@ fn started_deadline(shutdown_timeout: Duration) -> tokio::time::Instant {
 }
 
 /// Waits for the tailers to stop, then the fan-out to empty, then every sink to finish.
-async fn drain(
-    tailers: Vec<std::thread::JoinHandle<()>>,
-    fanout: JoinHandle<()>,
-    sinks: Vec<(Arc<str>, JoinHandle<Result<(), SinkError>>)>,
-) {
+async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>, sinks: Vec<(Arc<str>, SinkTask)>) {
     for tailer in tailers {
         let _ = tokio::task::spawn_blocking(move || tailer.join()).await;
     }
