@@ -301,10 +301,7 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
 }
 
 fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
+    GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| format!("invalid glob {pattern:?}: {e}"))
 }
 
 fn compile_globs(input: &InputConfig) -> Result<(GlobSet, GlobSet, GlobSet), String> {
@@ -428,7 +425,7 @@ fn check_sinks(
             checker.at(spanned, field(name), message, Some(&hint));
         }
         for name in required.iter().filter(|name| !set.contains(name)) {
-            let message = format!("a {kind} sink needs `{name}`");
+            let message = format!("{} {kind} sink needs `{name}`", article(kind));
             checker.at(spanned, field(name), message, None);
         }
         if let Some(path) = &sink.path {
@@ -462,6 +459,10 @@ fn check_sinks(
         });
     }
     checked
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 fn list_suffix(fields: &[&str]) -> String {
