@@ -29,10 +29,7 @@ const TAIL_QUEUE_BATCHES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on admin address {address}: {source}")]
-    AdminBind {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    AdminBind { address: std::net::SocketAddr, source: std::io::Error },
     #[error(
         "{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now"
     )]
@@ -44,10 +41,7 @@ pub enum RunError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
-    Tailer {
-        input: String,
-        source: std::io::Error,
-    },
+    Tailer { input: String, source: std::io::Error },
     #[error("a sink failed; see the error above")]
     SinkFailed,
 }
@@ -68,14 +62,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let ready = Arc::new(AtomicBool::new(false));
     let admin = AdminServer::bind(config.admin_listen)
         .await
-        .map_err(|source| RunError::AdminBind {
-            address: config.admin_listen,
-            source,
-        })?;
-    let admin_address = admin.local_addr().map_err(|source| RunError::AdminBind {
-        address: config.admin_listen,
-        source,
-    })?;
+        .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
+    let admin_address =
+        admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
     let admin_state = AdminState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
@@ -111,10 +100,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
-        let handle = tail::spawn(context).map_err(|source| RunError::Tailer {
-            input: input.name.to_string(),
-            source,
-        })?;
+        let handle =
+            tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
         tailers.push(handle);
     }
     drop(tail_output);
@@ -158,11 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
-    if sink_failed.is_cancelled() {
-        Err(RunError::SinkFailed)
-    } else {
-        Ok(())
-    }
+    if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
 }
 
 /// The shutdown deadline, leaving a little time to write the final checkpoint.
@@ -188,9 +171,7 @@ async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>
 
 /// Seconds since the Unix epoch (checkpoint entries record since when a file is gone).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Persists the ledger every `interval` when it changed, forgetting files gone for `ttl`.
@@ -210,10 +191,7 @@ fn spawn_checkpointer(
             }
             let forgotten = acks.expire(unix_now(), ttl.as_secs());
             if forgotten > 0 {
-                tracing::info!(
-                    forgotten,
-                    "checkpoints of files gone longer than checkpoint_ttl forgotten"
-                );
+                tracing::info!(forgotten, "checkpoints of files gone longer than checkpoint_ttl forgotten");
             }
             let Some(offsets) = acks.snapshot_if_changed() else {
                 continue;

@@ -107,9 +107,7 @@ impl Acknowledgements {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Progress>> {
         // A panic while holding this lock cannot leave the map half-updated in a way that loses
         // data (every update is a single insert or field write), so poisoning is ignored.
-        self.files
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn fresh(&self, path: &str, offset: u64, tail: u64) -> Progress {
@@ -139,9 +137,7 @@ impl Acknowledgements {
     /// (a tracked file keeps its progress and is no longer gone).
     pub fn open(&self, file: FileKey, path: &str, offset: u64) {
         let mut files = self.lock();
-        let progress = files
-            .entry(file)
-            .or_insert_with(|| self.fresh(path, offset, 0));
+        let progress = files.entry(file).or_insert_with(|| self.fresh(path, offset, 0));
         if progress.path != path || progress.gone_since.is_some() {
             progress.path = path.to_owned();
             progress.gone_since = None;
@@ -169,10 +165,7 @@ impl Acknowledgements {
     pub fn expire(&self, now_unix: u64, ttl_secs: u64) -> usize {
         let mut files = self.lock();
         let before = files.len();
-        files.retain(|_, p| {
-            p.gone_since
-                .is_none_or(|since| now_unix.saturating_sub(since) <= ttl_secs)
-        });
+        files.retain(|_, p| p.gone_since.is_none_or(|since| now_unix.saturating_sub(since) <= ttl_secs));
         let removed = before - files.len();
         if removed > 0 {
             self.dirty.store(true, Ordering::Relaxed);
@@ -187,13 +180,7 @@ impl Acknowledgements {
             progress.next_issue += 1;
             (progress.epoch, progress.next_issue - 1)
         });
-        AckToken {
-            file,
-            epoch,
-            seq,
-            end_offset,
-            tail,
-        }
+        AckToken { file, epoch, seq, end_offset, tail }
     }
 
     /// One sink delivered the batch (or dead-lettered it).
@@ -208,16 +195,10 @@ impl Acknowledgements {
 
     fn record_acks(&self, token: &AckToken, count: u32) {
         let mut files = self.lock();
-        let Some(progress) = files
-            .get_mut(&token.file)
-            .filter(|p| p.epoch == token.epoch)
-        else {
+        let Some(progress) = files.get_mut(&token.file).filter(|p| p.epoch == token.epoch) else {
             return;
         };
-        let entry = progress
-            .pending
-            .entry(token.seq)
-            .or_insert((0, token.end_offset, token.tail));
+        let entry = progress.pending.entry(token.seq).or_insert((0, token.end_offset, token.tail));
         entry.0 = entry.0.saturating_add(count);
         let mut advanced = false;
         while let Some(&(acks, end, tail)) = progress.pending.get(&progress.next_commit) {
@@ -255,12 +236,7 @@ impl Acknowledgements {
         self.lock()
             .iter()
             .filter(|(key, _)| wanted(key))
-            .map(|(key, p)| Known {
-                key: *key,
-                acked: p.acked,
-                tail: p.acked_tail,
-                gone: p.gone_since.is_some(),
-            })
+            .map(|(key, p)| Known { key: *key, acked: p.acked, tail: p.acked_tail, gone: p.gone_since.is_some() })
             .collect()
     }
 
@@ -307,11 +283,7 @@ impl Acknowledgements {
 mod tests {
     use super::*;
 
-    const FILE: FileKey = FileKey {
-        dev: 1,
-        inode: 2,
-        checksum: 3,
-    };
+    const FILE: FileKey = FileKey { dev: 1, inode: 2, checksum: 3 };
 
     #[test]
     fn checkpoint_is_the_longest_fully_acknowledged_prefix() {
@@ -342,13 +314,7 @@ mod tests {
         acks.ack(&t0);
         assert_eq!(
             acks.snapshot(),
-            vec![FileOffset {
-                key: FILE,
-                path: "/a.log.1".into(),
-                offset: 80,
-                tail: 7,
-                gone_since: None
-            }]
+            vec![FileOffset { key: FILE, path: "/a.log.1".into(), offset: 80, tail: 7, gone_since: None }]
         );
     }
 
@@ -368,23 +334,9 @@ mod tests {
     #[test]
     fn gone_files_expire_after_the_ttl() {
         let acks = Acknowledgements::new(1);
-        let entry = FileOffset {
-            key: FILE,
-            path: "/a.log".into(),
-            offset: 9,
-            tail: 5,
-            gone_since: Some(100),
-        };
+        let entry = FileOffset { key: FILE, path: "/a.log".into(), offset: 9, tail: 5, gone_since: Some(100) };
         acks.restore(&[entry], 1000);
-        assert_eq!(
-            acks.with_checksum(3),
-            vec![Known {
-                key: FILE,
-                acked: 9,
-                tail: 5,
-                gone: true
-            }]
-        );
+        assert_eq!(acks.with_checksum(3), vec![Known { key: FILE, acked: 9, tail: 5, gone: true }]);
         assert_eq!(acks.with_inode(1, 2).len(), 1);
         assert_eq!(acks.expire(150, 100), 0);
         acks.open(FILE, "/a.log", 0);

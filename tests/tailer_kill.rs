@@ -56,13 +56,7 @@ logs:
     );
     fs::write(&config, yaml).expect("config");
     let stderr = root.path().join("pillion.stderr");
-    Dirs {
-        logs,
-        out,
-        config,
-        stderr,
-        _root: root,
-    }
+    Dirs { logs, out, config, stderr, _root: root }
 }
 
 /// The running binary and the thread draining its stdout (pausable: a stalled sink).
@@ -72,11 +66,7 @@ struct Pillion {
 }
 
 fn start(dirs: &Dirs, paused: &Arc<AtomicBool>) -> Pillion {
-    let stderr = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&dirs.stderr)
-        .expect("stderr file");
+    let stderr = OpenOptions::new().create(true).append(true).open(&dirs.stderr).expect("stderr file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pillion"))
         .args(["run", "--config"])
         .arg(&dirs.config)
@@ -112,10 +102,7 @@ impl Pillion {
 
     fn terminate(mut self) {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -148,9 +135,7 @@ fn spawn_writer(logs: PathBuf, written: Arc<AtomicU64>) -> JoinHandle<()> {
             let due = (started.elapsed().as_secs_f64() * RATE as f64) as u64;
             let mut chunk = String::new();
             while seq < due {
-                chunk.push_str(&format!(
-                    "seq={seq:08} the quick brown fox jumps over the lazy dog\n"
-                ));
+                chunk.push_str(&format!("seq={seq:08} the quick brown fox jumps over the lazy dog\n"));
                 seq += 1;
                 if seq % ROTATE_EVERY == 0 {
                     file.write_all(chunk.as_bytes()).expect("write");
@@ -167,11 +152,7 @@ fn spawn_writer(logs: PathBuf, written: Arc<AtomicU64>) -> JoinHandle<()> {
 }
 
 fn open_append(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log")
+    OpenOptions::new().create(true).append(true).open(path).expect("open log")
 }
 
 /// Rotates by rename, copy-and-truncate, or rename plus gzip, in turn.
@@ -193,8 +174,7 @@ fn rotate(logs: &Path, app: &Path, file: File, rotation: u64) -> File {
             drop(file);
             let new = open_append(app);
             let bytes = fs::read(&rotated).expect("read rotated");
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(&bytes).expect("compress");
             let gz = logs.join(format!("app.log.{rotation}.gz"));
             fs::write(&gz, encoder.finish().expect("finish")).expect("write gz");
@@ -215,15 +195,8 @@ fn delivered(out: &Path) -> HashMap<u64, u32> {
         let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        let message = record
-            .get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default();
-        if let Some(seq) = message
-            .strip_prefix("seq=")
-            .and_then(|m| m.get(..8))
-            .and_then(|s| s.parse().ok())
-        {
+        let message = record.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+        if let Some(seq) = message.strip_prefix("seq=").and_then(|m| m.get(..8)).and_then(|s| s.parse().ok()) {
             *seen.entry(seq).or_insert(0) += 1;
         }
     }
@@ -284,9 +257,6 @@ fn kill_9_during_rotation_and_a_stalled_sink_loses_nothing() {
     };
     pillion.terminate();
     let duplicates: u64 = seen.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
-    eprintln!(
-        "{total} lines, {kills} kill -9s, 0 lost, {duplicates} duplicates, max RSS {} MiB",
-        max_rss / 1024
-    );
+    eprintln!("{total} lines, {kills} kill -9s, 0 lost, {duplicates} duplicates, max RSS {} MiB", max_rss / 1024);
     assert!(max_rss < 200 * 1024, "memory grew to {max_rss} KiB");
 }

@@ -69,12 +69,7 @@ fn cri(line: &[u8]) -> Option<Entry<'_>> {
         _ => return None,
     };
     let time = std::str::from_utf8(time).ok()?.parse::<Timestamp>().ok()?;
-    Some(Entry {
-        content: Cow::Borrowed(content),
-        time: Some(time),
-        stream: Some(stream),
-        partial,
-    })
+    Some(Entry { content: Cow::Borrowed(content), time: Some(time), stream: Some(stream), partial })
 }
 
 #[derive(Deserialize)]
@@ -99,20 +94,9 @@ fn docker(line: &[u8]) -> Option<Entry<'_>> {
             Cow::Owned(bytes)
         }
     };
-    let stream = parsed
-        .stream
-        .as_deref()
-        .and_then(|s| Stream::parse(s.as_bytes()));
-    let time = parsed
-        .time
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok());
-    Some(Entry {
-        content,
-        time,
-        stream,
-        partial,
-    })
+    let stream = parsed.stream.as_deref().and_then(|s| Stream::parse(s.as_bytes()));
+    let time = parsed.time.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    Some(Entry { content, time, stream, partial })
 }
 
 fn strip_newline(bytes: &[u8]) -> &[u8] {
@@ -126,20 +110,12 @@ mod tests {
 
     #[test]
     fn cri_lines_are_unwrapped() {
-        let entry = unwrap(
-            ContainerFormat::Cri,
-            b"2026-11-25T12:00:00.5Z stderr P part one",
-        )
-        .expect("cri");
+        let entry = unwrap(ContainerFormat::Cri, b"2026-11-25T12:00:00.5Z stderr P part one").expect("cri");
         assert_eq!(&*entry.content, b"part one");
         assert!(entry.partial);
         assert_eq!(entry.stream, Some(Stream::Stderr));
-        assert_eq!(
-            entry.time.map(|t| t.to_string()),
-            Some("2026-11-25T12:00:00.5Z".to_owned())
-        );
-        let full =
-            unwrap(ContainerFormat::Cri, b"2026-11-25T12:00:00Z stdout F").expect("empty line");
+        assert_eq!(entry.time.map(|t| t.to_string()), Some("2026-11-25T12:00:00.5Z".to_owned()));
+        let full = unwrap(ContainerFormat::Cri, b"2026-11-25T12:00:00Z stdout F").expect("empty line");
         assert!(!full.partial && full.content.is_empty());
         assert!(unwrap(ContainerFormat::Cri, b"plain text line").is_none());
         assert!(unwrap(ContainerFormat::Cri, b"2026-11-25T12:00:00Z stdout X y").is_none());
@@ -152,11 +128,7 @@ mod tests {
         assert_eq!(&*entry.content, b"hello \"you\"");
         assert!(!entry.partial);
         assert_eq!(entry.stream, Some(Stream::Stdout));
-        let part = unwrap(
-            ContainerFormat::Docker,
-            br#"{"log":"par","stream":"stderr"}"#,
-        )
-        .expect("partial");
+        let part = unwrap(ContainerFormat::Docker, br#"{"log":"par","stream":"stderr"}"#).expect("partial");
         assert!(part.partial);
         assert!(unwrap(ContainerFormat::Docker, b"{not json").is_none());
     }

@@ -165,13 +165,7 @@ impl Assembler {
 
     /// Feeds `chunk`, read at file `offset`, calling `emit` for every record it completes.
     pub fn push(&mut self, chunk: &[u8], offset: u64, emit: &mut impl FnMut(Framed<'_>)) {
-        let Assembler {
-            framer,
-            container,
-            max_line_bytes,
-            merges,
-            multiline,
-        } = self;
+        let Assembler { framer, container, max_line_bytes, merges, multiline } = self;
         framer.push(chunk, offset, |line| {
             unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
                 join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
@@ -182,13 +176,7 @@ impl Assembler {
     /// The file will not grow again (rotated away and finished): emits everything held,
     /// including a last line without a newline, which ends at `eof_offset`.
     pub fn flush(&mut self, eof_offset: u64, emit: &mut impl FnMut(Framed<'_>)) {
-        let Assembler {
-            framer,
-            container,
-            max_line_bytes,
-            merges,
-            multiline,
-        } = self;
+        let Assembler { framer, container, max_line_bytes, merges, multiline } = self;
         framer.flush(eof_offset, |line| {
             unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
                 join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
@@ -211,9 +199,7 @@ impl Assembler {
             multiline.last_line_at = Some(now);
             return;
         }
-        let idle = multiline
-            .last_line_at
-            .is_some_and(|at| now.duration_since(at) >= multiline.settings.timeout);
+        let idle = multiline.last_line_at.is_some_and(|at| now.duration_since(at) >= multiline.settings.timeout);
         if idle && multiline.pending.active {
             multiline.pending.emit(emit);
         }
@@ -239,12 +225,7 @@ impl Assembler {
     /// starts: a checkpoint must not pass it.
     pub fn held_from(&self) -> Option<u64> {
         let multiline = self.multiline.as_ref().map(|m| &m.pending);
-        self.merges
-            .iter()
-            .chain(multiline)
-            .filter(|p| p.active)
-            .map(|p| p.start)
-            .min()
+        self.merges.iter().chain(multiline).filter(|p| p.active).map(|p| p.start).min()
     }
 }
 
@@ -305,9 +286,8 @@ fn join_lines(
     multiline.touched = true;
     let pending = &mut multiline.pending;
     let text = String::from_utf8_lossy(framed.bytes);
-    let continues = pending.active
-        && pending.lines < multiline.settings.max_lines
-        && multiline.settings.rule.continues(&text);
+    let continues =
+        pending.active && pending.lines < multiline.settings.max_lines && multiline.settings.rule.continues(&text);
     if continues {
         pending.append(b"\n", &framed, max_bytes);
     } else {
@@ -323,11 +303,7 @@ mod tests {
 
     type Out = Vec<(String, u64, u64, bool)>;
 
-    fn settings(
-        container: ContainerFormat,
-        multiline: Option<MultilineRule>,
-        max: usize,
-    ) -> FrameSettings {
+    fn settings(container: ContainerFormat, multiline: Option<MultilineRule>, max: usize) -> FrameSettings {
         FrameSettings {
             max_line_bytes: max,
             container,
@@ -345,12 +321,7 @@ mod tests {
         let mut offset = 0;
         for chunk in chunks {
             assembler.push(chunk, offset, &mut |f| {
-                out.push((
-                    String::from_utf8_lossy(f.bytes).into_owned(),
-                    f.start,
-                    f.end,
-                    f.truncated,
-                ))
+                out.push((String::from_utf8_lossy(f.bytes).into_owned(), f.start, f.end, f.truncated))
             });
             offset += chunk.len() as u64;
         }
@@ -366,17 +337,8 @@ mod tests {
         let input = b"2026-11-25T12:00:00Z stdout P hello \n2026-11-25T12:00:01Z stdout P big \n2026-11-25T12:00:02Z stdout F world\n2026-11-25T12:00:03Z stderr F next\n";
         let (out, _) = run(&settings(ContainerFormat::Cri, None, 1024), &[input]);
         assert_eq!(texts(&out), vec!["hello big world", "next"]);
-        let second_line_end = input
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .nth(2)
-            .map(|(i, _)| i as u64 + 1);
-        assert_eq!(
-            (out[0].1, Some(out[0].2)),
-            (0, second_line_end),
-            "the merged record ends at its last part"
-        );
+        let second_line_end = input.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2).map(|(i, _)| i as u64 + 1);
+        assert_eq!((out[0].1, Some(out[0].2)), (0, second_line_end), "the merged record ends at its last part");
     }
 
     #[test]
@@ -386,12 +348,8 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "01234567890123456789end");
         let part = "x".repeat(25);
-        let long = format!("2026-11-25T12:00:00Z stdout P {part}\n").repeat(3)
-            + "2026-11-25T12:00:00Z stdout F .\n";
-        let (out, _) = run(
-            &settings(ContainerFormat::Cri, None, 60),
-            &[long.as_bytes()],
-        );
+        let long = format!("2026-11-25T12:00:00Z stdout P {part}\n").repeat(3) + "2026-11-25T12:00:00Z stdout F .\n";
+        let (out, _) = run(&settings(ContainerFormat::Cri, None, 60), &[long.as_bytes()]);
         assert_eq!(out.len(), 1);
         assert!(out[0].3 && out[0].0.len() == 60, "{out:?}");
     }
@@ -409,20 +367,9 @@ mod tests {
         let mut assembler = Assembler::new(&settings(ContainerFormat::Docker, None, 1024));
         let mut out = Vec::new();
         assembler.push(input.as_bytes(), 0, &mut |f| {
-            out.push((
-                String::from_utf8_lossy(f.bytes).into_owned(),
-                f.stream,
-                f.time.map(|t| t.to_string()),
-            ))
+            out.push((String::from_utf8_lossy(f.bytes).into_owned(), f.stream, f.time.map(|t| t.to_string())))
         });
-        assert_eq!(
-            out[0],
-            (
-                "part one, part two".into(),
-                Some(Stream::Stderr),
-                Some("2026-11-25T12:00:00Z".into())
-            )
-        );
+        assert_eq!(out[0], ("part one, part two".into(), Some(Stream::Stderr), Some("2026-11-25T12:00:00Z".into())));
         assert_eq!(out[1].0, "whole");
     }
 
@@ -430,15 +377,8 @@ mod tests {
     fn multiline_records_end_at_their_last_line_and_flush_on_timeout() {
         let rule = MultilineRule::preset(MultilinePreset::Java);
         let input = b"one\ntwo\nboom.Exception: x\n\tat a\nnext\n\tat b\n";
-        let (out, mut assembler) =
-            run(&settings(ContainerFormat::None, Some(rule), 1024), &[input]);
-        assert_eq!(
-            out,
-            vec![
-                ("one".into(), 0, 4, false),
-                ("two\nboom.Exception: x\n\tat a".into(), 4, 32, false)
-            ]
-        );
+        let (out, mut assembler) = run(&settings(ContainerFormat::None, Some(rule), 1024), &[input]);
+        assert_eq!(out, vec![("one".into(), 0, 4, false), ("two\nboom.Exception: x\n\tat a".into(), 4, 32, false)]);
         let mut late = Vec::new();
         let now = Instant::now();
         assembler.flush_idle(now, &mut |f| late.push(f.end));
@@ -450,15 +390,10 @@ mod tests {
     #[test]
     fn multiline_records_are_cut_at_max_lines() {
         let rule = MultilineRule::start(regex::Regex::new("^S").expect("regex"));
-        let (out, mut assembler) = run(
-            &settings(ContainerFormat::None, Some(rule), 1024),
-            &[b"S\n1\n2\n3\n4\n5\n6\n"],
-        );
+        let (out, mut assembler) = run(&settings(ContainerFormat::None, Some(rule), 1024), &[b"S\n1\n2\n3\n4\n5\n6\n"]);
         assert_eq!(texts(&out), vec!["S\n1\n2\n3\n4"]);
         let mut rest = Vec::new();
-        assembler.flush(14, &mut |f| {
-            rest.push(String::from_utf8_lossy(f.bytes).into_owned())
-        });
+        assembler.flush(14, &mut |f| rest.push(String::from_utf8_lossy(f.bytes).into_owned()));
         assert_eq!(rest, vec!["5\n6"]);
     }
 

@@ -22,18 +22,15 @@ pub struct MultilineRule {
     continuation: Option<Regex>,
 }
 
-const JAVA: &str = r"^(\s|Caused by:|Suppressed:|\.\.\. \d+ (more|common frames omitted)|[\w$.]+(Exception|Error|Throwable)(:|$))";
+const JAVA: &str =
+    r"^(\s|Caused by:|Suppressed:|\.\.\. \d+ (more|common frames omitted)|[\w$.]+(Exception|Error|Throwable)(:|$))";
 const PYTHON: &str = r"^(\s|$|Traceback \(most recent call last\):|During handling of the above exception|The above exception was the direct cause|[A-Za-z_][\w.]*(Error|Exception|Warning|Interrupt|Exit|Iteration)(:|$))";
-const GO: &str =
-    r"^(\s|$|goroutine \d+ \[|\[signal |created by |exit status \d+|[\w./*()\[\]-]+\(.*\)$)";
+const GO: &str = r"^(\s|$|goroutine \d+ \[|\[signal |created by |exit status \d+|[\w./*()\[\]-]+\(.*\)$)";
 
 impl MultilineRule {
     /// Lines matching `start` start records.
     pub fn start(start: Regex) -> MultilineRule {
-        MultilineRule {
-            start: Some(start),
-            continuation: None,
-        }
+        MultilineRule { start: Some(start), continuation: None }
     }
 
     /// A built-in rule.
@@ -45,10 +42,7 @@ impl MultilineRule {
         };
         // The presets are constants checked by the tests below.
         let continuation = Regex::new(pattern).ok();
-        MultilineRule {
-            start: None,
-            continuation,
-        }
+        MultilineRule { start: None, continuation }
     }
 
     /// `line` continues the record before it.
@@ -56,9 +50,7 @@ impl MultilineRule {
         if self.continuation.as_ref().is_some_and(|c| c.is_match(line)) {
             return true;
         }
-        self.start
-            .as_ref()
-            .is_some_and(|start| !start.is_match(line))
+        self.start.as_ref().is_some_and(|start| !start.is_match(line))
     }
 }
 
@@ -79,51 +71,32 @@ mod tests {
 
     #[test]
     fn presets_compile() {
-        for preset in [
-            MultilinePreset::Java,
-            MultilinePreset::Python,
-            MultilinePreset::Go,
-        ] {
-            assert!(
-                MultilineRule::preset(preset).continuation.is_some(),
-                "{preset:?}"
-            );
+        for preset in [MultilinePreset::Java, MultilinePreset::Python, MultilinePreset::Go] {
+            assert!(MultilineRule::preset(preset).continuation.is_some(), "{preset:?}");
         }
     }
 
     #[test]
     fn java_stack_traces_are_one_record() {
         let text = std::fs::read_to_string("fixtures/multiline/java.log").expect("fixture");
-        assert_eq!(
-            records(&MultilineRule::preset(MultilinePreset::Java), &text),
-            vec![1, 9, 1]
-        );
+        assert_eq!(records(&MultilineRule::preset(MultilinePreset::Java), &text), vec![1, 9, 1]);
     }
 
     #[test]
     fn python_tracebacks_are_one_record() {
         let text = std::fs::read_to_string("fixtures/multiline/python.log").expect("fixture");
-        assert_eq!(
-            records(&MultilineRule::preset(MultilinePreset::Python), &text),
-            vec![1, 13, 1]
-        );
+        assert_eq!(records(&MultilineRule::preset(MultilinePreset::Python), &text), vec![1, 13, 1]);
     }
 
     #[test]
     fn go_panics_are_one_record() {
         let text = std::fs::read_to_string("fixtures/multiline/go.log").expect("fixture");
-        assert_eq!(
-            records(&MultilineRule::preset(MultilinePreset::Go), &text),
-            vec![1, 10]
-        );
+        assert_eq!(records(&MultilineRule::preset(MultilinePreset::Go), &text), vec![1, 10]);
     }
 
     #[test]
     fn start_patterns_start_records() {
         let rule = MultilineRule::start(Regex::new(r"^\d{4}-").expect("regex"));
-        assert_eq!(
-            records(&rule, "2026-1 a\n  more\nmore\n2026-2 b\n"),
-            vec![3, 1]
-        );
+        assert_eq!(records(&rule, "2026-1 a\n  more\nmore\n2026-2 b\n"), vec![3, 1]);
     }
 }

@@ -57,10 +57,7 @@ struct EntryV1 {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot write checkpoints to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Where checkpoints are kept.
@@ -85,9 +82,7 @@ impl Loaded {
 
 impl CheckpointStore {
     pub fn new(data_dir: &Path) -> CheckpointStore {
-        CheckpointStore {
-            dir: data_dir.to_owned(),
-        }
+        CheckpointStore { dir: data_dir.to_owned() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -101,10 +96,7 @@ impl CheckpointStore {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Loaded::default(),
             Err(error) => {
-                return Loaded {
-                    entries: Vec::new(),
-                    warning: Some(unreadable(&path, &error)),
-                };
+                return Loaded { entries: Vec::new(), warning: Some(unreadable(&path, &error)) };
             }
         };
         match serde_json::from_str::<Document>(&text) {
@@ -112,11 +104,7 @@ impl CheckpointStore {
                 entries: files
                     .into_iter()
                     .map(|e| FileOffset {
-                        key: FileKey {
-                            dev: e.dev,
-                            inode: e.inode,
-                            checksum: 0,
-                        },
+                        key: FileKey { dev: e.dev, inode: e.inode, checksum: 0 },
                         path: e.path,
                         offset: e.offset,
                         tail: 0,
@@ -129,11 +117,7 @@ impl CheckpointStore {
                 entries: files
                     .into_iter()
                     .map(|e| FileOffset {
-                        key: FileKey {
-                            dev: e.dev,
-                            inode: e.inode,
-                            checksum: e.checksum,
-                        },
+                        key: FileKey { dev: e.dev, inode: e.inode, checksum: e.checksum },
                         path: e.path,
                         offset: e.offset,
                         tail: e.tail,
@@ -142,20 +126,14 @@ impl CheckpointStore {
                     .collect(),
                 warning: None,
             },
-            Err(error) => Loaded {
-                entries: Vec::new(),
-                warning: Some(unreadable(&path, &error)),
-            },
+            Err(error) => Loaded { entries: Vec::new(), warning: Some(unreadable(&path, &error)) },
         }
     }
 
     /// Writes `offsets` atomically.
     pub fn save(&self, offsets: &[FileOffset]) -> Result<(), CheckpointError> {
         let path = self.path();
-        let wrap = |source| CheckpointError::Write {
-            path: path.clone(),
-            source,
-        };
+        let wrap = |source| CheckpointError::Write { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(wrap)?;
         let document = Document::V2 {
             files: offsets
@@ -171,17 +149,14 @@ impl CheckpointStore {
                 })
                 .collect(),
         };
-        let bytes =
-            serde_json::to_vec_pretty(&document).map_err(|e| wrap(std::io::Error::other(e)))?;
+        let bytes = serde_json::to_vec_pretty(&document).map_err(|e| wrap(std::io::Error::other(e)))?;
         let temp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut file = File::create(&temp).map_err(wrap)?;
         file.write_all(&bytes).map_err(wrap)?;
         file.sync_all().map_err(wrap)?;
         drop(file);
         fs::rename(&temp, &path).map_err(wrap)?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(wrap)
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(wrap)
     }
 }
 
@@ -198,29 +173,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = CheckpointStore::new(&dir.path().join("data"));
         assert!(store.load().entries.is_empty());
-        let key = FileKey {
-            dev: 3,
-            inode: 4,
-            checksum: 5,
-        };
-        let entry = FileOffset {
-            key,
-            path: "/x.log".into(),
-            offset: 42,
-            tail: 9,
-            gone_since: Some(7),
-        };
+        let key = FileKey { dev: 3, inode: 4, checksum: 5 };
+        let entry = FileOffset { key, path: "/x.log".into(), offset: 42, tail: 9, gone_since: Some(7) };
         store.save(std::slice::from_ref(&entry)).expect("save");
         assert_eq!(store.load().entries, vec![entry]);
         let text = fs::read_to_string(store.path()).expect("read");
         assert!(text.contains("\"version\": \"2\""), "{text}");
-        for garbage in [
-            "",
-            "{",
-            "{\"version\":\"99\"}",
-            "\u{0}\u{1}",
-            "{\"version\":\"2\",\"files\":[{\"dev\":1}]}",
-        ] {
+        for garbage in ["", "{", "{\"version\":\"99\"}", "\u{0}\u{1}", "{\"version\":\"2\",\"files\":[{\"dev\":1}]}"] {
             fs::write(store.path(), garbage).expect("write");
             let loaded = store.load();
             assert!(loaded.entries.is_empty());
@@ -236,20 +195,10 @@ mod tests {
         fs::write(store.path(), v1).expect("write");
         let loaded = store.load();
         assert!(loaded.warning.is_none());
-        let key = FileKey {
-            dev: 3,
-            inode: 4,
-            checksum: 0,
-        };
+        let key = FileKey { dev: 3, inode: 4, checksum: 0 };
         assert_eq!(
             loaded.entries,
-            vec![FileOffset {
-                key,
-                path: "/x.log".into(),
-                offset: 42,
-                tail: 0,
-                gone_since: None
-            }]
+            vec![FileOffset { key, path: "/x.log".into(), offset: 42, tail: 0, gone_since: None }]
         );
     }
 }

@@ -100,11 +100,7 @@ mod tests {
         assert_eq!(checksum(b""), None);
         assert_eq!(checksum(b"no newline yet"), None);
         let one = checksum(b"first\n").expect("one line");
-        assert_eq!(
-            checksum(b"first\nsecond\n"),
-            Some(one),
-            "later lines do not matter"
-        );
+        assert_eq!(checksum(b"first\nsecond\n"), Some(one), "later lines do not matter");
         assert_ne!(checksum(b"other\n"), Some(one));
         assert_ne!(checksum(b"first\r\n"), Some(one));
     }

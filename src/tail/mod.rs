@@ -93,9 +93,7 @@ pub struct TailerContext {
 /// Starts the tailer thread for one input.
 pub fn spawn(context: TailerContext) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("tail-{}", context.input.name);
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || Tailer::new(context).run())
+    std::thread::Builder::new().name(name).spawn(move || Tailer::new(context).run())
 }
 
 /// One file being followed.
@@ -162,10 +160,7 @@ impl Tailer {
     fn new(context: TailerContext) -> Tailer {
         let label = InputMetrics::label(&context.input.name);
         let parser = Parser::new(context.input.parser);
-        let parser_label = ParserLabels {
-            input: context.input.name.to_string(),
-            parser: parser.name().to_owned(),
-        };
+        let parser_label = ParserLabels { input: context.input.name.to_string(), parser: parser.name().to_owned() };
         let input = &context.input;
         let frame = FrameSettings {
             max_line_bytes: input.max_line_bytes,
@@ -204,8 +199,7 @@ impl Tailer {
                 Err(Closed) => break,
                 Ok(true) => continue,
                 Ok(false) => {
-                    let due =
-                        last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
+                    let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
                     self.wakeup.wait(due.min(WAKE_CHECK));
                 }
             }
@@ -221,8 +215,7 @@ impl Tailer {
 
     /// A file without a fingerprint falls back to device and inode after this long.
     fn fingerprint_timeout(&self) -> Duration {
-        (self.context.input.poll_interval * 5)
-            .clamp(Duration::from_secs(1), Duration::from_secs(10))
+        (self.context.input.poll_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
     fn rotation_grace(&self) -> Duration {
@@ -234,23 +227,11 @@ impl Tailer {
             return;
         }
         tracing::warn!(path = %path.display(), bytes, "{why}: these bytes were never read and are lost");
-        self.context
-            .metrics
-            .lost_bytes
-            .get_or_create(&self.label)
-            .inc_by(bytes);
+        self.context.metrics.lost_bytes.get_or_create(&self.label).inc_by(bytes);
     }
 
     /// Starts following a file at `offset`.
-    fn track(
-        &mut self,
-        key: FileKey,
-        path: PathBuf,
-        size: u64,
-        offset: u64,
-        compressed: bool,
-        reader: Option<Reader>,
-    ) {
+    fn track(&mut self, key: FileKey, path: PathBuf, size: u64, offset: u64, compressed: bool, reader: Option<Reader>) {
         let path_text: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
         if reader.is_some() {
             self.open_files += 1;
@@ -286,8 +267,7 @@ impl Tailer {
         if self.read_ends.len() >= 4096 {
             self.read_ends.clear();
         }
-        self.read_ends
-            .insert(*key, (tracked.emitted_end, tracked.emitted_tail));
+        self.read_ends.insert(*key, (tracked.emitted_end, tracked.emitted_tail));
         Some(tracked)
     }
 
@@ -300,12 +280,7 @@ impl Tailer {
         let victim = self
             .files
             .values()
-            .filter(|t| {
-                t.reader.is_some()
-                    && t.rotated_at.is_none()
-                    && !t.compressed
-                    && t.read_offset >= t.size
-            })
+            .filter(|t| t.reader.is_some() && t.rotated_at.is_none() && !t.compressed && t.read_offset >= t.size)
             .min_by_key(|t| t.last_active)
             .map(|t| t.key);
         let Some(tracked) = victim.and_then(|key| self.files.get_mut(&key)) else {
@@ -319,28 +294,17 @@ impl Tailer {
     fn update_gauges(&self) {
         let metrics = &self.context.metrics;
         let live = self.files.values().filter(|t| !t.finished).count();
-        metrics
-            .files
-            .get_or_create(&self.label)
-            .set(i64::try_from(live).unwrap_or(i64::MAX));
+        metrics.files.get_or_create(&self.label).set(i64::try_from(live).unwrap_or(i64::MAX));
         let lag: u64 = self
             .files
             .values()
             .filter(|t| !t.compressed && !t.finished)
-            .map(|t| {
-                t.size
-                    .saturating_sub(self.context.acks.acked_offset(&t.key).unwrap_or(t.size))
-            })
+            .map(|t| t.size.saturating_sub(self.context.acks.acked_offset(&t.key).unwrap_or(t.size)))
             .sum();
-        metrics
-            .lag_bytes
-            .get_or_create(&self.label)
-            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        metrics.lag_bytes.get_or_create(&self.label).set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

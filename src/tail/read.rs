@@ -19,12 +19,7 @@ impl Tailer {
     pub(super) fn read_round(&mut self) -> Result<bool, Closed> {
         let mut progressed = false;
         let now = Instant::now();
-        let keys: Vec<FileKey> = self
-            .files
-            .values()
-            .filter(|t| t.reader.is_some())
-            .map(|t| t.key)
-            .collect();
+        let keys: Vec<FileKey> = self.files.values().filter(|t| t.reader.is_some()).map(|t| t.key).collect();
         for key in keys {
             let mut at_eof = false;
             for _ in 0..READS_PER_ROUND {
@@ -69,13 +64,8 @@ impl Tailer {
         let chunk_offset = tracked.read_offset;
         tracked.read_offset += read as u64;
         tracked.last_active = Instant::now();
-        let mut records =
-            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
-        tracked
-            .assembler
-            .push(&self.buffer[..read], chunk_offset, &mut |framed| {
-                records.accept(framed)
-            });
+        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
+        tracked.assembler.push(&self.buffer[..read], chunk_offset, &mut |framed| records.accept(framed));
         let records = records.done();
         self.send(key, read, records)?;
         Ok(read)
@@ -86,11 +76,8 @@ impl Tailer {
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
-        let mut records =
-            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
-        tracked
-            .assembler
-            .flush_idle(now, &mut |framed| records.accept(framed));
+        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
+        tracked.assembler.flush_idle(now, &mut |framed| records.accept(framed));
         let records = records.done();
         self.send(key, 0, records)
     }
@@ -108,11 +95,8 @@ impl Tailer {
         if !(tracked.compressed || rotated_long_ago) {
             return Ok(());
         }
-        let mut records =
-            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
-        tracked
-            .assembler
-            .flush(tracked.read_offset, &mut |framed| records.accept(framed));
+        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
+        tracked.assembler.flush(tracked.read_offset, &mut |framed| records.accept(framed));
         let records = records.done();
         self.send(key, 0, records)?;
         let Some(tracked) = self.files.get_mut(key) else {
@@ -134,42 +118,24 @@ impl Tailer {
     fn send(&mut self, key: &FileKey, bytes_read: usize, records: Collected) -> Result<(), Closed> {
         let metrics = &self.context.metrics;
         if bytes_read > 0 {
-            metrics
-                .bytes
-                .get_or_create(&self.label)
-                .inc_by(bytes_read as u64);
+            metrics.bytes.get_or_create(&self.label).inc_by(bytes_read as u64);
         }
         let Some(end) = records.end_offset else {
             return Ok(());
         };
-        metrics
-            .lines
-            .get_or_create(&self.label)
-            .inc_by(records.records.len() as u64);
+        metrics.lines.get_or_create(&self.label).inc_by(records.records.len() as u64);
         if records.truncated > 0 {
-            metrics
-                .lines_truncated
-                .get_or_create(&self.label)
-                .inc_by(records.truncated);
+            metrics.lines_truncated.get_or_create(&self.label).inc_by(records.truncated);
         }
         if records.invalid_utf8 > 0 {
-            metrics
-                .invalid_utf8
-                .get_or_create(&self.label)
-                .inc_by(records.invalid_utf8);
+            metrics.invalid_utf8.get_or_create(&self.label).inc_by(records.invalid_utf8);
         }
         if records.parse_errors > 0 {
-            metrics
-                .parse_errors
-                .get_or_create(&self.parser_label)
-                .inc_by(records.parse_errors);
+            metrics.parse_errors.get_or_create(&self.parser_label).inc_by(records.parse_errors);
         }
         let tail = match self.files.get_mut(key) {
             Some(tracked) => {
-                let tail = tracked
-                    .reader
-                    .as_ref()
-                    .map_or(0, |reader| reader.tail_at(end));
+                let tail = tracked.reader.as_ref().map_or(0, |reader| reader.tail_at(end));
                 tracked.emitted_end = end;
                 tracked.emitted_tail = tail;
                 tail
@@ -183,10 +149,7 @@ impl Tailer {
             self.context.acks.ack_all(&token);
             return Ok(());
         }
-        self.deliver(Batch {
-            records,
-            ack: Some(token),
-        })
+        self.deliver(Batch { records, ack: Some(token) })
     }
 
     /// Waits for room downstream (backpressure: the file is the buffer), giving up at
@@ -232,13 +195,7 @@ struct Collected {
 
 impl<'a> Collector<'a> {
     fn new(parser: &'a Parser, context: &'a TailerContext, path: Arc<str>) -> Collector<'a> {
-        Collector {
-            parser,
-            context,
-            path,
-            observed: Timestamp::now(),
-            collected: Collected::default(),
-        }
+        Collector { parser, context, path, observed: Timestamp::now(), collected: Collected::default() }
     }
 
     fn done(self) -> Collected {
@@ -250,40 +207,24 @@ impl<'a> Collector<'a> {
         if std::str::from_utf8(framed.bytes).is_err() {
             out.invalid_utf8 += 1;
         }
-        let mut parsed = self
-            .parser
-            .parse(framed.bytes, self.observed, &self.context.resource);
+        let mut parsed = self.parser.parse(framed.bytes, self.observed, &self.context.resource);
         out.parse_errors += u64::from(parsed.failed);
         let record = &mut parsed.record;
         let input = Arc::clone(&self.context.input.name);
-        record.source = Some(Source {
-            input,
-            path: Arc::clone(&self.path),
-            offset: framed.start,
-        });
+        record.source = Some(Source { input, path: Arc::clone(&self.path), offset: framed.start });
         for (key, value) in &self.context.input.attributes {
             if !record.attributes.contains_key(key) {
-                record
-                    .attributes
-                    .insert(key.clone(), Value::String(value.clone()));
+                record.attributes.insert(key.clone(), Value::String(value.clone()));
             }
         }
         if framed.truncated {
             out.truncated += 1;
-            record
-                .attributes
-                .insert("truncated".to_owned(), Value::Bool(true));
+            record.attributes.insert("truncated".to_owned(), Value::Bool(true));
         }
         if let Some(stream) = framed.stream {
-            record.attributes.insert(
-                "stream".to_owned(),
-                Value::String(stream.as_str().to_owned()),
-            );
+            record.attributes.insert("stream".to_owned(), Value::String(stream.as_str().to_owned()));
         }
-        if let Some(time) = framed
-            .time
-            .filter(|_| record.timestamp == record.observed_timestamp)
-        {
+        if let Some(time) = framed.time.filter(|_| record.timestamp == record.observed_timestamp) {
             record.timestamp = time;
         }
         out.end_offset = Some(framed.end);

@@ -23,10 +23,7 @@ impl Reader {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         if (meta.dev(), meta.ino()) != (dev, inode) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the path now leads to another file",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the path now leads to another file"));
         }
         file.seek(SeekFrom::Start(offset))?;
         Ok(Reader::Plain(file))
@@ -93,11 +90,7 @@ pub(super) fn gzip_tail(path: &Path, end: u64) -> u64 {
             Ok(n) => filled += n,
         }
     }
-    if filled == len as usize {
-        fingerprint::tail(&bytes[..filled])
-    } else {
-        0
-    }
+    if filled == len as usize { fingerprint::tail(&bytes[..filled]) } else { 0 }
 }
 
 /// `path` is a gzip-compressed rotated file.
@@ -116,17 +109,13 @@ mod tests {
         let path = dir.path().join("a.log.1.gz");
         let mut bytes = Vec::new();
         for member in ["one\ntwo\n", "three\n"] {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(member.as_bytes()).expect("compress");
             bytes.extend(encoder.finish().expect("finish"));
         }
         std::fs::write(&path, bytes).expect("write");
         assert!(is_gzip(&path));
-        assert_eq!(
-            Reader::gzip_head(&path).expect("head"),
-            b"one\ntwo\nthree\n"
-        );
+        assert_eq!(Reader::gzip_head(&path).expect("head"), b"one\ntwo\nthree\n");
         let (mut reader, skipped) = Reader::open_gzip(&path, 4).expect("open");
         assert_eq!(skipped, 4);
         let mut rest = Vec::new();

@@ -91,8 +91,7 @@ impl Tailer {
         }
         let grew = size != tracked.size;
         tracked.size = size;
-        let replaced = size < tracked.read_offset
-            || (grew && key.checksum != 0 && head_changed(tracked, key.checksum));
+        let replaced = size < tracked.read_offset || (grew && key.checksum != 0 && head_changed(tracked, key.checksum));
         if replaced {
             self.truncated(key, path, size);
         }
@@ -109,45 +108,24 @@ impl Tailer {
             self.replaced.clear();
         }
         self.replaced.insert(key);
-        self.context
-            .metrics
-            .truncations
-            .get_or_create(&self.label)
-            .inc();
+        self.context.metrics.truncations.get_or_create(&self.label).inc();
         self.context.acks.mark_gone(&key, now_unix());
-        let head = File::open(&path)
-            .and_then(|file| fingerprint::read_head(&file))
-            .unwrap_or_default();
+        let head = File::open(&path).and_then(|file| fingerprint::read_head(&file)).unwrap_or_default();
         let Some(checksum) = fingerprint::checksum(&head) else {
             // Not one line yet: discovery fingerprints it like a new file (from 0).
-            self.waiting.insert(
-                (key.dev, key.inode),
-                Waiting {
-                    since: Instant::now(),
-                    size,
-                },
-            );
+            self.waiting.insert((key.dev, key.inode), Waiting { since: Instant::now(), size });
             return;
         };
         let new_key = FileKey { checksum, ..key };
-        self.context
-            .acks
-            .reset(new_key, &path.to_string_lossy(), 0, 0);
-        let reader = self
-            .make_room()
-            .then(|| Reader::open_plain(&path, key.dev, key.inode, 0).ok())
-            .flatten();
+        self.context.acks.reset(new_key, &path.to_string_lossy(), 0, 0);
+        let reader = self.make_room().then(|| Reader::open_plain(&path, key.dev, key.inode, 0).ok()).flatten();
         self.track(new_key, path, size, 0, false, reader);
     }
 
     /// Followed files that discovery no longer finds were rotated away or deleted.
     fn check_gone(&mut self, seen: &HashSet<(u64, u64)>) {
-        let gone: Vec<FileKey> = self
-            .files
-            .values()
-            .filter(|t| !seen.contains(&(t.key.dev, t.key.inode)))
-            .map(|t| t.key)
-            .collect();
+        let gone: Vec<FileKey> =
+            self.files.values().filter(|t| !seen.contains(&(t.key.dev, t.key.inode))).map(|t| t.key).collect();
         for key in gone {
             let Some(tracked) = self.files.get_mut(&key) else {
                 continue;
@@ -160,19 +138,11 @@ impl Tailer {
                 let path = tracked.path.clone();
                 self.untrack(&key);
                 self.context.acks.mark_gone(&key, now_unix());
-                self.count_lost(
-                    &path,
-                    unread,
-                    "file gone while closed for the open-files limit",
-                );
+                self.count_lost(&path, unread, "file gone while closed for the open-files limit");
             } else if tracked.rotated_at.is_none() {
                 tracing::info!(path = %tracked.path.display(), "file rotated away; reading it to the end");
                 tracked.rotated_at = Some(Instant::now());
-                self.context
-                    .metrics
-                    .rotations
-                    .get_or_create(&self.label)
-                    .inc();
+                self.context.metrics.rotations.get_or_create(&self.label).inc();
             }
         }
     }
@@ -196,11 +166,7 @@ impl Tailer {
                 return;
             }
         };
-        let key = FileKey {
-            dev: found.id.0,
-            inode: found.id.1,
-            checksum,
-        };
+        let key = FileKey { dev: found.id.0, inode: found.id.1, checksum };
         let Some(offset) = self.start_offset(key, &found) else {
             return;
         };
@@ -222,10 +188,7 @@ impl Tailer {
     /// Starts or continues waiting for `found`; `true` once it waited the fingerprint timeout.
     fn waited(&mut self, found: &Found) -> bool {
         let timeout = self.fingerprint_timeout();
-        let waiting = self.waiting.entry(found.id).or_insert(Waiting {
-            since: Instant::now(),
-            size: found.size,
-        });
+        let waiting = self.waiting.entry(found.id).or_insert(Waiting { since: Instant::now(), size: found.size });
         waiting.since.elapsed() >= timeout
     }
 
@@ -236,22 +199,12 @@ impl Tailer {
         let acks = &self.context.acks;
         let same_inode = acks.with_inode(key.dev, key.inode);
         // The file itself, or the same inode checkpointed by device and inode only.
-        let same = same_inode
-            .iter()
-            .find(|k| k.key == key)
-            .or_else(|| same_inode.iter().find(|k| k.key.checksum == 0));
+        let same = same_inode.iter().find(|k| k.key == key).or_else(|| same_inode.iter().find(|k| k.key.checksum == 0));
         if let Some(known) = same {
-            let offset = self
-                .read_ends
-                .get(&known.key)
-                .map_or(known.acked, |&(end, _)| end.max(known.acked));
+            let offset = self.read_ends.get(&known.key).map_or(known.acked, |&(end, _)| end.max(known.acked));
             if found.size < offset {
                 tracing::warn!(%path, size = found.size, offset, "file shorter than its checkpoint (truncated while pillion was down); reading it from the start");
-                self.context
-                    .metrics
-                    .truncations
-                    .get_or_create(&self.label)
-                    .inc();
+                self.context.metrics.truncations.get_or_create(&self.label).inc();
                 acks.reset(key, &path, 0, 0);
                 return Some(0);
             }
@@ -265,11 +218,7 @@ impl Tailer {
         }
         if !same_inode.is_empty() {
             tracing::warn!(%path, "first line changed since the checkpoint (truncated and rewritten, or inode reused); reading it from the start");
-            self.context
-                .metrics
-                .truncations
-                .get_or_create(&self.label)
-                .inc();
+            self.context.metrics.truncations.get_or_create(&self.label).inc();
             acks.reset(key, &path, 0, 0);
             return Some(0);
         }
@@ -297,9 +246,7 @@ impl Tailer {
     }
 
     fn original_is_live(&self, key: FileKey, id: (u64, u64)) -> bool {
-        self.originals(key, id)
-            .iter()
-            .any(|k| self.files.get(&k.key).is_some_and(|t| !t.finished))
+        self.originals(key, id).iter().any(|k| self.files.get(&k.key).is_some_and(|t| !t.finished))
     }
 
     /// The offset (and tail) a copy of a gone file resumes at: where that file was last
@@ -309,15 +256,8 @@ impl Tailer {
         self.originals(key, found.id)
             .into_iter()
             .filter(|k| k.gone && !self.files.contains_key(&k.key))
-            .map(|k| {
-                self.read_ends
-                    .get(&k.key)
-                    .copied()
-                    .unwrap_or((k.acked, k.tail))
-            })
-            .filter(|&(offset, tail)| {
-                offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail)
-            })
+            .map(|k| self.read_ends.get(&k.key).copied().unwrap_or((k.acked, k.tail)))
+            .filter(|&(offset, tail)| offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail))
             .max_by_key(|&(offset, _)| offset)
     }
 
@@ -330,13 +270,7 @@ impl Tailer {
         match self.waiting.get(&found.id) {
             Some(waiting) if waiting.size == found.size => {}
             _ => {
-                self.waiting.insert(
-                    found.id,
-                    Waiting {
-                        since: Instant::now(),
-                        size: found.size,
-                    },
-                );
+                self.waiting.insert(found.id, Waiting { since: Instant::now(), size: found.size });
                 return;
             }
         }
@@ -349,11 +283,7 @@ impl Tailer {
         };
         self.waiting.remove(&found.id);
         let checksum = fingerprint::checksum(&head).unwrap_or(0);
-        let key = FileKey {
-            dev: found.id.0,
-            inode: found.id.1,
-            checksum,
-        };
+        let key = FileKey { dev: found.id.0, inode: found.id.1, checksum };
         let Some(offset) = self.gzip_offset(key, &found) else {
             self.covered.insert(found.id);
             return;
@@ -374,11 +304,7 @@ impl Tailer {
     fn gzip_offset(&mut self, key: FileKey, found: &Found) -> Option<u64> {
         let path = found.path.to_string_lossy().into_owned();
         let acks = &self.context.acks;
-        if let Some(known) = acks
-            .with_inode(key.dev, key.inode)
-            .into_iter()
-            .find(|k| k.key == key)
-        {
+        if let Some(known) = acks.with_inode(key.dev, key.inode).into_iter().find(|k| k.key == key) {
             acks.open(key, &path, known.acked);
             return Some(known.acked);
         }
@@ -390,15 +316,8 @@ impl Tailer {
             let resume = self
                 .originals(key, found.id)
                 .into_iter()
-                .map(|k| {
-                    self.read_ends
-                        .get(&k.key)
-                        .copied()
-                        .unwrap_or((k.acked, k.tail))
-                })
-                .filter(|&(offset, tail)| {
-                    tail == 0 || reader::gzip_tail(&found.path, offset) == tail
-                })
+                .map(|k| self.read_ends.get(&k.key).copied().unwrap_or((k.acked, k.tail)))
+                .filter(|&(offset, tail)| tail == 0 || reader::gzip_tail(&found.path, offset) == tail)
                 .max_by_key(|&(offset, _)| offset);
             if let Some((offset, tail)) = resume {
                 tracing::info!(%path, offset, "compressed copy of a rotated file; resuming where that one stopped");
@@ -418,9 +337,7 @@ impl Tailer {
         let mut grown: Vec<(Instant, FileKey)> = self
             .files
             .values()
-            .filter(|t| {
-                t.reader.is_none() && !t.finished && !t.compressed && t.size > t.read_offset
-            })
+            .filter(|t| t.reader.is_none() && !t.finished && !t.compressed && t.size > t.read_offset)
             .map(|t| (t.last_active, t.key))
             .collect();
         grown.sort_unstable();

@@ -54,10 +54,7 @@ impl Harness {
         let yaml = format!(
             "logs:\n  inputs:\n    - name: test\n      paths: [\"{}/{glob}\"]\n      format: raw\n      poll_interval: 20ms\n{}",
             logs.display(),
-            input
-                .lines()
-                .map(|l| format!("      {l}\n"))
-                .collect::<String>()
+            input.lines().map(|l| format!("      {l}\n")).collect::<String>()
         );
         let config = crate::config::load_str(&yaml, "test", &|_| None).expect("config");
         let input = Arc::clone(&config.logs.inputs[0]);
@@ -105,12 +102,7 @@ impl Harness {
                 }
             }
         });
-        self.running = Some(Running {
-            acks,
-            shutdown,
-            tailer,
-            sink,
-        });
+        self.running = Some(Running { acks, shutdown, tailer, sink });
     }
 
     /// A clean stop: everything sent is delivered and checkpointed.
@@ -121,9 +113,7 @@ impl Harness {
         running.shutdown.cancel();
         running.tailer.join().expect("tailer thread");
         running.sink.join().expect("sink thread");
-        self.store
-            .save(&running.acks.snapshot())
-            .expect("save checkpoint");
+        self.store.save(&running.acks.snapshot()).expect("save checkpoint");
     }
 
     fn restart(&mut self) {
@@ -132,10 +122,7 @@ impl Harness {
     }
 
     fn messages(&self) -> Vec<String> {
-        lock(&self.delivered)
-            .iter()
-            .map(|r| r.message.clone())
-            .collect()
+        lock(&self.delivered).iter().map(|r| r.message.clone()).collect()
     }
 
     /// Waits until `expected` were delivered, in any order, each exactly once.
@@ -147,20 +134,10 @@ impl Harness {
             if got == want {
                 return;
             }
-            let too_many = got
-                .iter()
-                .any(|(line, n)| want.get(line).is_none_or(|w| n > w));
+            let too_many = got.iter().any(|(line, n)| want.get(line).is_none_or(|w| n > w));
             if too_many || Instant::now() > deadline {
-                let missing: Vec<_> = want
-                    .keys()
-                    .filter(|l| !got.contains_key(*l))
-                    .take(10)
-                    .collect();
-                let extra: Vec<_> = got
-                    .iter()
-                    .filter(|(l, n)| want.get(*l).is_none_or(|w| *n > w))
-                    .take(10)
-                    .collect();
+                let missing: Vec<_> = want.keys().filter(|l| !got.contains_key(*l)).take(10).collect();
+                let extra: Vec<_> = got.iter().filter(|(l, n)| want.get(*l).is_none_or(|w| *n > w)).take(10).collect();
                 panic!(
                     "delivered {} of {} lines; missing (first 10) {missing:?}; duplicated or unexpected {extra:?}",
                     got.values().sum::<usize>(),
@@ -175,11 +152,7 @@ impl Harness {
     fn wait_for(&self, what: &str, check: impl Fn(&[Record]) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         while !check(&lock(&self.delivered)) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; got {:?}",
-                self.messages()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; got {:?}", self.messages());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -206,9 +179,7 @@ impl Drop for Harness {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn counts(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
@@ -220,19 +191,13 @@ fn counts(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 fn append(path: &Path, text: &str) {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open for append");
+    let mut file = OpenOptions::new().create(true).append(true).open(path).expect("open for append");
     file.write_all(text.as_bytes()).expect("append");
 }
 
 /// Lines `line-<from>` .. `line-<to - 1>`.
 fn lines(from: usize, to: usize) -> Vec<String> {
-    (from..to)
-        .map(|i| format!("line-{i:06} {}", "x".repeat(i % 37)))
-        .collect()
+    (from..to).map(|i| format!("line-{i:06} {}", "x".repeat(i % 37))).collect()
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -249,11 +214,7 @@ fn gzip(from: &Path, to: &Path) {
 
 fn copy_truncate(from: &Path, to: &Path) {
     fs::copy(from, to).expect("copy");
-    File::options()
-        .write(true)
-        .open(from)
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    File::options().write(true).open(from).and_then(|f| f.set_len(0)).expect("truncate");
 }
 
 #[test]
@@ -361,24 +322,14 @@ fn truncation_while_down_is_detected() {
     write_lines(&app, &all[..100]);
     h.expect_exactly(&all[..100]);
     h.stop();
-    File::options()
-        .write(true)
-        .open(&app)
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    File::options().write(true).open(&app).and_then(|f| f.set_len(0)).expect("truncate");
     write_lines(&app, &all[100..110]);
     h.start();
     h.expect_exactly(&all[..110]);
     h.stop();
     // Rewritten longer than the checkpoint: told apart by its first line.
-    File::options()
-        .write(true)
-        .open(&app)
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
-    let long: Vec<String> = (0..200)
-        .map(|i| format!("rewritten-{i:04} {}", "y".repeat(40)))
-        .collect();
+    File::options().write(true).open(&app).and_then(|f| f.set_len(0)).expect("truncate");
+    let long: Vec<String> = (0..200).map(|i| format!("rewritten-{i:04} {}", "y".repeat(40))).collect();
     write_lines(&app, &long);
     h.start();
     let mut expected = all[..110].to_vec();
@@ -410,15 +361,9 @@ fn huge_lines_are_truncated_flagged_and_counted() {
     h.wait_for("three records", |records| records.len() == 3);
     let records = lock(&h.delivered).clone();
     assert_eq!(records[1].message.len(), 1024);
-    assert_eq!(
-        records[1].attributes.get("truncated"),
-        Some(&serde_json::Value::Bool(true))
-    );
+    assert_eq!(records[1].attributes.get("truncated"), Some(&serde_json::Value::Bool(true)));
     assert_eq!(records[2].message, "after");
-    assert_eq!(
-        records[2].source.as_ref().map(|s| s.offset),
-        Some(7 + huge.len() as u64 + 1)
-    );
+    assert_eq!(records[2].source.as_ref().map(|s| s.offset), Some(7 + huge.len() as u64 + 1));
     assert_eq!(h.counter(&h.metrics.lines_truncated), 1);
 }
 
@@ -438,15 +383,9 @@ fn cri_partials_are_merged() {
     fs::write(h.path("pod.log"), text).expect("write");
     h.wait_for("two records", |records| records.len() == 2);
     let records = lock(&h.delivered).clone();
-    let merged = records
-        .iter()
-        .find(|r| r.message.starts_with("first"))
-        .expect("merged");
+    let merged = records.iter().find(|r| r.message.starts_with("first")).expect("merged");
     assert_eq!(merged.message, "first half, second half", "{records:?}");
-    assert_eq!(
-        merged.attributes.get("stream"),
-        Some(&serde_json::Value::String("stdout".into()))
-    );
+    assert_eq!(merged.attributes.get("stream"), Some(&serde_json::Value::String("stdout".into())));
 }
 
 #[test]
@@ -471,11 +410,7 @@ fn multiline_presets_join_stack_traces() {
     fs::copy("fixtures/multiline/java.log", h.path("java.log")).expect("copy");
     h.wait_for("three records", |records| records.len() == 3);
     let messages = h.messages();
-    assert!(
-        messages[1].starts_with(
-            "2026-11-25 12:00:01 ERROR request failed\njava.lang.IllegalStateException"
-        )
-    );
+    assert!(messages[1].starts_with("2026-11-25 12:00:01 ERROR request failed\njava.lang.IllegalStateException"));
     assert!(messages[1].ends_with("at com.shop.X.y(X.java:1)"));
 }
 
@@ -486,12 +421,7 @@ fn a_one_line_file_without_newline_is_identified_by_inode_after_a_while() {
     append(&path, "no newline yet");
     // Not fingerprinted yet; once it falls back to device and inode, the rest arrives.
     h.wait_for("fallback identity", |records| {
-        records.is_empty()
-            && h.metrics
-                .files
-                .get_or_create(&InputMetrics::label("test"))
-                .get()
-                == 1
+        records.is_empty() && h.metrics.files.get_or_create(&InputMetrics::label("test")).get() == 1
     });
     append(&path, ", now complete\n");
     h.expect_exactly(&["no newline yet, now complete".to_owned()]);
@@ -564,12 +494,7 @@ impl Model {
 fn run_model(actions: &[Action]) {
     let mut h = Harness::new("app.log*", "");
     let app = h.path("app.log");
-    let mut model = Model {
-        written: Vec::new(),
-        partial: None,
-        rotated: 0,
-        crashed: false,
-    };
+    let mut model = Model { written: Vec::new(), partial: None, rotated: 0, crashed: false };
     for action in actions {
         match action {
             Action::Write(count) => {
@@ -588,8 +513,7 @@ fn run_model(actions: &[Action]) {
                 model.complete_partial(&app);
                 model.rotated += 1;
                 if app.exists() {
-                    fs::rename(&app, h.path(&format!("app.log.{}", model.rotated)))
-                        .expect("rename");
+                    fs::rename(&app, h.path(&format!("app.log.{}", model.rotated))).expect("rename");
                 }
             }
             Action::CopyTruncate => {
@@ -623,11 +547,7 @@ fn run_model(actions: &[Action]) {
             Action::Restart => h.restart(),
             Action::Crash => {
                 // Stop without checkpointing what the last batches delivered.
-                let snapshot = h
-                    .running
-                    .as_ref()
-                    .map(|r| r.acks.snapshot())
-                    .unwrap_or_default();
+                let snapshot = h.running.as_ref().map(|r| r.acks.snapshot()).unwrap_or_default();
                 h.stop();
                 h.store.save(&snapshot).expect("save older checkpoint");
                 model.crashed = true;
@@ -652,8 +572,7 @@ fn expect_delivered(h: &Harness, model: &Model) {
     }
     let want: std::collections::BTreeSet<String> = model.written.iter().cloned().collect();
     h.wait_for("every line", |records| {
-        let got: std::collections::BTreeSet<&str> =
-            records.iter().map(|r| r.message.as_str()).collect();
+        let got: std::collections::BTreeSet<&str> = records.iter().map(|r| r.message.as_str()).collect();
         want.iter().all(|line| got.contains(line.as_str()))
     });
 }

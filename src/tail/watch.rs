@@ -25,17 +25,10 @@ impl Wakeup {
         let (sender, events) = sync_channel(1);
         let rescan = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&rescan);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-            on_event(&sender, &flag, event)
-        })
-        .map_err(|error| tracing::debug!(%error, "no file-system events; polling only"))
-        .ok();
-        Wakeup {
-            watcher,
-            watched: HashSet::new(),
-            events,
-            rescan,
-        }
+        let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| on_event(&sender, &flag, event))
+            .map_err(|error| tracing::debug!(%error, "no file-system events; polling only"))
+            .ok();
+        Wakeup { watcher, watched: HashSet::new(), events, rescan }
     }
 
     /// Watches `dir` if it exists and is not watched yet.
@@ -46,11 +39,7 @@ impl Wakeup {
         if self.watched.contains(dir) || !dir.is_dir() {
             return;
         }
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
+        let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
         match watcher.watch(dir, mode) {
             Ok(()) => {
                 self.watched.insert(dir.to_owned());
@@ -77,10 +66,9 @@ impl Wakeup {
 
 fn on_event(sender: &SyncSender<()>, rescan: &AtomicBool, event: notify::Result<Event>) {
     let structural = match event {
-        Ok(event) => matches!(
-            event.kind,
-            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-        ),
+        Ok(event) => {
+            matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)))
+        }
         // Missed events (queue overflow): look at everything.
         Err(_) => true,
     };
