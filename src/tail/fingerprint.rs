@@ -38,8 +38,21 @@ pub fn checksum(head: &[u8]) -> Option<u64> {
 /// Reads up to [`HEAD_BYTES`] from the start of `file` (without moving its position).
 pub fn read_head(file: &File) -> io::Result<Vec<u8>> {
     let mut head = vec![0; HEAD_BYTES];
+    let filled = fill_head(file, &mut head)?;
+    head.truncate(filled);
+    Ok(head)
+}
+
+/// The checksum of `file`'s first line now (no allocation: checked after every read).
+pub fn current(file: &File) -> io::Result<Option<u64>> {
+    let mut head = [0; HEAD_BYTES];
+    let filled = fill_head(file, &mut head)?;
+    Ok(checksum(&head[..filled]))
+}
+
+fn fill_head(file: &File, head: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < HEAD_BYTES {
+    while filled < head.len() {
         match file.read_at(&mut head[filled..], filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -47,8 +60,7 @@ pub fn read_head(file: &File) -> io::Result<Vec<u8>> {
             Err(error) => return Err(error),
         }
     }
-    head.truncate(filled);
-    Ok(head)
+    Ok(filled)
 }
 
 /// Reads up to [`HEAD_BYTES`] from a stream (a decompressor).

@@ -36,6 +36,10 @@ impl Tailer {
                 self.finish_if_done(&key)?;
             }
         }
+        // Files waiting for a descriptor get those of files just read to their end.
+        if self.files.values().any(|t| t.reader.is_none() && !t.finished && !t.compressed && t.size > t.read_offset) {
+            self.reopen_grown();
+        }
         Ok(progressed)
     }
 
@@ -60,6 +64,14 @@ impl Tailer {
         };
         if read == 0 {
             return Ok(0);
+        }
+        // Checked after the read: if the first line is still the same, what was read is the
+        // file's old content, not the start of what a copytruncate wrote in its place.
+        if reader.head_changed(key.checksum) {
+            let size = reader.size().unwrap_or(0);
+            let path = tracked.path.clone();
+            self.truncated(*key, path, size);
+            return Ok(read);
         }
         let chunk_offset = tracked.read_offset;
         tracked.read_offset += read as u64;

@@ -56,6 +56,31 @@ impl Reader {
         }
     }
 
+    /// The file no longer starts with the first line it was identified by: it was truncated
+    /// and rewritten (copytruncate), so what was just read belongs to new content.
+    pub fn head_changed(&self, checksum: u64) -> bool {
+        match self {
+            Reader::Plain(file) if checksum != 0 => fingerprint::current(file).is_ok_and(|now| now != Some(checksum)),
+            _ => false,
+        }
+    }
+
+    /// Moves a plain file back to its start (it was truncated).
+    pub fn rewind(&mut self) -> io::Result<()> {
+        match self {
+            Reader::Plain(file) => file.seek(SeekFrom::Start(0)).map(drop),
+            Reader::Gzip(_) => Ok(()),
+        }
+    }
+
+    /// The size of a plain file's open descriptor.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Reader::Plain(file) => file.metadata().ok().map(|m| m.len()),
+            Reader::Gzip(_) => None,
+        }
+    }
+
     /// The [`fingerprint::tail`] of the bytes just before `end` (0 for compressed files).
     pub fn tail_at(&self, end: u64) -> u64 {
         match self {

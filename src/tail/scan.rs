@@ -99,8 +99,8 @@ impl Tailer {
 
     /// `key` was truncated (or its content replaced): its content is read again from 0 under
     /// the identity of the new content; a copy of the old content resumes where we stopped.
-    fn truncated(&mut self, key: FileKey, path: PathBuf, size: u64) {
-        let Some(old) = self.untrack(&key) else {
+    pub(super) fn truncated(&mut self, key: FileKey, path: PathBuf, size: u64) {
+        let Some(mut old) = self.untrack(&key) else {
             return;
         };
         tracing::warn!(path = %path.display(), size, offset = old.read_offset, "file truncated; reading it from the start");
@@ -110,7 +110,16 @@ impl Tailer {
         self.replaced.insert(key);
         self.context.metrics.truncations.get_or_create(&self.label).inc();
         self.context.acks.mark_gone(&key, now_unix());
-        let head = File::open(&path).and_then(|file| fingerprint::read_head(&file)).unwrap_or_default();
+        // The same descriptor reads the new content (the path may lead elsewhere by now).
+        let reader = match old.reader.take() {
+            Some(reader) => Some(reader),
+            None if self.make_room() => Reader::open_plain(&path, key.dev, key.inode, 0).ok(),
+            None => None,
+        };
+        let head = match &reader {
+            Some(Reader::Plain(file)) => fingerprint::read_head(file).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let Some(checksum) = fingerprint::checksum(&head) else {
             // Not one line yet: discovery fingerprints it like a new file (from 0).
             self.waiting.insert((key.dev, key.inode), Waiting { since: Instant::now(), size });
@@ -118,7 +127,7 @@ impl Tailer {
         };
         let new_key = FileKey { checksum, ..key };
         self.context.acks.reset(new_key, &path.to_string_lossy(), 0, 0);
-        let reader = self.make_room().then(|| Reader::open_plain(&path, key.dev, key.inode, 0).ok()).flatten();
+        let reader = reader.and_then(|mut reader| reader.rewind().ok().map(|()| reader));
         self.track(new_key, path, size, 0, false, reader);
     }
 
@@ -333,7 +342,7 @@ impl Tailer {
     }
 
     /// Reopens files closed for the open-files limit that have grown.
-    fn reopen_grown(&mut self) {
+    pub(super) fn reopen_grown(&mut self) {
         let mut grown: Vec<(Instant, FileKey)> = self
             .files
             .values()

@@ -441,6 +441,22 @@ fn many_files_share_a_small_open_files_limit() {
     }
 }
 
+#[test]
+fn thousands_of_files_with_few_descriptors() {
+    let h = Harness::new("**/*.log", "max_open_files: 32");
+    let mut expected = Vec::new();
+    for dir in 0..15 {
+        let pod = h.path(&format!("pod-{dir}"));
+        fs::create_dir_all(&pod).expect("mkdir");
+        for file in 0..100 {
+            let line = format!("pod-{dir}-file-{file}");
+            append(&pod.join(format!("{file}.log")), &format!("{line}\n"));
+            expected.push(line);
+        }
+    }
+    h.expect_exactly(&expected);
+}
+
 /// One step of the model-based test.
 #[derive(Debug, Clone)]
 enum Action {
@@ -578,7 +594,12 @@ fn expect_delivered(h: &Harness, model: &Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=500 for a longer hunt; 24 keeps the suite quick.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        max_shrink_iters: 50,
+        ..ProptestConfig::default()
+    })]
 
     /// Random write / rotate / truncate / compress / delete / restart sequences: every line
     /// written is delivered, and exactly once unless pillion crashed.
@@ -606,4 +627,11 @@ fn model_regression_rotations_around_empty_files() {
         DeleteRotated,
         WritePartial,
     ]);
+}
+
+/// Found by the model: a copytruncate, then a rename of the truncated file, in quick succession.
+#[test]
+fn model_regression_copytruncate_then_rename() {
+    use Action::*;
+    run_model(&[WritePartial, Write(95), CopyTruncate, Write(130), RotateRename, RotateGzip, RotateRename]);
 }
