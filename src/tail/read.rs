@@ -56,8 +56,10 @@ impl Tailer {
             Err(error) => {
                 tracing::warn!(path = %tracked.path.display(), %error, "read failed");
                 if tracked.compressed {
-                    // A corrupt archive will not get better: finish with what was read.
+                    // A corrupt archive will not get better: finish with what was read, and
+                    // do not pick it up again.
                     tracked.rotated_at.get_or_insert(Instant::now());
+                    self.covered.insert((key.dev, key.inode));
                 }
                 return Ok(0);
             }

@@ -315,6 +315,27 @@ fn unseen_compressed_files_are_read() {
 }
 
 #[test]
+fn a_corrupt_compressed_file_is_read_as_far_as_it_goes_once() {
+    let h = Harness::new("*.gz", "");
+    let all = lines(0, 2000);
+    let plain = h._dir.path().join("old.log");
+    write_lines(&plain, &all);
+    let gz = h.path("old.log.gz");
+    gzip(&plain, &gz);
+    let mut bytes = fs::read(&gz).expect("read gz");
+    bytes.truncate(bytes.len() - 100);
+    fs::write(&gz, bytes).expect("write corrupt gz");
+    let files = h.metrics.files.get_or_create(&InputMetrics::label("test")).clone();
+    h.wait_for("most lines, then the file finished", |records| records.len() > 1000 && files.get() == 0);
+    let first = h.messages();
+    // Once finished it is not picked up again.
+    std::thread::sleep(Duration::from_millis(300));
+    let later = h.messages();
+    assert_eq!(first.len(), later.len());
+    assert_eq!(counts(later.iter().cloned()).values().max(), Some(&1));
+}
+
+#[test]
 fn truncation_while_down_is_detected() {
     let mut h = Harness::new("app.log", "");
     let app = h.path("app.log");
