@@ -225,16 +225,17 @@ impl Tailer {
             }
             return Some(offset);
         }
-        if !same_inode.is_empty() {
-            tracing::warn!(%path, "first line changed since the checkpoint (truncated and rewritten, or inode reused); reading it from the start");
-            self.context.metrics.truncations.get_or_create(&self.label).inc();
-            acks.reset(key, &path, 0, 0);
-            return Some(0);
-        }
+        // Before the inode rule: a copy may well reuse the inode of a file deleted earlier.
         if let Some((offset, tail)) = self.copy_offset(key, found) {
             tracing::info!(%path, offset, "file is a copy of a truncated or rotated file; resuming where that one stopped");
             self.context.acks.reset(key, &path, offset, tail);
             return Some(offset);
+        }
+        if !same_inode.is_empty() {
+            tracing::warn!(%path, "first line changed since the checkpoint (truncated and rewritten, or inode reused); reading it from the start");
+            self.context.metrics.truncations.get_or_create(&self.label).inc();
+            self.context.acks.reset(key, &path, 0, 0);
+            return Some(0);
         }
         if self.original_is_live(key, found.id) && !self.waited(found) {
             return None;

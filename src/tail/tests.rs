@@ -27,7 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A tailer over a temp directory, restartable, whose sink acknowledges everything.
 struct Harness {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     logs: PathBuf,
     store: CheckpointStore,
     input: Arc<InputSettings>,
@@ -60,7 +60,7 @@ impl Harness {
         let input = Arc::clone(&config.logs.inputs[0]);
         let store = CheckpointStore::new(&dir.path().join("data"));
         let mut harness = Harness {
-            _dir: dir,
+            dir,
             logs,
             store,
             input,
@@ -308,7 +308,7 @@ fn compressed_files_resume_where_their_original_stopped() {
 fn unseen_compressed_files_are_read() {
     let h = Harness::new("*.gz", "");
     let all = lines(0, 50);
-    let plain = h._dir.path().join("old.log");
+    let plain = h.dir.path().join("old.log");
     write_lines(&plain, &all);
     gzip(&plain, &h.path("old.log.gz"));
     h.expect_exactly(&all);
@@ -318,7 +318,7 @@ fn unseen_compressed_files_are_read() {
 fn a_corrupt_compressed_file_is_read_as_far_as_it_goes_once() {
     let h = Harness::new("*.gz", "");
     let all = lines(0, 2000);
-    let plain = h._dir.path().join("old.log");
+    let plain = h.dir.path().join("old.log");
     write_lines(&plain, &all);
     let gz = h.path("old.log.gz");
     gzip(&plain, &gz);
@@ -655,4 +655,24 @@ fn model_regression_rotations_around_empty_files() {
 fn model_regression_copytruncate_then_rename() {
     use Action::*;
     run_model(&[WritePartial, Write(95), CopyTruncate, Write(130), RotateRename, RotateGzip, RotateRename]);
+}
+
+/// Found by the model: a copytruncate's copy reusing the inode of a rotated file deleted just
+/// before, seen first after a restart.
+#[test]
+fn model_regression_copy_reusing_a_deleted_inode() {
+    use Action::*;
+    run_model(&[
+        Write(143),
+        RotateRename,
+        Write(88),
+        Restart,
+        DeleteRotated,
+        CopyTruncate,
+        Write(85),
+        Write(59),
+        RotateRename,
+        Restart,
+        CopyTruncate,
+    ]);
 }
