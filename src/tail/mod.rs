@@ -34,12 +34,15 @@
 //! first (least recently active) and reopened when they grow. Files rotated away keep their
 //! descriptor until read to the end.
 //!
-//! # Known losses, counted
+//! # Limits
 //!
-//! Bytes of a file deleted (or truncated, with no copy in the globs) before they were read
-//! cannot be read by anyone: they are counted in `pillion_input_lost_bytes_total` and logged.
-//! A file closed for the open-files limit that is written to and deleted within one poll
-//! interval is such a case.
+//! Bytes of a file deleted before they were read cannot be read by anyone. When pillion knows
+//! how many (a file closed for the open-files limit that grew and was deleted before it got a
+//! descriptor back) they are counted in `pillion_input_lost_bytes_total` and logged.
+//! Truncation is recognized by size or by a changed first line: a file truncated and
+//! rewritten *with the same first line* past the read offset within one poll interval, or one
+//! identified by device and inode only, is not recognized as truncated. A copy is recognized
+//! only when it has the same bytes just before the offset it would resume at.
 
 pub mod checkpoint;
 mod discover;

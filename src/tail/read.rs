@@ -65,6 +65,12 @@ impl Tailer {
             }
         };
         if read == 0 {
+            // Shorter than where we are: truncated, maybe after its path went away (a file
+            // copied, truncated and then rotated by rename before discovery looked).
+            if let Some(size) = reader.size().filter(|&size| size < tracked.read_offset) {
+                let path = tracked.path.clone();
+                self.truncated(*key, path, size);
+            }
             return Ok(0);
         }
         // Checked after the read: if the first line is still the same, what was read is the

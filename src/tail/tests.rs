@@ -676,3 +676,23 @@ fn model_regression_copy_reusing_a_deleted_inode() {
         CopyTruncate,
     ]);
 }
+
+/// Found by the model: a copytruncate, then the truncated file rotated by rename and deleted
+/// before discovery noticed the truncation.
+#[test]
+fn model_regression_truncated_then_rotated_away() {
+    use Action::*;
+    run_model(&[
+        Write(15),
+        Write(152),
+        CopyTruncate,
+        CopyTruncate,
+        Write(153),
+        Write(17),
+        Write(82),
+        CopyTruncate,
+        RotateGzip,
+        RotateRename,
+        RotateRename,
+    ]);
+}
