@@ -85,7 +85,8 @@ pub struct LogsConfig {
     pub data_dir: PathBuf,
     /// How often acknowledged offsets are persisted (also on shutdown).
     pub checkpoint_interval: Duration,
-    /// Checkpoints of files gone (deleted or rotated out of the globs) for this long are forgotten.
+    /// Checkpoints of files gone (deleted or rotated out of the globs) for this long are
+    /// forgotten. Until then they recognize copies of those files (a `.gz` made later).
     pub checkpoint_ttl: Duration,
     /// Files to tail.
     pub inputs: Vec<Spanned<InputConfig>>,
@@ -102,7 +103,7 @@ impl Default for LogsConfig {
         LogsConfig {
             data_dir: PathBuf::from("./data"),
             checkpoint_interval: Duration::from_secs(1),
-            checkpoint_ttl: Duration::from_secs(24 * 3600),
+            checkpoint_ttl: Duration::from_secs(3600),
             inputs: Vec::new(),
             parsers: Vec::new(),
             transforms: Vec::new(),

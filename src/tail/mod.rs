@@ -189,23 +189,29 @@ impl Tailer {
         }
     }
 
+    /// Scans every `poll_interval` (or when a file appeared, vanished or was renamed) and
+    /// reads after a scan or a file-system event, until there is nothing new: an idle input
+    /// costs one scan per poll interval.
     fn run(mut self) {
         let poll = self.context.input.poll_interval;
         let mut last_scan: Option<Instant> = None;
+        let mut read_due = true;
         while !self.context.shutdown.is_cancelled() {
             if last_scan.is_none_or(|at| at.elapsed() >= poll) || self.wakeup.take_rescan() {
                 self.watch_roots();
                 self.scan();
                 last_scan = Some(Instant::now());
+                read_due = true;
             }
-            match self.read_round() {
-                Err(Closed) => break,
-                Ok(true) => continue,
-                Ok(false) => {
-                    let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
-                    self.wakeup.wait(due.min(WAKE_CHECK));
+            if read_due {
+                match self.read_round() {
+                    Err(Closed) => break,
+                    Ok(true) => continue,
+                    Ok(false) => {}
                 }
             }
+            let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
+            read_due = self.wakeup.wait(due.min(WAKE_CHECK));
         }
         tracing::debug!(input = %self.context.input.name, "tailer stopped");
     }

@@ -50,11 +50,15 @@ impl Wakeup {
         }
     }
 
-    /// Sleeps up to `timeout`; returns early on an event.
-    pub fn wait(&self, timeout: Duration) {
+    /// Sleeps up to `timeout`; returns early, with `true`, on an event.
+    pub fn wait(&self, timeout: Duration) -> bool {
         match self.events.recv_timeout(timeout) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+            Ok(()) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                false
+            }
         }
     }
 
