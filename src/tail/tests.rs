@@ -375,6 +375,20 @@ fn a_corrupt_checkpoint_falls_back_to_start_at() {
 }
 
 #[test]
+fn start_at_end_skips_only_what_was_there_at_start_up() {
+    let mut h = Harness::new("*.log", "start_at: end");
+    h.stop();
+    write_lines(&h.path("old.log"), &lines(0, 10));
+    h.start();
+    // Appended after start-up, and a file created after start-up: both read.
+    let new = lines(10, 30);
+    h.wait_for("the first scan", |_| h.metrics.files.get_or_create(&InputMetrics::label("test")).get() == 1);
+    write_lines(&h.path("old.log"), &new[..10]);
+    write_lines(&h.path("new.log"), &new[10..]);
+    h.expect_exactly(&new);
+}
+
+#[test]
 fn huge_lines_are_truncated_flagged_and_counted() {
     let h = Harness::new("app.log", "max_line_bytes: 1KiB");
     let huge = "z".repeat(3 * 1024 * 1024);
