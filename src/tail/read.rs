@@ -14,6 +14,11 @@ use crate::parse::Parser;
 use crate::pipeline::{Batch, FileKey};
 use crate::record::{Record, Source, Value};
 
+/// Bytes framed at a time within one read.
+const FRAME_SLICE: usize = 8 * 1024;
+/// A batch is sent once it holds this many records (plus at most one slice's worth).
+const MAX_BATCH_RECORDS: usize = 2048;
+
 impl Tailer {
     /// Reads what is new in every open file. `Ok(true)` when anything was read.
     pub(super) fn read_round(&mut self) -> Result<bool, Closed> {
@@ -84,10 +89,24 @@ impl Tailer {
         let chunk_offset = tracked.read_offset;
         tracked.read_offset += read as u64;
         tracked.last_active = Instant::now();
-        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
-        tracked.assembler.push(&self.buffer[..read], chunk_offset, &mut |framed| records.accept(framed));
-        let records = records.done();
-        self.send(key, read, records)?;
+        // Framed in slices so that a batch holds at most about MAX_BATCH_RECORDS records, however
+        // short the lines (a chunk of empty lines would otherwise be 64Ki records).
+        let mut collected = Collected::default();
+        let mut done = 0;
+        while done < read {
+            let Some(tracked) = self.files.get_mut(key) else {
+                break;
+            };
+            let piece = &self.buffer[done..(done + FRAME_SLICE).min(read)];
+            let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), collected);
+            tracked.assembler.push(piece, chunk_offset + done as u64, &mut |framed| records.accept(framed));
+            collected = records.done();
+            done += piece.len();
+            if collected.records.len() >= MAX_BATCH_RECORDS && done < read {
+                self.send(key, 0, std::mem::take(&mut collected))?;
+            }
+        }
+        self.send(key, read, collected)?;
         Ok(read)
     }
 
@@ -96,7 +115,8 @@ impl Tailer {
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
-        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
+        let mut records =
+            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), Collected::default());
         tracked.assembler.flush_idle(now, &mut |framed| records.accept(framed));
         let records = records.done();
         self.send(key, 0, records)
@@ -115,7 +135,8 @@ impl Tailer {
         if !(tracked.compressed || rotated_long_ago) {
             return Ok(());
         }
-        let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text));
+        let mut records =
+            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), Collected::default());
         tracked.assembler.flush(tracked.read_offset, &mut |framed| records.accept(framed));
         let records = records.done();
         self.send(key, 0, records)?;
@@ -214,8 +235,9 @@ struct Collected {
 }
 
 impl<'a> Collector<'a> {
-    fn new(parser: &'a Parser, context: &'a TailerContext, path: Arc<str>) -> Collector<'a> {
-        Collector { parser, context, path, observed: Timestamp::now(), collected: Collected::default() }
+    /// Adds to `collected`.
+    fn new(parser: &'a Parser, context: &'a TailerContext, path: Arc<str>, collected: Collected) -> Collector<'a> {
+        Collector { parser, context, path, observed: Timestamp::now(), collected }
     }
 
     fn done(self) -> Collected {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ struct Harness {
     input: Arc<InputSettings>,
     metrics: InputMetrics,
     delivered: Arc<Mutex<Vec<Record>>>,
+    largest_batch: Arc<AtomicUsize>,
     running: Option<Running>,
 }
 
@@ -66,6 +68,7 @@ impl Harness {
             input,
             metrics: InputMetrics::default(),
             delivered: Arc::new(Mutex::new(Vec::new())),
+            largest_batch: Arc::new(AtomicUsize::new(0)),
             running: None,
         };
         harness.start();
@@ -93,9 +96,11 @@ impl Harness {
         };
         let tailer = spawn(context).expect("spawn");
         let delivered = Arc::clone(&self.delivered);
+        let largest_batch = Arc::clone(&self.largest_batch);
         let sink_acks = Arc::clone(&acks);
         let sink = std::thread::spawn(move || {
             while let Some(batch) = batches.blocking_recv() {
+                largest_batch.fetch_max(batch.records.len(), Ordering::Relaxed);
                 lock(&delivered).extend(batch.records.iter().cloned());
                 if let Some(token) = &batch.ack {
                     sink_acks.ack(token);
@@ -400,6 +405,15 @@ fn huge_lines_are_truncated_flagged_and_counted() {
     assert_eq!(records[2].message, "after");
     assert_eq!(records[2].source.as_ref().map(|s| s.offset), Some(7 + huge.len() as u64 + 1));
     assert_eq!(h.counter(&h.metrics.lines_truncated), 1);
+}
+
+#[test]
+fn batches_stay_small_however_short_the_lines() {
+    let h = Harness::new("app.log", "");
+    fs::write(h.path("app.log"), vec![b'\n'; 200_000]).expect("write");
+    h.wait_for("every empty line", |records| records.len() == 200_000);
+    let largest = h.largest_batch.load(Ordering::Relaxed);
+    assert!(largest <= 2048 + 8192, "a batch of {largest} records");
 }
 
 #[test]
