@@ -26,8 +26,9 @@
 //!
 //! # Delivery, backpressure, memory
 //!
-//! Each read (at most [`READ_CHUNK`] bytes) becomes at most one batch whose acknowledgement
-//! token ends at its last complete record; the checkpoint is the longest fully acknowledged
+//! Each read (at most [`READ_CHUNK`] bytes) becomes one batch (several for very short
+//! lines: a batch holds about 2048 records at most) whose acknowledgement token ends at its
+//! last complete record; the checkpoint is the longest fully acknowledged
 //! prefix (see [`crate::pipeline`]). When the downstream queue is full the tailer waits: the
 //! file is the buffer. Memory per file is bounded by the framing stages (`max_line_bytes`
 //! each); at most `max_open_files` descriptors are open: idle, fully read files are closed
