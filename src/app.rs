@@ -32,10 +32,7 @@ const TAIL_QUEUE_BATCHES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on admin address {address}: {source}")]
-    AdminBind {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    AdminBind { address: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error(transparent)]
@@ -47,10 +44,7 @@ pub enum RunError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
-    Tailer {
-        input: String,
-        source: std::io::Error,
-    },
+    Tailer { input: String, source: std::io::Error },
     #[error("a sink failed; see the error above")]
     SinkFailed,
 }
@@ -65,14 +59,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let ready = Arc::new(AtomicBool::new(false));
     let admin = AdminServer::bind(config.admin_listen)
         .await
-        .map_err(|source| RunError::AdminBind {
-            address: config.admin_listen,
-            source,
-        })?;
-    let admin_address = admin.local_addr().map_err(|source| RunError::AdminBind {
-        address: config.admin_listen,
-        source,
-    })?;
+        .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
+    let admin_address =
+        admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
     let admin_state = AdminState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
@@ -83,12 +72,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let env = |name: &str| std::env::var(name).ok();
     let span_export = match &config.tracing {
-        Some(tracing) => Some(Arc::new(Tracing::start(
-            tracing,
-            &config.resource,
-            &metrics.spans,
-            &env,
-        )?)),
+        Some(tracing) => Some(Arc::new(Tracing::start(tracing, &config.resource, &metrics.spans, &env)?)),
         None => None,
     };
 
@@ -120,29 +104,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
-        let handle = tail::spawn(context).map_err(|source| RunError::Tailer {
-            input: input.name.to_string(),
-            source,
-        })?;
+        let handle =
+            tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
         tailers.push(handle);
     }
-    let proxies = start_proxies(
-        &config,
-        &metrics,
-        span_export.clone(),
-        &tail_output,
-        shutdown.clone(),
-    )
-    .await?;
+    let proxies = start_proxies(&config, &metrics, span_export.clone(), &tail_output, shutdown.clone()).await?;
     drop(tail_output);
 
     let checkpoint_stop = CancellationToken::new();
-    let checkpointer = spawn_checkpointer(
-        store.clone(),
-        Arc::clone(&acks),
-        logs.checkpoint_interval,
-        checkpoint_stop.clone(),
-    );
+    let checkpointer =
+        spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -170,19 +141,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     checkpoint_stop.cancel();
     let _ = checkpointer.await;
     let final_offsets = acks.snapshot();
-    tokio::task::spawn_blocking(move || store.save(&final_offsets))
-        .await
-        .unwrap_or_else(|_| Ok(()))?;
+    tokio::task::spawn_blocking(move || store.save(&final_offsets)).await.unwrap_or_else(|_| Ok(()))?;
     if let Some(span_export) = span_export.and_then(|export| Arc::into_inner(export)) {
         span_export.shutdown(Duration::from_secs(2)).await;
     }
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
-    if sink_failed.is_cancelled() {
-        Err(RunError::SinkFailed)
-    } else {
-        Ok(())
-    }
+    if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
 }
 
 /// The running proxies and the access-log task feeding the log pipeline.
@@ -213,10 +178,7 @@ async fn start_proxies(
     pipeline: &mpsc::Sender<Batch>,
     shutdown: CancellationToken,
 ) -> Result<Proxies, RunError> {
-    let mut proxies = Proxies {
-        servers: Vec::new(),
-        access_log: None,
-    };
+    let mut proxies = Proxies { servers: Vec::new(), access_log: None };
     let Some(proxy) = &config.proxy else {
         return Ok(proxies);
     };
@@ -225,35 +187,18 @@ async fn start_proxies(
         let access_log = inbound.access_log.then(|| {
             let stop = CancellationToken::new();
             let dropped = metrics.proxy.access_log_dropped.clone();
-            let (log, task) = AccessLog::spawn(
-                pipeline.clone(),
-                config.resource.clone(),
-                dropped,
-                stop.clone(),
-            );
+            let (log, task) = AccessLog::spawn(pipeline.clone(), config.resource.clone(), dropped, stop.clone());
             proxies.access_log = Some((stop, task));
             log
         });
-        let server = InboundServer::bind(
-            inbound,
-            metrics.proxy.clone(),
-            span_export.clone(),
-            access_log,
-        )
-        .await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind {
-            address: inbound.listen.0,
-            source,
-        })?;
+        let server = InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log).await?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen.0, source })?;
         tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
         proxies.servers.push(server.spawn(shutdown.clone(), drain));
     }
     if let Some(outbound) = &proxy.outbound {
         let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind {
-            address: outbound.listen.0,
-            source,
-        })?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen.0, source })?;
         tracing::info!(address = %address, "egress proxy listening");
         proxies.servers.push(server.spawn(shutdown, drain));
     }

@@ -25,13 +25,7 @@ const EXIT_CONFIG: u8 = 2;
 #[command(name = "pillion", version, about, long_about = None)]
 struct Cli {
     /// Config file (YAML). Without it, the embedded quickstart config is used.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "PILLION_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', global = true, env = "PILLION_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// pillion's own log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
@@ -116,9 +110,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
-        pillion::app::run(config, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        pillion::app::run(config, shutdown).await.map_err(anyhow::Error::from)
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
@@ -178,19 +170,11 @@ fn parse(path: Option<PathBuf>, parser_name: &str, file: Option<PathBuf>) -> Exi
     }
 }
 
-fn parse_lines(
-    parser: Parser,
-    file: Option<PathBuf>,
-    resource: pillion::record::Resource,
-) -> anyhow::Result<()> {
+fn parse_lines(parser: Parser, file: Option<PathBuf>, resource: pillion::record::Resource) -> anyhow::Result<()> {
     let (reader, path): (Box<dyn BufRead>, String) = match file.filter(|f| f.as_os_str() != "-") {
         Some(file) => {
-            let opened = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
-            (
-                Box::new(std::io::BufReader::new(opened)),
-                file.display().to_string(),
-            )
+            let opened = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            (Box::new(std::io::BufReader::new(opened)), file.display().to_string())
         }
         None => (Box::new(std::io::stdin().lock()), "-".to_owned()),
     };
@@ -203,20 +187,14 @@ fn parse_lines(
     let mut json = Vec::new();
     loop {
         line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .context("cannot read input")?;
+        let read = reader.read_until(b'\n', &mut line).context("cannot read input")?;
         if read == 0 {
             break;
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         let mut parsed = parser.parse(text, jiff::Timestamp::now(), &resource).record;
-        parsed.source = Some(Source {
-            input: Arc::clone(&input),
-            path: Arc::clone(&path),
-            offset,
-        });
+        parsed.source = Some(Source { input: Arc::clone(&input), path: Arc::clone(&path), offset });
         json.clear();
         parsed.write_json_line(&mut json)?;
         out.write_all(&json).context("cannot write output")?;

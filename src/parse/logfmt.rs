@@ -32,11 +32,7 @@ pub fn parse(line: &str) -> Option<Vec<Pair>> {
             return None;
         }
         pos += 1;
-        let (value, next) = if bytes.get(pos) == Some(&b'"') {
-            quoted(line, pos + 1)?
-        } else {
-            bare(line, pos)
-        };
+        let (value, next) = if bytes.get(pos) == Some(&b'"') { quoted(line, pos + 1)? } else { bare(line, pos) };
         pairs.push((key, Some(value)));
         pos = next;
     }
@@ -48,9 +44,7 @@ fn is_key_byte(b: u8) -> bool {
 }
 
 fn bare(line: &str, start: usize) -> (String, usize) {
-    let end = line[start..]
-        .find(|c: char| c.is_ascii_whitespace())
-        .map_or(line.len(), |i| start + i);
+    let end = line[start..].find(|c: char| c.is_ascii_whitespace()).map_or(line.len(), |i| start + i);
     (line[start..end].to_owned(), end)
 }
 
@@ -81,8 +75,7 @@ mod tests {
 
     #[test]
     fn pairs_quotes_escapes_and_bare_keys() {
-        let pairs =
-            parse(r#"level=info msg="hello \"world\"" debug user.id=42 empty="""#).expect("logfmt");
+        let pairs = parse(r#"level=info msg="hello \"world\"" debug user.id=42 empty="""#).expect("logfmt");
         assert_eq!(
             pairs,
             vec![

@@ -58,9 +58,7 @@ impl Parser {
         let failed = failure.is_some();
         if let Some(why) = failure {
             record.message = text.into_owned();
-            record
-                .attributes
-                .insert("parse_error".to_owned(), Value::String(why));
+            record.attributes.insert("parse_error".to_owned(), Value::String(why));
         }
         Parsed { record, failed }
     }
@@ -100,24 +98,8 @@ fn parse_auto(text: &str, record: &mut Record) {
     sniff_raw(text, record);
 }
 
-const TIME_KEYS: &[&str] = &[
-    "timestamp",
-    "@timestamp",
-    "time",
-    "ts",
-    "t",
-    "datetime",
-    "date",
-];
-const LEVEL_KEYS: &[&str] = &[
-    "level",
-    "lvl",
-    "severity",
-    "loglevel",
-    "log.level",
-    "severity_text",
-    "levelname",
-];
+const TIME_KEYS: &[&str] = &["timestamp", "@timestamp", "time", "ts", "t", "datetime", "date"];
+const LEVEL_KEYS: &[&str] = &["level", "lvl", "severity", "loglevel", "log.level", "severity_text", "levelname"];
 const MESSAGE_KEYS: &[&str] = &["message", "msg", "log", "body"];
 const TRACE_KEYS: &[&str] = &["trace_id", "traceId", "trace.id", "traceid", "dd.trace_id"];
 const SPAN_KEYS: &[&str] = &["span_id", "spanId", "span.id", "spanid", "dd.span_id"];
@@ -129,21 +111,14 @@ fn promote_fields(record: &mut Record) {
     if let Some(ts) = take_first(attributes, TIME_KEYS, timestamp_of) {
         record.timestamp = ts;
     }
-    record.level =
-        take_first(attributes, LEVEL_KEYS, level_of).or_else(|| take_nested_level(attributes));
+    record.level = take_first(attributes, LEVEL_KEYS, level_of).or_else(|| take_nested_level(attributes));
     if let Some(message) = take_first(attributes, MESSAGE_KEYS, |v| v.as_str().map(str::to_owned)) {
         record.message = message;
     }
-    record.trace_id = take_first(attributes, TRACE_KEYS, |v| {
-        v.as_str().and_then(TraceId::parse_hex)
-    });
-    record.span_id = take_first(attributes, SPAN_KEYS, |v| {
-        v.as_str().and_then(SpanId::parse_hex)
-    });
+    record.trace_id = take_first(attributes, TRACE_KEYS, |v| v.as_str().and_then(TraceId::parse_hex));
+    record.span_id = take_first(attributes, SPAN_KEYS, |v| v.as_str().and_then(SpanId::parse_hex));
     if record.trace_id.is_none() {
-        if let Some((trace, span)) = take_first(attributes, &["traceparent"], |v| {
-            v.as_str().and_then(parse_traceparent)
-        }) {
+        if let Some((trace, span)) = take_first(attributes, &["traceparent"], |v| v.as_str().and_then(parse_traceparent)) {
             record.trace_id = Some(trace);
             record.span_id = record.span_id.or(Some(span));
         }
@@ -151,11 +126,7 @@ fn promote_fields(record: &mut Record) {
 }
 
 /// Removes and returns the first key whose value converts; keys that do not convert stay.
-fn take_first<T>(
-    attributes: &mut Attributes,
-    keys: &[&str],
-    convert: impl Fn(&Value) -> Option<T>,
-) -> Option<T> {
+fn take_first<T>(attributes: &mut Attributes, keys: &[&str], convert: impl Fn(&Value) -> Option<T>) -> Option<T> {
     for key in keys {
         if let Some(converted) = attributes.get(*key).and_then(&convert) {
             attributes.remove(*key);
@@ -181,10 +152,7 @@ fn take_nested_level(attributes: &mut Attributes) -> Option<Level> {
 fn timestamp_of(value: &Value) -> Option<Timestamp> {
     match value {
         Value::String(text) => timestamp::parse_text(text),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(timestamp::parse_epoch_i64)
-            .or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64)),
+        Value::Number(n) => n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64)),
         _ => None,
     }
 }
@@ -222,13 +190,8 @@ fn sniff_raw(text: &str, record: &mut Record) {
     let first = tokens.next().unwrap_or("");
     let second = tokens.clone().next().unwrap_or("");
     let joined = format!("{first}T{}", second.replace(',', "."));
-    let date_then_time = (first.len() == 10)
-        .then(|| timestamp::parse_text(&joined))
-        .flatten();
-    let single = || {
-        timestamp::parse_text(first.trim_matches(|c| c == '[' || c == ']'))
-            .filter(|_| first.len() >= 10)
-    };
+    let date_then_time = (first.len() == 10).then(|| timestamp::parse_text(&joined)).flatten();
+    let single = || timestamp::parse_text(first.trim_matches(|c| c == '[' || c == ']')).filter(|_| first.len() >= 10);
     if let Some(ts) = date_then_time.or_else(single) {
         record.timestamp = ts;
     }
@@ -236,11 +199,7 @@ fn sniff_raw(text: &str, record: &mut Record) {
     for token in candidates {
         let word = token.trim_matches(|c: char| !c.is_ascii_alphabetic());
         if word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg") {
-            if let Some(level) = Level::from_name(word).filter(|_| {
-                word.bytes().all(|b| b.is_ascii_uppercase())
-                    || token.starts_with('[')
-                    || token.ends_with(':')
-            }) {
+            if let Some(level) = Level::from_name(word).filter(|_| word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':')) {
                 record.level = Some(level);
                 return;
             }
@@ -265,16 +224,10 @@ mod tests {
         let parsed = parse(ParserName::Json, line);
         assert!(!parsed.failed);
         let r = parsed.record;
-        assert_eq!(
-            format!("{:.9}", r.timestamp),
-            "2026-11-25T12:00:00.123456789Z"
-        );
+        assert_eq!(format!("{:.9}", r.timestamp), "2026-11-25T12:00:00.123456789Z");
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(r.message, "payment declined");
-        assert_eq!(
-            r.trace_id.map(|t| t.to_string()).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
+        assert_eq!(r.trace_id.map(|t| t.to_string()).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(r.attributes.get("http.status"), Some(&Value::from(402)));
         assert!(r.attributes.get("user").is_some_and(Value::is_object));
         assert!(!r.attributes.contains_key("msg"));
@@ -287,10 +240,7 @@ mod tests {
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(format!("{:.3}", r.timestamp), "2024-11-25T12:00:00.123Z");
         assert!(r.trace_id.is_some());
-        assert_eq!(
-            r.span_id.map(|s| s.to_string()).as_deref(),
-            Some("00f067aa0ba902b7")
-        );
+        assert_eq!(r.span_id.map(|s| s.to_string()).as_deref(), Some("00f067aa0ba902b7"));
         assert_eq!(r.attributes.get("span_id"), Some(&Value::from("nothex")));
     }
 
@@ -299,32 +249,18 @@ mod tests {
         let parsed = parse(ParserName::Json, "not json {");
         assert!(parsed.failed);
         assert_eq!(parsed.record.message, "not json {");
-        assert!(
-            parsed
-                .record
-                .attributes
-                .get("parse_error")
-                .is_some_and(Value::is_string)
-        );
+        assert!(parsed.record.attributes.get("parse_error").is_some_and(Value::is_string));
         assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
     }
 
     #[test]
     fn logfmt_and_auto() {
-        let r = parse(
-            ParserName::Logfmt,
-            r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#,
-        )
-        .record;
+        let r = parse(ParserName::Logfmt, r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#).record;
         assert_eq!(r.level, Some(Level::Warn));
         assert_eq!(r.message, "disk low");
         let r = parse(ParserName::Auto, r#"{"message":"hi","level":"info"}"#).record;
         assert_eq!((r.message.as_str(), r.level), ("hi", Some(Level::Info)));
-        let r = parse(
-            ParserName::Auto,
-            "2026-11-25 12:00:00,250 ERROR [main] boom",
-        )
-        .record;
+        let r = parse(ParserName::Auto, "2026-11-25 12:00:00,250 ERROR [main] boom").record;
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(format!("{:.3}", r.timestamp), "2026-11-25T12:00:00.250Z");
         let r = parse(ParserName::Auto, "plain words here").record;

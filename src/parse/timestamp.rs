@@ -17,10 +17,7 @@ pub fn parse_text(text: &str) -> Option<Timestamp> {
         return text.parse::<f64>().ok().and_then(parse_epoch_f64);
     }
     // ISO 8601 without an offset (`2026-11-25 12:00:00.123`): taken as UTC.
-    text.parse::<DateTime>()
-        .ok()
-        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| z.timestamp())
+    text.parse::<DateTime>().ok().and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok()).map(|z| z.timestamp())
 }
 
 /// Epoch seconds, milliseconds, microseconds or nanoseconds, by magnitude.
@@ -76,10 +73,7 @@ mod tests {
         assert_eq!(iso(ts), "2026-11-25T12:00:00.500000000Z");
         let ts = parse_text("2026-11-25 12:00:00.123").expect("no offset: UTC");
         assert_eq!(iso(ts), "2026-11-25T12:00:00.123000000Z");
-        assert_eq!(
-            iso(parse_text("2024-02-29T23:59:59Z").expect("leap day")),
-            "2024-02-29T23:59:59.000000000Z"
-        );
+        assert_eq!(iso(parse_text("2024-02-29T23:59:59Z").expect("leap day")), "2024-02-29T23:59:59.000000000Z");
         assert!(parse_text("yesterday").is_none());
     }
 
@@ -87,22 +81,10 @@ mod tests {
     fn epochs_by_magnitude() {
         let expected = "2024-11-25T12:00:00.000000000Z";
         assert_eq!(iso(parse_epoch_i64(1_732_536_000).expect("s")), expected);
-        assert_eq!(
-            iso(parse_epoch_i64(1_732_536_000_000).expect("ms")),
-            expected
-        );
-        assert_eq!(
-            iso(parse_epoch_i64(1_732_536_000_000_000).expect("us")),
-            expected
-        );
-        assert_eq!(
-            iso(parse_epoch_i64(1_732_536_000_000_000_000).expect("ns")),
-            expected
-        );
-        assert_eq!(
-            iso(parse_epoch_f64(1_732_536_000.25).expect("frac")),
-            "2024-11-25T12:00:00.250000000Z"
-        );
+        assert_eq!(iso(parse_epoch_i64(1_732_536_000_000).expect("ms")), expected);
+        assert_eq!(iso(parse_epoch_i64(1_732_536_000_000_000).expect("us")), expected);
+        assert_eq!(iso(parse_epoch_i64(1_732_536_000_000_000_000).expect("ns")), expected);
+        assert_eq!(iso(parse_epoch_f64(1_732_536_000.25).expect("frac")), "2024-11-25T12:00:00.250000000Z");
         assert!(parse_epoch_f64(f64::NAN).is_none());
     }
 }

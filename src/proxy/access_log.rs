@@ -50,14 +50,7 @@ impl AccessLog {
     ) -> (AccessLog, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let task = tokio::spawn(forward(receiver, output, stop));
-        (
-            AccessLog {
-                sender,
-                resource,
-                dropped,
-            },
-            task,
-        )
+        (AccessLog { sender, resource, dropped }, task)
     }
 
     /// Queues the record of `entry`; never waits.
@@ -84,30 +77,14 @@ fn record(entry: &AccessEntry, resource: &Resource) -> Record {
     attributes.insert("http.request.method".into(), Value::from(entry.method));
     attributes.insert("http.route".into(), Value::from(entry.route));
     attributes.insert("url.path".into(), Value::from(entry.path));
-    attributes.insert(
-        "http.response.status_code".into(),
-        Value::from(entry.status),
-    );
-    attributes.insert(
-        "http.server.request.duration".into(),
-        Value::from(entry.duration.as_secs_f64()),
-    );
-    attributes.insert(
-        "http.response.body.size".into(),
-        Value::from(entry.body_bytes),
-    );
-    attributes.insert(
-        "client.address".into(),
-        Value::from(entry.client.ip().to_string()),
-    );
+    attributes.insert("http.response.status_code".into(), Value::from(entry.status));
+    attributes.insert("http.server.request.duration".into(), Value::from(entry.duration.as_secs_f64()));
+    attributes.insert("http.response.body.size".into(), Value::from(entry.body_bytes));
+    attributes.insert("client.address".into(), Value::from(entry.client.ip().to_string()));
     record
 }
 
-async fn forward(
-    mut receiver: mpsc::Receiver<Record>,
-    output: mpsc::Sender<Batch>,
-    stop: CancellationToken,
-) {
+async fn forward(mut receiver: mpsc::Receiver<Record>, output: mpsc::Sender<Batch>, stop: CancellationToken) {
     let mut records = Vec::with_capacity(BATCH);
     loop {
         let received = tokio::select! {
@@ -117,10 +94,7 @@ async fn forward(
         if received == 0 {
             return;
         }
-        let batch = Batch {
-            records: std::mem::replace(&mut records, Vec::with_capacity(BATCH)),
-            ack: None,
-        };
+        let batch = Batch { records: std::mem::replace(&mut records, Vec::with_capacity(BATCH)), ack: None };
         if output.send(batch).await.is_err() {
             return;
         }
@@ -144,8 +118,7 @@ mod tests {
     async fn entries_arrive_as_records_with_trace_ids() {
         let (output, mut batches) = mpsc::channel(4);
         let stop = CancellationToken::new();
-        let (log, task) =
-            AccessLog::spawn(output, Arc::new(vec![]), Counter::default(), stop.clone());
+        let (log, task) = AccessLog::spawn(output, Arc::new(vec![]), Counter::default(), stop.clone());
         let trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736");
         let span_id = SpanId::parse_hex("00f067aa0ba902b7");
         log.write(&AccessEntry {

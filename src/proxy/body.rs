@@ -32,38 +32,22 @@ enum Inner {
 
 impl ProxyBody {
     pub fn upstream(body: Incoming) -> ProxyBody {
-        ProxyBody {
-            inner: Inner::Upstream(body),
-            bytes: 0,
-            completion: None,
-        }
+        ProxyBody { inner: Inner::Upstream(body), bytes: 0, completion: None }
     }
 
     pub fn boxed<B>(body: B) -> ProxyBody
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        ProxyBody {
-            inner: Inner::Boxed(body.boxed_unsync()),
-            bytes: 0,
-            completion: None,
-        }
+        ProxyBody { inner: Inner::Boxed(body.boxed_unsync()), bytes: 0, completion: None }
     }
 
     pub fn text(text: &'static str) -> ProxyBody {
-        ProxyBody {
-            inner: Inner::Text(Some(Bytes::from_static(text.as_bytes()))),
-            bytes: 0,
-            completion: None,
-        }
+        ProxyBody { inner: Inner::Text(Some(Bytes::from_static(text.as_bytes()))), bytes: 0, completion: None }
     }
 
     pub fn empty() -> ProxyBody {
-        ProxyBody {
-            inner: Inner::Text(None),
-            bytes: 0,
-            completion: None,
-        }
+        ProxyBody { inner: Inner::Text(None), bytes: 0, completion: None }
     }
 
     /// Runs `completion` when this body is done.
@@ -85,10 +69,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = match &mut this.inner {
             Inner::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
@@ -136,8 +117,7 @@ mod tests {
     #[tokio::test]
     async fn completion_runs_once_with_the_bytes_sent() {
         let seen = Arc::new(AtomicU64::new(0));
-        let body =
-            ProxyBody::text("bad gateway\n").on_complete(Box::new(Recorder(Arc::clone(&seen))));
+        let body = ProxyBody::text("bad gateway\n").on_complete(Box::new(Recorder(Arc::clone(&seen))));
         let collected = body.collect().await.expect("collect").to_bytes();
         assert_eq!(&collected[..], b"bad gateway\n");
         assert_eq!(seen.load(Ordering::SeqCst), 13);

@@ -50,17 +50,8 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    pub fn new(
-        threshold: u32,
-        open_for: Duration,
-        gauge: Family<DestinationLabel, Gauge>,
-    ) -> Breakers {
-        Breakers {
-            threshold: threshold.max(1),
-            open_for,
-            states: Mutex::new(HashMap::new()),
-            gauge,
-        }
+    pub fn new(threshold: u32, open_for: Duration, gauge: Family<DestinationLabel, Gauge>) -> Breakers {
+        Breakers { threshold: threshold.max(1), open_for, states: Mutex::new(HashMap::new()), gauge }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, State>> {
@@ -69,11 +60,7 @@ impl Breakers {
 
     fn set(&self, states: &mut HashMap<Arc<str>, State>, destination: &Arc<str>, state: State) {
         states.insert(Arc::clone(destination), state);
-        self.gauge
-            .get_or_create(&DestinationLabel {
-                server_address: Arc::clone(destination),
-            })
-            .set(state.gauge());
+        self.gauge.get_or_create(&DestinationLabel { server_address: Arc::clone(destination) }).set(state.gauge());
     }
 
     /// Decides whether a request to `destination` goes ahead.
@@ -92,21 +79,14 @@ impl Breakers {
     /// Records a request's outcome (a failure is a connect error, a timeout or a 5xx).
     pub fn record(&self, destination: &Arc<str>, success: bool) {
         let mut states = self.lock();
-        let current = states
-            .get(destination)
-            .copied()
-            .unwrap_or(State::Closed { failures: 0 });
+        let current = states.get(destination).copied().unwrap_or(State::Closed { failures: 0 });
         let next = match (current, success) {
             (_, true) => State::Closed { failures: 0 },
-            (State::HalfOpen, false) => State::Open {
-                until: Instant::now() + self.open_for,
-            },
-            (State::Closed { failures }, false) if failures + 1 >= self.threshold => State::Open {
-                until: Instant::now() + self.open_for,
-            },
-            (State::Closed { failures }, false) => State::Closed {
-                failures: failures + 1,
-            },
+            (State::HalfOpen, false) => State::Open { until: Instant::now() + self.open_for },
+            (State::Closed { failures }, false) if failures + 1 >= self.threshold => {
+                State::Open { until: Instant::now() + self.open_for }
+            }
+            (State::Closed { failures }, false) => State::Closed { failures: failures + 1 },
             // A late result from before the circuit opened changes nothing.
             (State::Open { until }, false) => State::Open { until },
         };
@@ -135,17 +115,9 @@ mod tests {
         assert_eq!(breakers.admit(&dest), Admission::Rejected);
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(breakers.admit(&dest), Admission::Probe);
-        assert_eq!(
-            breakers.admit(&dest),
-            Admission::Rejected,
-            "one probe at a time"
-        );
+        assert_eq!(breakers.admit(&dest), Admission::Rejected, "one probe at a time");
         breakers.record(&dest, false);
-        assert_eq!(
-            breakers.admit(&dest),
-            Admission::Rejected,
-            "a failed probe reopens"
-        );
+        assert_eq!(breakers.admit(&dest), Admission::Rejected, "a failed probe reopens");
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(breakers.admit(&dest), Admission::Probe);
         breakers.record(&dest, true);

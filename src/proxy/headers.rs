@@ -5,8 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{
-    CONNECTION, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -23,11 +22,7 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if connection_upgrade {
-        headers.get(UPGRADE).cloned()
-    } else {
-        None
-    }
+    if connection_upgrade { headers.get(UPGRADE).cloned() } else { None }
 }
 
 /// Removes the hop-by-hop headers: those named in `Connection`, then the fixed list. With
@@ -43,14 +38,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        TE,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
+    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
     }
     // `Trailer` announces trailers for the next hop only when the body is chunked end to end.
@@ -62,22 +50,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
 }
 
 /// Adds the client to `X-Forwarded-For` and `Forwarded`, and the scheme and host the client used.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: SocketAddr,
-    proto: &'static str,
-    authority: Option<&str>,
-) {
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, authority: Option<&str>) {
     let ip = client.ip();
     append_list(headers, X_FORWARDED_FOR, &ip.to_string());
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or(authority.map(str::to_owned));
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned).or(authority.map(str::to_owned));
     if let Some(host) = &host {
         if !headers.contains_key(X_FORWARDED_HOST) {
             if let Ok(value) = HeaderValue::from_str(host) {
@@ -104,24 +83,13 @@ fn forwarded_node(ip: IpAddr) -> String {
 }
 
 fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~:!#$%&'*+^`|".contains(&b))
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:!#$%&'*+^`|".contains(&b))
 }
 
 /// Appends `item` to a comma-separated header, merging repeated header lines into one.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let existing: Vec<&str> = headers
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let joined = if existing.is_empty() {
-        item.to_owned()
-    } else {
-        format!("{}, {item}", existing.join(", "))
-    };
+    let existing: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let joined = if existing.is_empty() { item.to_owned() } else { format!("{}, {item}", existing.join(", ")) };
     if let Ok(value) = HeaderValue::from_str(&joined) {
         headers.insert(name, value);
     }
@@ -160,18 +128,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         headers.insert(HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(
-            &mut headers,
-            "[::1]:5000".parse().expect("addr"),
-            "http",
-            None,
-        );
+        add_forwarded(&mut headers, "[::1]:5000".parse().expect("addr"), "http", None);
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
-        assert_eq!(
-            headers[FORWARDED],
-            "for=\"[::1]\";host=shop.example;proto=http"
-        );
+        assert_eq!(headers[FORWARDED], "for=\"[::1]\";host=shop.example;proto=http");
     }
 }

@@ -26,9 +26,7 @@ use super::access_log::{AccessEntry, AccessLog};
 use super::body::{Completion, ProxyBody};
 use super::conn::{self, Activity, TrackedIo};
 use super::headers;
-use super::metrics::{
-    ErrorType, MethodLabel, ProxyMetrics, ServerLabels, TraceExemplar, method_label,
-};
+use super::metrics::{ErrorType, MethodLabel, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
 use super::span::{self, RequestInfo, RequestSpan};
 use super::{ProxyError, upgrade};
@@ -68,12 +66,8 @@ impl InboundServer {
         access_log: Option<AccessLog>,
     ) -> Result<InboundServer, ProxyError> {
         let listen = config.listen.0;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                address: listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let upstream = upstream_authority(config.upstream.url())?;
         let timeouts = &config.timeouts;
         let inbound = Inbound {
@@ -128,11 +122,7 @@ impl InboundServer {
                 async move { Ok::<_, Infallible>(proxy(inbound, client, activity, request).await) }
             });
             let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&activity)));
-            let connection = graceful.watch(
-                builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned(),
-            );
+            let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
             let idle = self.idle;
             tokio::spawn(async move {
                 tokio::select! {
@@ -145,10 +135,7 @@ impl InboundServer {
         }
         drop(self.listener);
         tracing::info!("proxy stopped accepting; draining in-flight requests");
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
             tracing::warn!("proxy drain timed out; closing the remaining connections");
         }
     }
@@ -163,10 +150,7 @@ fn server_builder(header_read: Duration) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(header_read)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     builder
 }
 
@@ -183,14 +167,9 @@ fn upstream_client(connect_timeout: Duration, idle: Duration) -> Client<HttpConn
 }
 
 fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
-    let invalid = |why: &str| ProxyError::Upstream {
-        upstream: url.to_string(),
-        why: why.to_owned(),
-    };
+    let invalid = |why: &str| ProxyError::Upstream { upstream: url.to_string(), why: why.to_owned() };
     if url.scheme() != "http" {
-        return Err(invalid(
-            "only http:// upstreams are supported (the app is on the same host)",
-        ));
+        return Err(invalid("only http:// upstreams are supported (the app is on the same host)"));
     }
     let host = url.host_str().ok_or_else(|| invalid("no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
@@ -199,8 +178,7 @@ fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
     } else {
         format!("{host}:{port}")
     };
-    text.parse()
-        .map_err(|_| invalid("not a valid host and port"))
+    text.parse().map_err(|_| invalid("not a valid host and port"))
 }
 
 /// One inbound request, layer by layer.
@@ -218,11 +196,7 @@ async fn proxy(
     let route = inbound.routes.route(request.uri().path());
 
     // RED: the request is in flight until its response body is done (see `Finish`).
-    inbound
-        .metrics
-        .server_active
-        .get_or_create(&MethodLabel { method })
-        .inc();
+    inbound.metrics.server_active.get_or_create(&MethodLabel { method }).inc();
 
     // Trace: continue the caller's trace or start one; the app receives our span's context.
     let span = inbound.tracing.as_ref().map(|tracing| {
@@ -243,24 +217,11 @@ async fn proxy(
     });
 
     // Access log: keep the path, when there is one to write.
-    let path = inbound
-        .access_log
-        .as_ref()
-        .map(|_| request.uri().path().to_owned());
-    let finish = Finish {
-        inbound: Arc::clone(&inbound),
-        activity,
-        started,
-        method,
-        route,
-        span,
-        client,
-        path,
-    };
+    let path = inbound.access_log.as_ref().map(|_| request.uri().path().to_owned());
+    let finish = Finish { inbound: Arc::clone(&inbound), activity, started, method, route, span, client, path };
 
     // Headers: hop-by-hop out (an Upgrade handshake kept), X-Forwarded-* and Forwarded in.
-    let upgrade = headers::upgrade_protocol(request.headers())
-        .filter(|_| request.version() == Version::HTTP_11);
+    let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
     headers::strip_hop_by_hop(request.headers_mut(), upgrade.as_ref());
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
     headers::add_forwarded(request.headers_mut(), client, "http", authority.as_deref());
@@ -276,8 +237,7 @@ async fn proxy(
     *request.version_mut() = Version::HTTP_11;
 
     // Forward within the request timeout: 502 if the app cannot be reached, 504 if it is slow.
-    let forwarded =
-        tokio::time::timeout(inbound.request_timeout, inbound.client.request(request)).await;
+    let forwarded = tokio::time::timeout(inbound.request_timeout, inbound.client.request(request)).await;
     let mut response = match forwarded {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if error.is_connect() => {
@@ -313,11 +273,7 @@ async fn proxy(
     }
 
     // Response: hop-by-hop out, body streamed; metrics, span and access log when it is done.
-    let response_upgrade = if switching {
-        headers::upgrade_protocol(response.headers())
-    } else {
-        None
-    };
+    let response_upgrade = if switching { headers::upgrade_protocol(response.headers()) } else { None };
     headers::strip_hop_by_hop(response.headers_mut(), response_upgrade.as_ref());
     let status = response.status();
     response.map(|body| ProxyBody::upstream(body).on_complete(Box::new(finish.with_status(status))))
@@ -328,12 +284,7 @@ fn upstream_uri(upstream: &Authority, original: &Uri) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(upstream.clone());
-    parts.path_and_query = Some(
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
+    parts.path_and_query = Some(original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
 }
 
@@ -351,31 +302,17 @@ struct Finish {
 
 impl Finish {
     fn with_status(self, status: StatusCode) -> Finished {
-        Finished {
-            finish: self,
-            status: status.as_u16(),
-            error: ErrorType::of_status(status.as_u16()),
-        }
+        Finished { finish: self, status: status.as_u16(), error: ErrorType::of_status(status.as_u16()) }
     }
 
     /// A response pillion makes itself, for a failure to get one from the app.
-    fn failed(
-        self,
-        status: StatusCode,
-        error: ErrorType,
-        text: &'static str,
-    ) -> Response<ProxyBody> {
-        let finished = Finished {
-            finish: self,
-            status: status.as_u16(),
-            error: Some(error),
-        };
+    fn failed(self, status: StatusCode, error: ErrorType, text: &'static str) -> Response<ProxyBody> {
+        let finished = Finished { finish: self, status: status.as_u16(), error: Some(error) };
         let mut response = Response::new(ProxyBody::text(text).on_complete(Box::new(finished)));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         response
     }
 }
@@ -388,35 +325,15 @@ struct Finished {
 
 impl Completion for Finished {
     fn complete(self: Box<Self>, body_bytes: u64) {
-        let Finished {
-            finish,
-            status,
-            error,
-        } = *self;
+        let Finished { finish, status, error } = *self;
         let duration = finish.started.elapsed();
         let metrics = &finish.inbound.metrics;
-        metrics
-            .server_active
-            .get_or_create(&MethodLabel {
-                method: finish.method,
-            })
-            .dec();
-        let labels = ServerLabels {
-            method: finish.method,
-            route: Arc::clone(&finish.route),
-            status,
-            error_type: error,
-        };
-        let exemplar = finish
-            .span
-            .as_ref()
-            .and_then(RequestSpan::trace_id_hex)
-            .map(|trace_id| TraceExemplar { trace_id });
-        metrics.server_duration.get_or_create(&labels).observe(
-            duration.as_secs_f64(),
-            exemplar,
-            None,
-        );
+        metrics.server_active.get_or_create(&MethodLabel { method: finish.method }).dec();
+        let labels =
+            ServerLabels { method: finish.method, route: Arc::clone(&finish.route), status, error_type: error };
+        let exemplar =
+            finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
+        metrics.server_duration.get_or_create(&labels).observe(duration.as_secs_f64(), exemplar, None);
         let ids = finish.span.as_ref().and_then(|span| span.ids);
         if let Some(span) = finish.span {
             span.finish(status, error);
@@ -447,9 +364,6 @@ mod tests {
         let uri = upstream_uri(&upstream, &"/a/b?x=1".parse().expect("uri"));
         assert_eq!(uri.to_string(), "http://127.0.0.1:8080/a/b?x=1");
         let url = url::Url::parse("http://localhost").expect("url");
-        assert_eq!(
-            upstream_authority(&url).expect("authority").as_str(),
-            "localhost:80"
-        );
+        assert_eq!(upstream_authority(&url).expect("authority").as_str(), "localhost:80");
     }
 }

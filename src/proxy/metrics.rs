@@ -12,9 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Buckets of `http_server_request_duration_seconds`, exactly as design.md lists them.
-pub const SERVER_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
+pub const SERVER_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
 /// `{http_request_method, http_route, http_response_status_code[, error_type]}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -173,11 +171,7 @@ impl ProxyMetrics {
             "Duration of HTTP server requests proxied to the app",
             self.server_duration.clone(),
         );
-        registry.register(
-            "http_server_active_requests",
-            "Inbound HTTP requests in flight",
-            self.server_active.clone(),
-        );
+        registry.register("http_server_active_requests", "Inbound HTTP requests in flight", self.server_active.clone());
         registry.register(
             "http_client_request_duration_seconds",
             "Duration of the app's outbound HTTP requests through the egress proxy",
@@ -226,38 +220,15 @@ mod tests {
         let metrics = ProxyMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let ok = ServerLabels {
-            method: "GET",
-            route: Arc::from("/a"),
-            status: 200,
-            error_type: None,
-        };
-        let failed = ServerLabels {
-            error_type: Some(ErrorType::Timeout),
-            status: 504,
-            ..ok.clone()
-        };
-        metrics
-            .server_duration
-            .get_or_create(&ok)
-            .observe(0.001, None, None);
-        let exemplar = TraceExemplar {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-        };
-        metrics
-            .server_duration
-            .get_or_create(&failed)
-            .observe(0.2, Some(exemplar), None);
+        let ok = ServerLabels { method: "GET", route: Arc::from("/a"), status: 200, error_type: None };
+        let failed = ServerLabels { error_type: Some(ErrorType::Timeout), status: 504, ..ok.clone() };
+        metrics.server_duration.get_or_create(&ok).observe(0.001, None, None);
+        let exemplar = TraceExemplar { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into() };
+        metrics.server_duration.get_or_create(&failed).observe(0.2, Some(exemplar), None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/a",http_response_status_code="200"} 1"#), "{text}");
-        assert!(
-            text.contains(r#"http_response_status_code="504",error_type="timeout""#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.2"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"http_response_status_code="504",error_type="timeout""#), "{text}");
+        assert!(text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.2"#), "{text}");
     }
 }

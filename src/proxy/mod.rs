@@ -20,10 +20,7 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("cannot listen on proxy address {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { address: SocketAddr, source: std::io::Error },
     #[error("proxy.inbound.upstream {upstream}: {why}")]
     Upstream { upstream: String, why: String },
 }

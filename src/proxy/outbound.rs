@@ -30,9 +30,7 @@ use super::ProxyError;
 use super::body::{Completion, ProxyBody};
 use super::breaker::{Admission, Breakers};
 use super::headers;
-use super::metrics::{
-    ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label,
-};
+use super::metrics::{ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label};
 use super::span::{self, RequestInfo, RequestSpan};
 use crate::config::raw::OutboundConfig;
 use crate::telemetry::traces::Tracing;
@@ -66,24 +64,15 @@ impl OutboundServer {
         tracing: Option<Arc<Tracing>>,
     ) -> Result<OutboundServer, ProxyError> {
         let listen = config.listen.0;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                address: listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout.get()));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
         let breaker = &config.circuit_breaker;
-        let breakers = Breakers::new(
-            breaker.consecutive_failures,
-            breaker.open_for.get(),
-            metrics.breaker_state.clone(),
-        );
+        let breakers =
+            Breakers::new(breaker.consecutive_failures, breaker.open_for.get(), metrics.breaker_state.clone());
         let outbound = Outbound {
             client,
             metrics,
@@ -93,10 +82,7 @@ impl OutboundServer {
             retries: config.retries.attempts,
             idempotent_only: config.retries.idempotent_only,
         };
-        Ok(OutboundServer {
-            listener,
-            outbound: Arc::new(outbound),
-        })
+        Ok(OutboundServer { listener, outbound: Arc::new(outbound) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -126,11 +112,8 @@ impl OutboundServer {
                     let outbound = Arc::clone(&outbound);
                     async move { Ok::<_, Infallible>(handle(outbound, request).await) }
                 });
-                let connection = graceful.watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned(),
-                );
+                let connection =
+                    graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "egress connection ended with an error");
@@ -163,11 +146,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let destination = destination(request.uri());
 
     // RED: in flight until the response body is done.
-    outbound
-        .metrics
-        .client_active
-        .get_or_create(&MethodLabel { method })
-        .inc();
+    outbound.metrics.client_active.get_or_create(&MethodLabel { method }).inc();
     let finish = ClientFinish {
         outbound: Arc::clone(&outbound),
         started,
@@ -207,9 +186,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
 
     // Headers: hop-by-hop and proxy credentials stay here.
     headers::strip_hop_by_hop(request.headers_mut(), None);
-    request
-        .headers_mut()
-        .remove(http::header::PROXY_AUTHORIZATION);
+    request.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
     *request.version_mut() = Version::HTTP_11;
 
     // Retries: only for requests that can be sent again (no body) and may be (idempotent).
@@ -218,11 +195,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
-    let attempts = if replayable && (idempotent || !outbound.idempotent_only) {
-        outbound.retries + 1
-    } else {
-        1
-    };
+    let attempts = if replayable && (idempotent || !outbound.idempotent_only) { outbound.retries + 1 } else { 1 };
     let (parts, body) = request.into_parts();
     let mut body = Some(body.boxed_unsync());
 
@@ -230,12 +203,9 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        let body = body
-            .take()
-            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
+        let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
         let attempt_request = Request::from_parts(parts.clone(), body);
-        let result =
-            tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await;
+        let result = tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await;
         let outcome = match result {
             Ok(Ok(response)) if response.status().is_server_error() => {
                 let status = response.status().as_u16();
@@ -248,10 +218,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
         };
         outbound.breakers.record(&destination, outcome.is_ok());
         match outcome {
-            Err(_)
-                if attempt < attempts
-                    && outbound.breakers.admit(&destination) != Admission::Rejected =>
-            {
+            Err(_) if attempt < attempts && outbound.breakers.admit(&destination) != Admission::Rejected => {
                 tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
             }
             other => break other,
@@ -263,20 +230,16 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
             let mut response = response;
             headers::strip_hop_by_hop(response.headers_mut(), None);
             let status = response.status().as_u16();
-            response.map(|body| {
-                ProxyBody::upstream(body).on_complete(Box::new(finish.with_status(status)))
-            })
+            response.map(|body| ProxyBody::upstream(body).on_complete(Box::new(finish.with_status(status))))
         }
         Err((None, ErrorType::Timeout)) => finish.failed(
             StatusCode::GATEWAY_TIMEOUT,
             ErrorType::Timeout,
             "gateway timeout: the destination did not answer in time\n",
         ),
-        Err((None, error)) => finish.failed(
-            StatusCode::BAD_GATEWAY,
-            error,
-            "bad gateway: the destination is not reachable\n",
-        ),
+        Err((None, error)) => {
+            finish.failed(StatusCode::BAD_GATEWAY, error, "bad gateway: the destination is not reachable\n")
+        }
     }
 }
 
@@ -294,11 +257,7 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
         destination: Arc::clone(&destination),
         span: None,
     };
-    outbound
-        .metrics
-        .client_active
-        .get_or_create(&MethodLabel { method: "CONNECT" })
-        .inc();
+    outbound.metrics.client_active.get_or_create(&MethodLabel { method: "CONNECT" }).inc();
     if outbound.breakers.admit(&destination) == Admission::Rejected {
         return finish.failed(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -306,8 +265,7 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
             "circuit open: the destination is failing\n",
         );
     }
-    let connected =
-        tokio::time::timeout(outbound.timeout, TcpStream::connect(authority.as_str())).await;
+    let connected = tokio::time::timeout(outbound.timeout, TcpStream::connect(authority.as_str())).await;
     let upstream = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => {
@@ -352,10 +310,7 @@ fn destination(uri: &http::Uri) -> Arc<str> {
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::text(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -369,24 +324,11 @@ struct ClientFinish {
 
 impl ClientFinish {
     fn with_status(self, status: u16) -> ClientFinished {
-        ClientFinished {
-            finish: self,
-            status,
-            error: ErrorType::of_status(status),
-        }
+        ClientFinished { finish: self, status, error: ErrorType::of_status(status) }
     }
 
-    fn failed(
-        self,
-        status: StatusCode,
-        error: ErrorType,
-        text: &'static str,
-    ) -> Response<ProxyBody> {
-        let finished = ClientFinished {
-            finish: self,
-            status: status.as_u16(),
-            error: Some(error),
-        };
+    fn failed(self, status: StatusCode, error: ErrorType, text: &'static str) -> Response<ProxyBody> {
+        let finished = ClientFinished { finish: self, status: status.as_u16(), error: Some(error) };
         plain(status, text).map(|body| body.on_complete(Box::new(finished)))
     }
 }
@@ -399,34 +341,14 @@ struct ClientFinished {
 
 impl Completion for ClientFinished {
     fn complete(self: Box<Self>, _body_bytes: u64) {
-        let ClientFinished {
-            finish,
-            status,
-            error,
-        } = *self;
+        let ClientFinished { finish, status, error } = *self;
         let metrics = &finish.outbound.metrics;
-        metrics
-            .client_active
-            .get_or_create(&MethodLabel {
-                method: finish.method,
-            })
-            .dec();
-        let labels = ClientLabels {
-            method: finish.method,
-            server_address: finish.destination,
-            status,
-            error_type: error,
-        };
-        let exemplar = finish
-            .span
-            .as_ref()
-            .and_then(RequestSpan::trace_id_hex)
-            .map(|trace_id| TraceExemplar { trace_id });
-        metrics.client_duration.get_or_create(&labels).observe(
-            finish.started.elapsed().as_secs_f64(),
-            exemplar,
-            None,
-        );
+        metrics.client_active.get_or_create(&MethodLabel { method: finish.method }).dec();
+        let labels =
+            ClientLabels { method: finish.method, server_address: finish.destination, status, error_type: error };
+        let exemplar =
+            finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
+        metrics.client_duration.get_or_create(&labels).observe(finish.started.elapsed().as_secs_f64(), exemplar, None);
         if let Some(span) = finish.span {
             span.finish(status, error);
         }

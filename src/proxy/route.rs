@@ -32,14 +32,9 @@ impl Template {
             .0
             .split('/')
             .skip(1)
-            .map(|segment| {
-                (!(segment.starts_with('{') && segment.ends_with('}'))).then(|| segment.to_owned())
-            })
+            .map(|segment| (!(segment.starts_with('{') && segment.ends_with('}'))).then(|| segment.to_owned()))
             .collect();
-        Template {
-            text: Arc::from(template.0.as_str()),
-            segments,
-        }
+        Template { text: Arc::from(template.0.as_str()), segments }
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -70,11 +65,7 @@ impl Routes {
         if let Some(template) = self.templates.iter().find(|t| t.matches(path)) {
             return Arc::clone(&template.text);
         }
-        if needs_templating(path) {
-            self.bounded(&templated(path))
-        } else {
-            self.bounded(path)
-        }
+        if needs_templating(path) { self.bounded(&templated(path)) } else { self.bounded(path) }
     }
 
     /// `route` if it is already known or there is room for it, else `other`.
@@ -144,10 +135,7 @@ mod tests {
     use super::*;
 
     fn routes(templates: &[&str], max: usize) -> Routes {
-        let templates: Vec<RouteTemplate> = templates
-            .iter()
-            .map(|t| RouteTemplate((*t).to_owned()))
-            .collect();
+        let templates: Vec<RouteTemplate> = templates.iter().map(|t| RouteTemplate((*t).to_owned())).collect();
         Routes::new(&templates, max)
     }
 
@@ -155,24 +143,15 @@ mod tests {
     fn configured_templates_win() {
         let routes = routes(&["/api/users/{id}", "/api/orders/{order_id}/items"], 10);
         assert_eq!(&*routes.route("/api/users/alice"), "/api/users/{id}");
-        assert_eq!(
-            &*routes.route("/api/orders/x-1/items"),
-            "/api/orders/{order_id}/items"
-        );
-        assert_eq!(
-            &*routes.route("/api/orders/x-1/items/2"),
-            "/api/orders/x-1/items/{id}"
-        );
+        assert_eq!(&*routes.route("/api/orders/x-1/items"), "/api/orders/{order_id}/items");
+        assert_eq!(&*routes.route("/api/orders/x-1/items/2"), "/api/orders/x-1/items/{id}");
     }
 
     #[test]
     fn id_segments_become_placeholders() {
         let routes = routes(&[], 10);
         assert_eq!(&*routes.route("/users/42"), "/users/{id}");
-        assert_eq!(
-            &*routes.route("/u/123e4567-e89b-12d3-a456-426614174000/x"),
-            "/u/{id}/x"
-        );
+        assert_eq!(&*routes.route("/u/123e4567-e89b-12d3-a456-426614174000/x"), "/u/{id}/x");
         assert_eq!(&*routes.route("/blob/0123456789abcdef0123"), "/blob/{id}");
         assert_eq!(&*routes.route("/healthz"), "/healthz");
         assert_eq!(&*routes.route("/"), "/");

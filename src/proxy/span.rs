@@ -55,40 +55,25 @@ pub fn start(tracing: &Tracing, headers: &mut HeaderMap, info: &RequestInfo) -> 
         .with_attributes(attributes)
         .start_with_context(&tracing.tracer, &parent);
     let context = span.span_context().clone();
-    let ids = context.is_sampled().then(|| {
-        (
-            TraceId(context.trace_id().to_bytes()),
-            SpanId(context.span_id().to_bytes()),
-        )
-    });
+    let ids =
+        context.is_sampled().then(|| (TraceId(context.trace_id().to_bytes()), SpanId(context.span_id().to_bytes())));
     let ours = parent.with_remote_span_context(context);
-    tracing
-        .propagator
-        .inject_context(&ours, &mut HeaderInjector(headers));
+    tracing.propagator.inject_context(&ours, &mut HeaderInjector(headers));
     RequestSpan { span, ids }
 }
 
 fn attributes(headers: &HeaderMap, info: &RequestInfo) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(10);
-    attributes.push(KeyValue::new(
-        semconv::HTTP_REQUEST_METHOD,
-        info.method_label,
-    ));
+    attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, info.method_label));
     if info.method_label == "_OTHER" {
-        attributes.push(KeyValue::new(
-            semconv::HTTP_REQUEST_METHOD_ORIGINAL,
-            info.method.as_str().to_owned(),
-        ));
+        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD_ORIGINAL, info.method.as_str().to_owned()));
     }
     attributes.push(KeyValue::new(semconv::URL_PATH, info.path.to_owned()));
     attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
     if let Some(route) = info.route {
         attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
     }
-    let host_header = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(split_host_port);
+    let host_header = headers.get(HOST).and_then(|h| h.to_str().ok()).map(split_host_port);
     if let Some((host, port)) = info.server.or(host_header) {
         attributes.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
         if let Some(port) = port {
@@ -96,16 +81,10 @@ fn attributes(headers: &HeaderMap, info: &RequestInfo) -> Vec<KeyValue> {
         }
     }
     if let Some(client) = info.client {
-        attributes.push(KeyValue::new(
-            semconv::CLIENT_ADDRESS,
-            client.ip().to_string(),
-        ));
+        attributes.push(KeyValue::new(semconv::CLIENT_ADDRESS, client.ip().to_string()));
     }
     if let Some(agent) = headers.get(USER_AGENT).and_then(|h| h.to_str().ok()) {
-        attributes.push(KeyValue::new(
-            semconv::USER_AGENT_ORIGINAL,
-            agent.to_owned(),
-        ));
+        attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, agent.to_owned()));
     }
     let version = match info.version {
         http::Version::HTTP_10 => "1.0",
@@ -119,10 +98,9 @@ fn attributes(headers: &HeaderMap, info: &RequestInfo) -> Vec<KeyValue> {
 /// `host:port` (or `[v6]:port`) into its parts.
 pub fn split_host_port(text: &str) -> (&str, Option<u16>) {
     match text.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => (
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port.parse().ok(),
-        ),
+        Some((host, port)) if !host.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok())
+        }
         _ => (text, None),
     }
 }
@@ -130,14 +108,10 @@ pub fn split_host_port(text: &str) -> (&str, Option<u16>) {
 impl RequestSpan {
     /// Ends the span with the response status; 5xx and upstream failures mark it an error.
     pub fn finish(mut self, status: u16, error: Option<ErrorType>) {
-        self.span.set_attribute(KeyValue::new(
-            semconv::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status),
-        ));
+        self.span.set_attribute(KeyValue::new(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
         if let Some(error) = error {
             let label = error.as_label();
-            self.span
-                .set_attribute(KeyValue::new(semconv::ERROR_TYPE, label.to_string()));
+            self.span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, label.to_string()));
             self.span.set_status(Status::error(label));
         }
         self.span.end();

@@ -4,9 +4,7 @@
 
 use opentelemetry::Context;
 use opentelemetry::propagation::text_map_propagator::FieldIter;
-use opentelemetry::propagation::{
-    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
-};
+use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
@@ -51,9 +49,7 @@ impl B3 {
     pub fn new(encoding: B3Encoding) -> B3 {
         let fields = match encoding {
             B3Encoding::Single => vec![B3_SINGLE.to_owned()],
-            B3Encoding::Multi => [B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS]
-                .map(str::to_owned)
-                .to_vec(),
+            B3Encoding::Multi => [B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS].map(str::to_owned).to_vec(),
         };
         B3 { encoding, fields }
     }
@@ -83,18 +79,13 @@ impl B3 {
 }
 
 fn remote(trace_id: TraceId, span_id: SpanId, sampled: bool) -> SpanContext {
-    let flags = if sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::NOT_SAMPLED
-    };
+    let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::NOT_SAMPLED };
     SpanContext::new(trace_id, span_id, flags, true, TraceState::default())
 }
 
 /// 16 or 32 lowercase hex digits, not all zero.
 fn parse_trace_id(text: &str) -> Option<TraceId> {
-    let valid =
-        (text.len() == 16 || text.len() == 32) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = (text.len() == 16 || text.len() == 32) && text.bytes().all(|b| b.is_ascii_hexdigit());
     let id = TraceId::from_hex(text).ok().filter(|_| valid)?;
     (id != TraceId::INVALID).then_some(id)
 }
@@ -123,10 +114,7 @@ impl TextMapPropagator for B3 {
         let sampled = if context.is_sampled() { "1" } else { "0" };
         match self.encoding {
             B3Encoding::Single => {
-                injector.set(
-                    B3_SINGLE,
-                    format!("{}-{}-{sampled}", context.trace_id(), context.span_id()),
-                );
+                injector.set(B3_SINGLE, format!("{}-{}-{sampled}", context.trace_id(), context.span_id()));
             }
             B3Encoding::Multi => {
                 injector.set(B3_TRACE_ID, context.trace_id().to_string());
@@ -159,27 +147,18 @@ mod tests {
     use super::*;
 
     fn extract(propagator: &dyn TextMapPropagator, headers: &[(&str, &str)]) -> SpanContext {
-        let map: HashMap<String, String> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         propagator.extract(&map).span().span_context().clone()
     }
 
     #[test]
     fn b3_single_round_trips() {
         let b3 = B3::new(B3Encoding::Single);
-        let context = extract(
-            &b3,
-            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
-        );
+        let context = extract(&b3, &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
         assert!(context.is_valid() && context.is_sampled() && context.is_remote());
         let mut out: HashMap<String, String> = HashMap::new();
         b3.inject_context(&Context::new().with_remote_span_context(context), &mut out);
-        assert_eq!(
-            out["b3"],
-            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
-        );
+        assert_eq!(out["b3"], "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
     }
 
     #[test]
@@ -187,33 +166,18 @@ mod tests {
         let b3 = B3::new(B3Encoding::Multi);
         let context = extract(
             &b3,
-            &[
-                ("x-b3-traceid", "463ac35c9f6413ad"),
-                ("x-b3-spanid", "a2fb4a1d1a96d312"),
-                ("x-b3-sampled", "0"),
-            ],
+            &[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-sampled", "0")],
         );
         assert!(context.is_valid() && !context.is_sampled());
-        assert_eq!(
-            context.trace_id().to_string(),
-            "0000000000000000463ac35c9f6413ad"
-        );
+        assert_eq!(context.trace_id().to_string(), "0000000000000000463ac35c9f6413ad");
     }
 
     #[test]
     fn malformed_headers_extract_as_no_parent() {
-        let all = build(&[
-            Propagator::Tracecontext,
-            Propagator::Baggage,
-            Propagator::B3,
-            Propagator::B3multi,
-        ]);
+        let all = build(&[Propagator::Tracecontext, Propagator::Baggage, Propagator::B3, Propagator::B3multi]);
         for headers in [
             vec![("traceparent", "00-zzzz-00f067aa0ba902b7-01")],
-            vec![(
-                "traceparent",
-                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            )],
+            vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")],
             vec![("b3", "nope")],
             vec![("x-b3-traceid", "1234"), ("x-b3-spanid", "xyz")],
         ] {

@@ -10,9 +10,7 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -40,11 +38,7 @@ pub struct SpanMetrics {
 
 impl SpanMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "pillion_spans_exported",
-            "Spans accepted by the OTLP collector",
-            self.exported.clone(),
-        );
+        registry.register("pillion_spans_exported", "Spans accepted by the OTLP collector", self.exported.clone());
         registry.register(
             "pillion_spans_dropped",
             "Spans dropped: export queue full, or the collector failed or was unreachable",
@@ -57,10 +51,7 @@ impl SpanMetrics {
 #[derive(Debug, thiserror::Error)]
 pub enum TracingError {
     #[error("tracing.otlp.endpoint {endpoint}: {source}")]
-    Exporter {
-        endpoint: String,
-        source: opentelemetry_otlp::ExporterBuildError,
-    },
+    Exporter { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
 }
 
 /// Where and how spans are exported, resolved from config and the OTEL_* environment.
@@ -82,9 +73,7 @@ impl ExportSettings {
         let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
         let protocol = match &config.otlp {
             Some(otlp) => otlp.protocol,
-            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            {
+            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
                 Some(p) if p.trim().starts_with("http") => OtlpProtocol::HttpProtobuf,
                 _ => OtlpProtocol::Grpc,
             },
@@ -105,11 +94,9 @@ impl ExportSettings {
             endpoint,
             protocol,
             queue: number("OTEL_BSP_MAX_QUEUE_SIZE").map_or(DEFAULT_QUEUE, |n| n.max(1) as usize),
-            batch: number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-                .map_or(DEFAULT_BATCH, |n| n.max(1) as usize),
+            batch: number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").map_or(DEFAULT_BATCH, |n| n.max(1) as usize),
             delay: number("OTEL_BSP_SCHEDULE_DELAY").map_or(DEFAULT_DELAY, Duration::from_millis),
-            timeout: number("OTEL_EXPORTER_OTLP_TIMEOUT")
-                .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis),
+            timeout: number("OTEL_EXPORTER_OTLP_TIMEOUT").map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis),
         }
     }
 }
@@ -133,35 +120,18 @@ impl Tracing {
     ) -> Result<Tracing, TracingError> {
         let settings = ExportSettings::resolve(config, env);
         let resource = Resource::builder_empty()
-            .with_attributes(
-                resource
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
+            .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
             .build();
-        let mut exporter = build_exporter(&settings).map_err(|source| TracingError::Exporter {
-            endpoint: settings.endpoint.clone(),
-            source,
-        })?;
+        let mut exporter = build_exporter(&settings)
+            .map_err(|source| TracingError::Exporter { endpoint: settings.endpoint.clone(), source })?;
         exporter.set_resource(&resource);
         let (sender, receiver) = mpsc::channel(settings.queue);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(export_loop(
-            exporter,
-            receiver,
-            settings.clone(),
-            metrics.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(export_loop(exporter, receiver, settings.clone(), metrics.clone(), stop.clone()));
         let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio.0,
-            ))))
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))))
             .with_resource(resource)
-            .with_span_processor(ChannelProcessor {
-                sender,
-                dropped: metrics.dropped.clone(),
-            })
+            .with_span_processor(ChannelProcessor { sender, dropped: metrics.dropped.clone() })
             .build();
         let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "pillion");
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, "exporting spans");
@@ -189,19 +159,12 @@ fn build_exporter(
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match settings.protocol {
-        OtlpProtocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(&settings.endpoint)
-            .with_timeout(settings.timeout)
-            .build(),
+        OtlpProtocol::Grpc => {
+            builder.with_tonic().with_endpoint(&settings.endpoint).with_timeout(settings.timeout).build()
+        }
         _ => builder
             .with_http()
-            .with_http_client(
-                opentelemetry_http::hyper::HyperClient::with_default_connector(
-                    settings.timeout,
-                    None,
-                ),
-            )
+            .with_http_client(opentelemetry_http::hyper::HyperClient::with_default_connector(settings.timeout, None))
             .with_endpoint(&settings.endpoint)
             .with_timeout(settings.timeout)
             .build(),
@@ -302,25 +265,14 @@ mod tests {
     use crate::config::raw::OtlpExportConfig;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 
     #[test]
     fn http_endpoints_get_the_traces_path_and_env_is_a_fallback() {
         let mut config = TracingConfig::default();
-        let settings = ExportSettings::resolve(
-            &config,
-            &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]),
-        );
-        assert_eq!(
-            (settings.endpoint.as_str(), settings.protocol),
-            ("http://c:4317", OtlpProtocol::Grpc)
-        );
+        let settings = ExportSettings::resolve(&config, &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]));
+        assert_eq!((settings.endpoint.as_str(), settings.protocol), ("http://c:4317", OtlpProtocol::Grpc));
         let settings = ExportSettings::resolve(
             &config,
             &env_of(&[
@@ -335,9 +287,6 @@ mod tests {
         });
         let settings = ExportSettings::resolve(&config, &env_of(&[]));
         assert_eq!(settings.endpoint, "http://loki:3100/otlp/v1/traces");
-        assert_eq!(
-            ExportSettings::resolve(&TracingConfig::default(), &env_of(&[])).endpoint,
-            "http://localhost:4317"
-        );
+        assert_eq!(ExportSettings::resolve(&TracingConfig::default(), &env_of(&[])).endpoint, "http://localhost:4317");
     }
 }
