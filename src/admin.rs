@@ -68,8 +68,8 @@ impl AdminServer {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(route(&state, &request)) }
                     });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
+                    let connection =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "admin connection ended with an error");
                     }

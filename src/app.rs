@@ -25,6 +25,9 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{Tracing, TracingError};
 use crate::transform::{TransformError, Transforms};
 
+/// A running sink's task.
+type SinkTask = JoinHandle<Result<(), SinkError>>;
+
 /// Batches queued between the tailers and the fan-out.
 const TAIL_QUEUE_BATCHES: usize = 32;
 
@@ -141,8 +144,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     checkpoint_stop.cancel();
     let _ = checkpointer.await;
     let final_offsets = acks.snapshot();
-    tokio::task::spawn_blocking(move || store.save(&final_offsets)).await.unwrap_or_else(|_| Ok(()))?;
-    if let Some(span_export) = span_export.and_then(|export| Arc::into_inner(export)) {
+    match tokio::task::spawn_blocking(move || store.save(&final_offsets)).await {
+        Ok(saved) => saved?,
+        Err(error) => tracing::error!(%error, "the final checkpoint writer panicked"),
+    }
+    if let Some(span_export) = span_export.and_then(Arc::into_inner) {
         span_export.shutdown(Duration::from_secs(2)).await;
     }
     admin_task.abort();
@@ -212,11 +218,7 @@ fn started_deadline(shutdown_timeout: Duration) -> tokio::time::Instant {
 }
 
 /// Waits for the tailers to stop, then the fan-out to empty, then every sink to finish.
-async fn drain(
-    tailers: Vec<std::thread::JoinHandle<()>>,
-    fanout: JoinHandle<()>,
-    sinks: Vec<(Arc<str>, JoinHandle<Result<(), SinkError>>)>,
-) {
+async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>, sinks: Vec<(Arc<str>, SinkTask)>) {
     for tailer in tailers {
         let _ = tokio::task::spawn_blocking(move || tailer.join()).await;
     }

@@ -168,10 +168,8 @@ impl Acknowledgements {
     /// The delivered offsets of all files.
     pub fn snapshot(&self) -> Vec<FileOffset> {
         let files = self.lock();
-        let mut out: Vec<FileOffset> = files
-            .iter()
-            .map(|(key, p)| FileOffset { key: *key, path: p.path.clone(), offset: p.acked })
-            .collect();
+        let mut out: Vec<FileOffset> =
+            files.iter().map(|(key, p)| FileOffset { key: *key, path: p.path.clone(), offset: p.acked }).collect();
         out.sort_by_key(|entry| entry.key);
         out
     }

@@ -65,8 +65,8 @@ impl Level {
             b"info" | b"inf" | b"i" | b"information" | b"informational" | b"notice" => Some(Level::Info),
             b"warn" | b"warning" | b"wrn" | b"w" => Some(Level::Warn),
             b"error" | b"err" | b"e" | b"eror" | b"severe" => Some(Level::Error),
-            b"fatal" | b"critical" | b"crit" | b"ftl" | b"f" | b"alert" | b"emerg" | b"emergency"
-            | b"panic" | b"dpanic" => Some(Level::Fatal),
+            b"fatal" | b"critical" | b"crit" | b"ftl" | b"f" | b"alert" | b"emerg" | b"emergency" | b"panic"
+            | b"dpanic" => Some(Level::Fatal),
             _ => None,
         }
     }

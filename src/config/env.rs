@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn substitutes_values_and_defaults() {
-        let out = interpolate("a: ${TENANT}\nb: ${MISSING:-x}\nc: ${EMPTY:-d}\nd: $$5 $x", env)
-            .expect("valid");
+        let out = interpolate("a: ${TENANT}\nb: ${MISSING:-x}\nc: ${EMPTY:-d}\nd: $$5 $x", env).expect("valid");
         assert_eq!(out.text, "a: acme\nb: x\nc: d\nd: $5 $x");
         assert!(out.unset.is_empty());
     }

@@ -11,9 +11,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use validate::{
-    Config, FileSinkSettings, InputSettings, LogsSettings, ParserName, SinkSettings, SinkTarget,
-};
+pub use validate::{Config, FileSinkSettings, InputSettings, LogsSettings, ParserName, SinkSettings, SinkTarget};
 
 /// Shown instead of every secret in `/config` and in debug output.
 pub const REDACTED: &str = "<redacted>";
@@ -71,8 +69,7 @@ fn render_issues(issues: &[ConfigIssue]) -> String {
 /// Reads, interpolates, parses and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { origin: origin.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { origin: origin.clone(), source })?;
     load_str(&text, &origin, &|name| std::env::var(name).ok())
 }
 
@@ -83,11 +80,7 @@ pub fn load_quickstart() -> Result<Config, ConfigError> {
 
 /// Interpolates, parses and validates config `text`; `origin` names it in errors and `env`
 /// looks up environment variables.
-pub fn load_str(
-    text: &str,
-    origin: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+pub fn load_str(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let interpolated = env::interpolate(text, env).map_err(|(line, column, message)| {
         ConfigError::Invalid(vec![ConfigIssue {
             origin: origin.to_owned(),
@@ -175,10 +168,7 @@ mod tests {
         let found = issues(yaml);
         assert_eq!(found.len(), 1);
         let text = found[0].to_string();
-        assert!(
-            text.starts_with("x.yaml:7:20: logs.sinks[0].batch.max_bytes: invalid size \"10 potatoes\""),
-            "{text}"
-        );
+        assert!(text.starts_with("x.yaml:7:20: logs.sinks[0].batch.max_bytes: invalid size \"10 potatoes\""), "{text}");
     }
 
     #[test]
@@ -186,6 +176,19 @@ mod tests {
         let config = load_str("# nothing\n", "x.yaml", &no_env).expect("valid");
         assert!(config.logs.inputs.is_empty());
         assert_eq!(config.admin_listen.port(), 9901);
+    }
+
+    #[test]
+    fn effective_config_redacts_every_secret() {
+        let yaml = "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: https://u:pw-in-url@loki:3100\n      auth: { bearer_token: tok-123, password: pw-456 }\n      headers: { X-Api-Key: key-789 }\n    - name: es\n      type: elasticsearch\n      endpoint: http://es:9200\n      auth: { api_key: ${ES_KEY} }\n";
+        let env = |name: &str| (name == "ES_KEY").then(|| "apikey-000".to_owned());
+        let config = load_str(yaml, "x.yaml", &env).expect("valid");
+        let shown = &config.effective_yaml;
+        for secret in ["pw-in-url", "tok-123", "pw-456", "key-789", "apikey-000"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        assert!(shown.contains(REDACTED), "{shown}");
+        assert!(shown.contains("loki:3100"), "{shown}");
     }
 
     #[test]

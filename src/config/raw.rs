@@ -464,7 +464,10 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_events: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN), max_bytes: ByteSize::mib(1), timeout: Duration::from_secs(1) }
+            max_events: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            max_bytes: ByteSize::mib(1),
+            timeout: Duration::from_secs(1),
+        }
     }
 }
 

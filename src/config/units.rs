@@ -88,7 +88,8 @@ impl Duration {
 impl FromStr for Duration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || format!("invalid duration {text:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms, 5s, 1m");
+        let invalid =
+            || format!("invalid duration {text:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms, 5s, 1m");
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(invalid());
@@ -160,7 +161,11 @@ impl ByteSize {
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || format!("invalid size {text:?}: expected a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB or 1MiB");
+        let invalid = || {
+            format!(
+                "invalid size {text:?}: expected a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB or 1MiB"
+            )
+        };
         let trimmed = text.trim();
         let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
         if digits == 0 {
@@ -238,15 +243,14 @@ impl Endpoint {
 impl FromStr for Endpoint {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text.trim()).map_err(|e| {
-            format!("invalid endpoint {text:?}: {e}; expected a URL such as http://loki:3100")
-        })?;
+        let url = url::Url::parse(text.trim())
+            .map_err(|e| format!("invalid endpoint {text:?}: {e}; expected a URL such as http://loki:3100"))?;
         match url.scheme() {
             "http" | "https" if url.host_str().is_some() => Ok(Endpoint(url)),
             "http" | "https" => Err(format!("invalid endpoint {text:?}: the URL has no host")),
-            other => Err(format!(
-                "invalid endpoint {text:?}: scheme {other:?} is not supported, use http:// or https://"
-            )),
+            other => {
+                Err(format!("invalid endpoint {text:?}: scheme {other:?} is not supported, use http:// or https://"))
+            }
         }
     }
 }
@@ -404,8 +408,7 @@ fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .last()
+        .rfind(|line| !line.is_empty())
         .unwrap_or(message)
         .trim_start_matches("error: ")
         .to_owned()

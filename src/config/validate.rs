@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
-    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig,
-    SinkConfig, SinkKind, StartAt, TracingConfig, TransformConfig,
+    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig,
+    SinkKind, StartAt, TracingConfig, TransformConfig,
 };
 use crate::record::Resource;
 
@@ -158,9 +158,10 @@ pub(super) fn validate(
     if !checker.issues.is_empty() {
         return Err(checker.issues);
     }
-    let worker_threads = raw.worker_threads.map(|n| n.get()).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    });
+    let worker_threads = raw
+        .worker_threads
+        .map(|n| n.get())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     Ok(Config {
         origin: origin.to_owned(),
         effective_yaml,
@@ -238,10 +239,7 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
 }
 
 fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
+    GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| format!("invalid glob {pattern:?}: {e}"))
 }
 
 fn compile_globs(input: &InputConfig) -> Result<(GlobSet, GlobSet, GlobSet), String> {
@@ -302,7 +300,11 @@ fn sink_fields(kind: SinkKind) -> (Vec<&'static str>, &'static [&'static str]) {
     (allowed, &["endpoint"])
 }
 
-fn check_sinks(checker: &mut Checker, sinks: &[Spanned<SinkConfig>], inputs: &[Arc<InputSettings>]) -> Vec<SinkSettings> {
+fn check_sinks(
+    checker: &mut Checker,
+    sinks: &[Spanned<SinkConfig>],
+    inputs: &[Arc<InputSettings>],
+) -> Vec<SinkSettings> {
     if sinks.is_empty() {
         let batch = BatchConfig::default();
         return vec![SinkSettings { name: Arc::from("stdout"), batch, target: SinkTarget::Stdout }];
@@ -322,12 +324,12 @@ fn check_sinks(checker: &mut Checker, sinks: &[Spanned<SinkConfig>], inputs: &[A
         let (allowed, required) = sink_fields(sink.kind);
         let set = fields_set(sink);
         for name in set.iter().filter(|name| !allowed.contains(name)) {
-            let message = format!("`{name}` does not apply to a {kind} sink");
-            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
+            let message = format!("`{name}` does not apply to {} {kind} sink", article(kind));
+            let hint = format!("{} {kind} sink takes: name, type, batch{}", article(kind), list_suffix(&allowed));
             checker.at(spanned, field(name), message, Some(&hint));
         }
         for name in required.iter().filter(|name| !set.contains(name)) {
-            let message = format!("a {kind} sink needs `{name}`");
+            let message = format!("{} {kind} sink needs `{name}`", article(kind));
             checker.at(spanned, field(name), message, None);
         }
         if let Some(path) = &sink.path {
@@ -352,6 +354,10 @@ fn check_sinks(checker: &mut Checker, sinks: &[Spanned<SinkConfig>], inputs: &[A
     checked
 }
 
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+}
+
 fn list_suffix(fields: &[&str]) -> String {
     fields.iter().map(|f| format!(", {f}")).collect()
 }
@@ -371,12 +377,9 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
 /// `OTEL_RESOURCE_ATTRIBUTES`; `k8s.*` from the downward-API variables.
 fn build_resource(service: &ServiceConfig, env: &dyn Fn(&str) -> Option<String>) -> Resource {
     let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
-    let mut otel: Vec<(String, String)> = non_empty("OTEL_RESOURCE_ATTRIBUTES")
-        .map(|text| parse_otel_resource_attributes(&text))
-        .unwrap_or_default();
-    let mut take_otel = |key: &str| {
-        otel.iter().position(|(k, _)| k == key).map(|index| otel.remove(index).1)
-    };
+    let mut otel: Vec<(String, String)> =
+        non_empty("OTEL_RESOURCE_ATTRIBUTES").map(|text| parse_otel_resource_attributes(&text)).unwrap_or_default();
+    let mut take_otel = |key: &str| otel.iter().position(|(k, _)| k == key).map(|index| otel.remove(index).1);
     let name = service
         .name
         .as_ref()

@@ -76,12 +76,16 @@ fn parse_json(text: &str, record: &mut Record) -> Result<(), String> {
 
 fn parse_logfmt(text: &str, record: &mut Record) -> Result<(), String> {
     let pairs = logfmt::parse(text).ok_or_else(|| "not logfmt key=value pairs".to_owned())?;
+    fill_logfmt(pairs, record);
+    Ok(())
+}
+
+fn fill_logfmt(pairs: Vec<logfmt::Pair>, record: &mut Record) {
     for (key, value) in pairs {
         let value = value.map_or(Value::Bool(true), Value::String);
         record.attributes.insert(key, value);
     }
     promote_fields(record);
-    Ok(())
 }
 
 fn parse_auto(text: &str, record: &mut Record) {
@@ -90,7 +94,9 @@ fn parse_auto(text: &str, record: &mut Record) {
         return;
     }
     record.attributes.clear();
-    if trimmed.contains('=') && parse_logfmt(text, record).is_ok() && record.attributes.len() > 1 {
+    // Two or more pairs: one `a=b` in prose ("retry=3 failed") is not enough to call it logfmt.
+    if let Some(pairs) = trimmed.contains('=').then(|| logfmt::parse(text)).flatten().filter(|p| p.len() >= 2) {
+        fill_logfmt(pairs, record);
         return;
     }
     record.attributes.clear();
@@ -118,7 +124,9 @@ fn promote_fields(record: &mut Record) {
     record.trace_id = take_first(attributes, TRACE_KEYS, |v| v.as_str().and_then(TraceId::parse_hex));
     record.span_id = take_first(attributes, SPAN_KEYS, |v| v.as_str().and_then(SpanId::parse_hex));
     if record.trace_id.is_none() {
-        if let Some((trace, span)) = take_first(attributes, &["traceparent"], |v| v.as_str().and_then(parse_traceparent)) {
+        if let Some((trace, span)) =
+            take_first(attributes, &["traceparent"], |v| v.as_str().and_then(parse_traceparent))
+        {
             record.trace_id = Some(trace);
             record.span_id = record.span_id.or(Some(span));
         }
@@ -152,7 +160,9 @@ fn take_nested_level(attributes: &mut Attributes) -> Option<Level> {
 fn timestamp_of(value: &Value) -> Option<Timestamp> {
     match value {
         Value::String(text) => timestamp::parse_text(text),
-        Value::Number(n) => n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64)),
+        Value::Number(n) => {
+            n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64))
+        }
         _ => None,
     }
 }
@@ -199,7 +209,9 @@ fn sniff_raw(text: &str, record: &mut Record) {
     for token in candidates {
         let word = token.trim_matches(|c: char| !c.is_ascii_alphabetic());
         if word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg") {
-            if let Some(level) = Level::from_name(word).filter(|_| word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':')) {
+            if let Some(level) = Level::from_name(word).filter(|_| {
+                word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':')
+            }) {
                 record.level = Some(level);
                 return;
             }

@@ -103,10 +103,7 @@ impl CheckpointStore {
 }
 
 fn unreadable(path: &Path, error: &dyn std::fmt::Display) -> String {
-    format!(
-        "ignoring unreadable checkpoint file {}: {error}; files will be read according to start_at",
-        path.display()
-    )
+    format!("ignoring unreadable checkpoint file {}: {error}; files will be read according to start_at", path.display())
 }
 
 #[cfg(test)]

@@ -17,9 +17,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(format: LogFormat) {
-    let directives = std::env::var("PILLION_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+    let directives =
+        std::env::var("PILLION_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_owned());
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|error| {
         eprintln!("pillion: ignoring invalid log filter {directives:?}: {error}");
         EnvFilter::new("info")

@@ -126,7 +126,7 @@ impl Metrics {
         proxy.register(&mut registry);
         let spans = SpanMetrics::default();
         spans.register(&mut registry);
-        registry.register_collector(Box::new(super::process::ProcessCollector::default()));
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         Arc::new(Metrics { registry, input, sink, proxy, spans })
     }
 

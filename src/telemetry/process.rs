@@ -63,7 +63,12 @@ impl Collector for ProcessCollector {
         if let Some(start) = s.start_time_seconds {
             let metric = ConstGauge::new(start);
             let help = "Start time of the process since unix epoch in seconds";
-            metric.encode(encoder.encode_descriptor("process_start_time_seconds", help, None, metric.metric_type())?)?;
+            metric.encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                help,
+                None,
+                metric.metric_type(),
+            )?)?;
         }
         Ok(())
     }

@@ -90,7 +90,8 @@ impl Step {
         match self {
             Step::Drop { equal, matching } => {
                 let equal_hit = equal.iter().all(|(field, want)| field_text(record, field).is_some_and(|v| v == *want));
-                let regex_hit = matching.iter().all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
+                let regex_hit =
+                    matching.iter().all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
                 !(equal_hit && regex_hit && !(equal.is_empty() && matching.is_empty()))
             }
             Step::Rename(pairs) => {
@@ -177,7 +178,9 @@ mod tests {
 
     #[test]
     fn drop_rename_add_remove() {
-        let t = chain("logs:\n  transforms:\n    - drop: { when: { level: debug } }\n    - rename: { fields: { usr: user } }\n    - add: { fields: { team: pay } }\n    - remove: { fields: [secret] }\n");
+        let t = chain(
+            "logs:\n  transforms:\n    - drop: { when: { level: debug } }\n    - rename: { fields: { usr: user } }\n    - add: { fields: { team: pay } }\n    - remove: { fields: [secret] }\n",
+        );
         assert!(!t.apply(&mut record("x", Some(Level::Debug))));
         let mut r = record("x", Some(Level::Info));
         r.attributes.insert("usr".into(), "u1".into());
@@ -190,7 +193,9 @@ mod tests {
 
     #[test]
     fn redact_patterns_and_builtins() {
-        let t = chain("logs:\n  transforms:\n    - redact: { fields: [message], patterns: ['(?i)bearer [a-z0-9._-]+'], builtin: [email, credit_card] }\n");
+        let t = chain(
+            "logs:\n  transforms:\n    - redact: { fields: [message], patterns: ['(?i)bearer [a-z0-9._-]+'], builtin: [email, credit_card] }\n",
+        );
         let mut r = record("auth Bearer abc.def user a@b.io card 4111 1111 1111 1111", None);
         assert!(t.apply(&mut r));
         assert_eq!(r.message, "auth [REDACTED] user [REDACTED] card [REDACTED]");
