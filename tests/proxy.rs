@@ -167,7 +167,9 @@ fn spans_export_over_http_protobuf_to_v1_traces() {
     });
     assert_eq!(spans[0].1.name, "GET /health");
     assert_eq!(paths.lock().expect("lock")[0], "/v1/traces");
-    eventually(Duration::from_secs(5), "export counted", || metrics(admin).contains("pillion_spans_exported_total 1").then_some(()));
+    eventually(Duration::from_secs(5), "export counted", || {
+        metrics(admin).contains("pillion_spans_exported_total 1").then_some(())
+    });
 }
 
 #[test]
@@ -323,13 +325,14 @@ fn a_100_mb_body_streams_both_ways_with_flat_memory() {
         let frames = futures_util::stream::iter(
             (0..SIZE / chunk.len() as u64).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))),
         );
-        let request = Request::post(format!("http://{proxy}/upload"))
-            .body(StreamBody::new(frames).boxed())
-            .expect("request");
+        let request =
+            Request::post(format!("http://{proxy}/upload")).body(StreamBody::new(frames).boxed()).expect("request");
         let client = client();
         let response = client.request(request).await.expect("upload");
-        let uploaded = String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).to_string();
-        let response = client.request(get(format!("http://{proxy}/download?bytes={SIZE}"), &[])).await.expect("download");
+        let uploaded =
+            String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).to_string();
+        let response =
+            client.request(get(format!("http://{proxy}/download?bytes={SIZE}"), &[])).await.expect("download");
         let mut body = response.into_body();
         let mut downloaded = 0u64;
         while let Some(frame) = body.frame().await {
@@ -386,11 +389,9 @@ fn outbound_circuit_breaker_opens_and_recovers() {
     let rt = runtime();
     let upstream = Upstream::start(&rt);
     let app = upstream.address;
-    let config = format!(
-        "admin: {{ listen: \"127.0.0.1:0\" }}\nproxy:\n  outbound:\n    listen: \"127.0.0.1:0\"\n    timeout: 2s\n    retries: {{ attempts: 0 }}\n    circuit_breaker: {{ consecutive_failures: 3, open_for: 400ms }}\n"
-    );
+    let config = "admin: { listen: \"127.0.0.1:0\" }\nproxy:\n  outbound:\n    listen: \"127.0.0.1:0\"\n    timeout: 2s\n    retries: { attempts: 0 }\n    circuit_breaker: { consecutive_failures: 3, open_for: 400ms }\n";
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_config(dir.path(), &config);
+    let path = write_config(dir.path(), config);
     let mut pillion = Pillion::start(dir.path(), &path);
     let admin = pillion.admin_address();
     let egress = log_address(&mut pillion, "egress proxy listening");

@@ -156,10 +156,13 @@ fn futures_stream(
     futures_util::stream::iter((0..count).map(move |_| Ok(Frame::data(chunk.clone()))))
 }
 
-/// Spans a receiver got, with their resource attributes flattened to text.
+/// Attributes flattened to text.
+pub type TextAttributes = Vec<(String, String)>;
+
+/// Spans a receiver got, with their resource attributes.
 #[derive(Clone, Default)]
 pub struct Received {
-    pub spans: Arc<Mutex<Vec<(Vec<(String, String)>, Span)>>>,
+    pub spans: Arc<Mutex<Vec<(TextAttributes, Span)>>>,
 }
 
 impl Received {
@@ -178,7 +181,7 @@ impl Received {
         }
     }
 
-    pub fn all(&self) -> Vec<(Vec<(String, String)>, Span)> {
+    pub fn all(&self) -> Vec<(TextAttributes, Span)> {
         self.spans.lock().expect("lock").clone()
     }
 }
@@ -255,7 +258,8 @@ pub fn http_receiver(rt: &Runtime) -> (SocketAddr, Received, Arc<Mutex<Vec<Strin
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
