@@ -15,9 +15,16 @@ use super::metrics::DestinationLabel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// A probe went out at `since`; if it never reports back, another may go after `open_for`.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 impl State {
@@ -25,7 +32,7 @@ impl State {
         match self {
             State::Closed { .. } => 0,
             State::Open { .. } => 1,
-            State::HalfOpen => 2,
+            State::HalfOpen { .. } => 2,
         }
     }
 }
@@ -69,10 +76,14 @@ impl Breakers {
         match states.get(destination).copied() {
             None | Some(State::Closed { .. }) => Admission::Allowed,
             Some(State::Open { until }) if Instant::now() >= until => {
-                self.set(&mut states, destination, State::HalfOpen);
+                self.set(&mut states, destination, State::HalfOpen { since: Instant::now() });
                 Admission::Probe
             }
-            Some(State::Open { .. } | State::HalfOpen) => Admission::Rejected,
+            Some(State::HalfOpen { since }) if Instant::now() >= since + self.open_for => {
+                self.set(&mut states, destination, State::HalfOpen { since: Instant::now() });
+                Admission::Probe
+            }
+            Some(State::Open { .. } | State::HalfOpen { .. }) => Admission::Rejected,
         }
     }
 
@@ -82,7 +93,7 @@ impl Breakers {
         let current = states.get(destination).copied().unwrap_or(State::Closed { failures: 0 });
         let next = match (current, success) {
             (_, true) => State::Closed { failures: 0 },
-            (State::HalfOpen, false) => State::Open { until: Instant::now() + self.open_for },
+            (State::HalfOpen { .. }, false) => State::Open { until: Instant::now() + self.open_for },
             (State::Closed { failures }, false) if failures + 1 >= self.threshold => {
                 State::Open { until: Instant::now() + self.open_for }
             }

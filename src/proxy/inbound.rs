@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use opentelemetry::trace::SpanKind;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -189,14 +191,13 @@ async fn proxy(
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    activity.request_started();
 
     // Labels: the method and the route, both bounded whatever the client sends.
     let method = method_label(request.method());
     let route = inbound.routes.route(request.uri().path());
 
-    // RED: the request is in flight until its response body is done (see `Finish`).
-    inbound.metrics.server_active.get_or_create(&MethodLabel { method }).inc();
+    // RED: the request is in flight until its response body is done (or it is abandoned).
+    let in_flight = InFlight::new(&inbound.metrics, method, activity);
 
     // Trace: continue the caller's trace or start one; the app receives our span's context.
     let span = inbound.tracing.as_ref().map(|tracing| {
@@ -218,7 +219,7 @@ async fn proxy(
 
     // Access log: keep the path, when there is one to write.
     let path = inbound.access_log.as_ref().map(|_| request.uri().path().to_owned());
-    let finish = Finish { inbound: Arc::clone(&inbound), activity, started, method, route, span, client, path };
+    let finish = Finish { inbound: Arc::clone(&inbound), in_flight, started, method, route, span, client, path };
 
     // Headers: hop-by-hop out (an Upgrade handshake kept), X-Forwarded-* and Forwarded in.
     let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
@@ -291,7 +292,7 @@ fn upstream_uri(upstream: &Authority, original: &Uri) -> Uri {
 /// Everything recorded once a request is over.
 struct Finish {
     inbound: Arc<Inbound>,
-    activity: Arc<Activity>,
+    in_flight: InFlight,
     started: Instant,
     method: &'static str,
     route: Arc<str>,
@@ -328,7 +329,6 @@ impl Completion for Finished {
         let Finished { finish, status, error } = *self;
         let duration = finish.started.elapsed();
         let metrics = &finish.inbound.metrics;
-        metrics.server_active.get_or_create(&MethodLabel { method: finish.method }).dec();
         let labels =
             ServerLabels { method: finish.method, route: Arc::clone(&finish.route), status, error_type: error };
         let exemplar =
@@ -350,7 +350,30 @@ impl Completion for Finished {
                 ids,
             });
         }
-        finish.activity.request_finished();
+        drop(finish.in_flight);
+    }
+}
+
+/// Counts a request in `http_server_active_requests` and in its connection until dropped,
+/// whether the request finished or the client went away first.
+struct InFlight {
+    active: Family<MethodLabel, Gauge>,
+    method: &'static str,
+    activity: Arc<Activity>,
+}
+
+impl InFlight {
+    fn new(metrics: &ProxyMetrics, method: &'static str, activity: Arc<Activity>) -> InFlight {
+        metrics.server_active.get_or_create(&MethodLabel { method }).inc();
+        activity.request_started();
+        InFlight { active: metrics.server_active.clone(), method, activity }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.active.get_or_create(&MethodLabel { method: self.method }).dec();
+        self.activity.request_finished();
     }
 }
 

@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use opentelemetry::trace::SpanKind;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -146,8 +148,8 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let destination = destination(request.uri());
 
     // RED: in flight until the response body is done.
-    outbound.metrics.client_active.get_or_create(&MethodLabel { method }).inc();
     let finish = ClientFinish {
+        in_flight: ClientInFlight::new(&outbound.metrics, method),
         outbound: Arc::clone(&outbound),
         started,
         method,
@@ -251,13 +253,13 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
     };
     let destination: Arc<str> = Arc::from(authority.as_str());
     let finish = ClientFinish {
+        in_flight: ClientInFlight::new(&outbound.metrics, "CONNECT"),
         outbound: Arc::clone(&outbound),
         started,
         method: "CONNECT",
         destination: Arc::clone(&destination),
         span: None,
     };
-    outbound.metrics.client_active.get_or_create(&MethodLabel { method: "CONNECT" }).inc();
     if outbound.breakers.admit(&destination) == Admission::Rejected {
         return finish.failed(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -315,6 +317,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 }
 
 struct ClientFinish {
+    in_flight: ClientInFlight,
     outbound: Arc<Outbound>,
     started: Instant,
     method: &'static str,
@@ -343,7 +346,6 @@ impl Completion for ClientFinished {
     fn complete(self: Box<Self>, _body_bytes: u64) {
         let ClientFinished { finish, status, error } = *self;
         let metrics = &finish.outbound.metrics;
-        metrics.client_active.get_or_create(&MethodLabel { method: finish.method }).dec();
         let labels =
             ClientLabels { method: finish.method, server_address: finish.destination, status, error_type: error };
         let exemplar =
@@ -352,5 +354,25 @@ impl Completion for ClientFinished {
         if let Some(span) = finish.span {
             span.finish(status, error);
         }
+        drop(finish.in_flight);
+    }
+}
+
+/// Counts an outbound request in `http_client_active_requests` until dropped.
+struct ClientInFlight {
+    active: Family<MethodLabel, Gauge>,
+    method: &'static str,
+}
+
+impl ClientInFlight {
+    fn new(metrics: &ProxyMetrics, method: &'static str) -> ClientInFlight {
+        metrics.client_active.get_or_create(&MethodLabel { method }).inc();
+        ClientInFlight { active: metrics.client_active.clone(), method }
+    }
+}
+
+impl Drop for ClientInFlight {
+    fn drop(&mut self) {
+        self.active.get_or_create(&MethodLabel { method: self.method }).dec();
     }
 }
