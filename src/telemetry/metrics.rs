@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::traces::SpanMetrics;
+use crate::proxy::metrics::ProxyMetrics;
+
 /// `{input}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InputLabel {
@@ -43,6 +46,10 @@ pub struct Metrics {
     registry: Registry,
     pub input: InputMetrics,
     pub sink: SinkMetrics,
+    /// RED metrics of the inbound and outbound proxies.
+    pub proxy: ProxyMetrics,
+    /// Span export outcomes.
+    pub spans: SpanMetrics,
 }
 
 /// Tailer and parser metrics.
@@ -133,8 +140,12 @@ impl Metrics {
             "Time to write or send one batch",
             sink.request_duration.clone(),
         );
+        let proxy = ProxyMetrics::default();
+        proxy.register(&mut registry);
+        let spans = SpanMetrics::default();
+        spans.register(&mut registry);
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics { registry, input, sink })
+        Arc::new(Metrics { registry, input, sink, proxy, spans })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.
