@@ -375,6 +375,6 @@ mod tests {
     fn system_roots_and_bad_ca_files() {
         assert!(tls_config(None).is_ok());
         let tls = TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsConfig::default() };
-        assert!(tls_config(Some(&tls)).unwrap_err().contains("/nonexistent/ca.pem"));
+        assert!(tls_config(Some(&tls)).expect_err("missing CA file").contains("/nonexistent/ca.pem"));
     }
 }

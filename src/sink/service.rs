@@ -99,7 +99,8 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
     }
     let mut buffers: Vec<Buffer> = (0..lanes).map(|_| Buffer::default()).collect();
     let mut router = shared.protocol.router();
-    let mut age_tick = tokio::time::interval(AGE_TICK);
+    // Its own task: the batching loop may be waiting on a busy lane for as long as an outage.
+    let age_task = tokio::spawn(refresh_age(Arc::clone(&ledger)));
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
 
     loop {
@@ -124,7 +125,6 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
                     }
                 }
             }
-            _ = age_tick.tick() => ledger.update_age(),
         }
     }
     for (buffer, sender) in buffers.iter_mut().zip(&senders) {
@@ -132,8 +132,17 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
     }
     drop(senders);
     while workers.join_next().await.is_some() {}
+    age_task.abort();
     ledger.update_age();
     Ok(())
+}
+
+async fn refresh_age(ledger: Arc<Ledger>) {
+    let mut tick = tokio::time::interval(AGE_TICK);
+    loop {
+        tick.tick().await;
+        ledger.update_age();
+    }
 }
 
 /// Hands a full (or timed-out) buffer to its lane, waiting while the lane is busy.

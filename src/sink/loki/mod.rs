@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_LABEL_VALUES: usize = 100;
 /// Label values longer than this are cut (Loki's default limit is 2048).
 const MAX_LABEL_VALUE_BYTES: usize = 1024;
 
+/// A stream of a request: its label text, its label pairs, and its entries' indices.
+type Stream = (String, Vec<(String, String)>, Vec<usize>);
+
 /// The Loki protocol: labels, encodings, and what Loki's answers mean.
 pub(crate) struct Loki {
     /// Configured label fields and their sanitized label names.
@@ -126,9 +129,9 @@ impl Loki {
     }
 
     /// Groups entries into streams, each sorted by timestamp: (labels, pairs, entry indices).
-    fn streams(&self, entries: &[Entry]) -> Vec<(String, Vec<(String, String)>, Vec<usize>)> {
+    fn streams(&self, entries: &[Entry]) -> Vec<Stream> {
         let mut by_labels: HashMap<String, usize> = HashMap::new();
-        let mut streams: Vec<(String, Vec<(String, String)>, Vec<usize>)> = Vec::new();
+        let mut streams: Vec<Stream> = Vec::new();
         let mut text = String::with_capacity(128);
         let mut pairs = Vec::with_capacity(self.labels.len() + 1);
         for (index, entry) in entries.iter().enumerate() {

@@ -82,9 +82,12 @@ fn partial_success(body: &[u8]) -> Outcome {
     }
 }
 
+/// A resource's attributes and its log records.
+type ResourceGroup<'a> = (&'a [(String, String)], Vec<LogRecord>);
+
 /// Records grouped by resource (records of one pipeline share one resource `Arc`).
 pub(crate) fn export_request(entries: &[Entry]) -> ExportLogsServiceRequest {
-    let mut groups: Vec<(&[(String, String)], Vec<LogRecord>)> = Vec::new();
+    let mut groups: Vec<ResourceGroup<'_>> = Vec::new();
     let mut by_resource: HashMap<*const Vec<(String, String)>, usize> = HashMap::new();
     for entry in entries {
         let record = entry.record();
