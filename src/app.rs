@@ -90,7 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let transforms = Arc::new(Transforms::new(&logs.transforms)?);
 
     let sink_failed = CancellationToken::new();
-    let sinks = sink::start(&logs.sinks, &acks, &metrics.sink, &sink_failed)?;
+    let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
     let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
     let fanout = sink::spawn_fanout(fanout_input, &sinks);
     let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
