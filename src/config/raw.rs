@@ -330,6 +330,10 @@ pub struct SinkConfig {
     /// Loki: Record fields sent as structured metadata.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub structured_metadata: Vec<String>,
+    /// Loki: distinct values a label may take before it is demoted to structured metadata
+    /// (with a warning), so that a misconfigured label cannot create thousands of streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_label_values: Option<NonZeroUsize>,
     /// Loki: tenant, sent as X-Scope-OrgID. Empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -342,6 +346,10 @@ pub struct SinkConfig {
     /// Elasticsearch: bulk operation, `create` (data streams) or `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<BulkOp>,
+    /// Elasticsearch: document `_id`s: `auto` (Elasticsearch assigns them) or `deterministic`
+    /// (from the file identity and offset, so that a retried request cannot index a line twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<DocumentId>,
     /// Request body compression: gzip | none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
@@ -416,6 +424,15 @@ pub enum LineFormat {
 pub enum BulkOp {
     Create,
     Index,
+}
+
+/// How Elasticsearch document ids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentId {
+    #[default]
+    Auto,
+    Deterministic,
 }
 
 /// Request body compression.

@@ -2,6 +2,7 @@
 //! One [`Metrics`] is created at start-up and handed to each part; nothing is global.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +10,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::traces::SpanMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 
 /// `{input}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +47,10 @@ pub struct Metrics {
     registry: Registry,
     pub input: InputMetrics,
     pub sink: SinkMetrics,
+    /// RED metrics of the inbound and outbound proxies.
+    pub proxy: ProxyMetrics,
+    /// Span export outcomes.
+    pub spans: SpanMetrics,
 }
 
 /// Tailer and parser metrics.
@@ -66,6 +74,14 @@ pub struct SinkMetrics {
     pub events: Family<SinkOutcomeLabels, Counter>,
     pub bytes: Family<SinkLabel, Counter>,
     pub request_duration: HistogramFamily<SinkLabel>,
+    /// Requests built (a batch of records sent as one request, counted once however often retried).
+    pub batches: Family<SinkLabel, Counter>,
+    /// Request attempts that failed retryably and were scheduled again.
+    pub retries: Family<SinkLabel, Counter>,
+    /// Requests currently in flight (including those waiting out a backoff).
+    pub in_flight: Family<SinkLabel, Gauge>,
+    /// Seconds since the oldest pipeline batch this sink has not yet acknowledged arrived.
+    pub oldest_unacked_age: Family<SinkLabel, Gauge<f64, AtomicU64>>,
 }
 
 fn sink_duration_histogram() -> Histogram {
@@ -78,6 +94,10 @@ impl Default for SinkMetrics {
             events: Family::default(),
             bytes: Family::default(),
             request_duration: Family::new_with_constructor(sink_duration_histogram),
+            batches: Family::default(),
+            retries: Family::default(),
+            in_flight: Family::default(),
+            oldest_unacked_age: Family::default(),
         }
     }
 }
@@ -133,8 +153,28 @@ impl Metrics {
             "Time to write or send one batch",
             sink.request_duration.clone(),
         );
+        let proxy = ProxyMetrics::default();
+        proxy.register(&mut registry);
+        let spans = SpanMetrics::default();
+        spans.register(&mut registry);
+        registry.register("pillion_sink_batches", "Requests built by network sinks", sink.batches.clone());
+        registry.register(
+            "pillion_sink_retries",
+            "Request attempts that failed and were retried",
+            sink.retries.clone(),
+        );
+        registry.register(
+            "pillion_sink_in_flight_requests",
+            "Requests in flight, including those waiting to be retried",
+            sink.in_flight.clone(),
+        );
+        registry.register(
+            "pillion_sink_oldest_unacknowledged_age_seconds",
+            "Age of the oldest batch the sink has not yet acknowledged",
+            sink.oldest_unacked_age.clone(),
+        );
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics { registry, input, sink })
+        Arc::new(Metrics { registry, input, sink, proxy, spans })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.
