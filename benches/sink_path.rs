@@ -155,6 +155,7 @@ logs:
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds(pid);
+    println!("  CPU by thread: {}", threads_cpu(pid));
     peak_rss_kib = peak_rss_kib.max(proc_status(pid, "VmHWM:"));
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
@@ -177,8 +178,23 @@ fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds per thread name, e.g. `tokio-runtime-w 1.20, pillion-tail 2.10`.
+fn threads_cpu(pid: u32) -> String {
+    let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return String::new() };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("?", |(n, _)| n);
+        *by_name.entry(name.to_owned()).or_default() += stat_cpu(&stat);
+    }
+    by_name.iter().map(|(name, cpu)| format!("{name} {cpu:.2}")).collect::<Vec<_>>().join(", ")
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+fn stat_cpu(stat: &str) -> f64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of /proc/pid/stat; index 11 and 12 after the name.
