@@ -302,7 +302,7 @@ fn otlp_over_grpc_and_http_delivers_log_records() {
     grpc.push_faults([Fault::Status(503, None)]);
     http.push_faults([Fault::Status(502, None), Fault::OtlpPartial(1)]);
     let sinks = format!(
-        "    - name: grpc\n      type: otlp\n      endpoint: {}\n      batch: {{ max_events: 100, timeout: 100ms }}\n    - name: http\n      type: otlp\n      protocol: http/protobuf\n      compression: gzip\n      endpoint: {}/otlp\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
+        "    - name: grpc\n      type: otlp\n      endpoint: {}\n      auth: {{ bearer_token: grpc-token }}\n      headers: {{ X-Tenant: shop }}\n      batch: {{ max_events: 100, timeout: 100ms }}\n    - name: http\n      type: otlp\n      protocol: http/protobuf\n      compression: gzip\n      endpoint: {}/otlp\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
         grpc.url(),
         http.url()
     );
@@ -315,6 +315,9 @@ fn otlp_over_grpc_and_http_delivers_log_records() {
     http.wait_for_lines(300, Duration::from_secs(20));
     assert_exactly_once(&grpc.lines(), &messages("line", 0..300));
     assert_exactly_once(&http.lines(), &messages("line", 0..300));
+    assert!(grpc.header_values("authorization").iter().all(|v| v == "Bearer grpc-token"));
+    assert!(grpc.header_values("x-tenant").iter().all(|v| v == "shop"));
+    assert!(!grpc.header_values("x-tenant").is_empty());
     let line = grpc.lines().into_iter().find(|l| l.message == "line 2").expect("line 2");
     assert_eq!(line.stream, "checkout");
     assert_eq!(line.doc["severity_number"], 17);

@@ -98,6 +98,11 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
         senders.push(sender);
     }
     let mut buffers: Vec<Buffer> = (0..lanes).map(|_| Buffer::default()).collect();
+    // A pipeline batch is freed only when all its records settled, and with several lanes a
+    // slow lane keeps many batches alive: bound the records this sink holds to about one
+    // request per lane plus one.
+    let retain_limit = retention_limit(&limits, lanes);
+    let budget = Arc::new(tokio::sync::Semaphore::new(retain_limit));
     let mut router = shared.protocol.router();
     // Its own task: the batching loop may be waiting on a busy lane for as long as an outage.
     let age_task = tokio::spawn(refresh_age(Arc::clone(&ledger)));
@@ -108,7 +113,18 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
         tokio::select! {
             next = batches.recv() => {
                 let Some(batch) = next else { break };
-                let Some(pending) = ledger.admit(batch) else { continue };
+                let permit = match reserve(&budget, retain_limit, batch.records.len()) {
+                    Some(permit) => permit,
+                    None => {
+                        // Over budget: send what is buffered so that records settle, then wait.
+                        for (buffer, sender) in buffers.iter_mut().zip(&senders) {
+                            send(buffer, sender).await?;
+                        }
+                        let wanted = batch.records.len().clamp(1, retain_limit) as u32;
+                        Arc::clone(&budget).acquire_many_owned(wanted).await.map_err(|_| SinkError::Stopped)?
+                    }
+                };
+                let Some(pending) = ledger.admit_with(batch, Some(permit)) else { continue };
                 for (index, record) in pending.batch.records.iter().enumerate() {
                     let lane = router.key(record).map_or(0, |key| (key % lanes as u64) as usize);
                     let entry = Entry { pending: Arc::clone(&pending), index: index as u32 };
@@ -143,6 +159,22 @@ async fn refresh_age(ledger: Arc<Ledger>) {
         tick.tick().await;
         ledger.update_age();
     }
+}
+
+/// Records a sink may hold (buffered, queued, in flight): a request's worth per lane, plus one.
+fn retention_limit(limits: &BatchConfig, lanes: usize) -> usize {
+    let per_request =
+        limits.max_events.get().min(usize::try_from(limits.max_bytes.bytes() / 256).unwrap_or(usize::MAX));
+    per_request.max(64).saturating_mul(lanes + 1).min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
+/// Takes `records` permits (at most the whole budget) if they are free now.
+fn reserve(
+    budget: &Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    records: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(budget).try_acquire_many_owned(records.clamp(1, limit) as u32).ok()
 }
 
 /// Hands a full (or timed-out) buffer to its lane, waiting while the lane is busy.
