@@ -1,6 +1,7 @@
-//! Runs pillion: starts the admin server, the sinks, the fan-out, one tailer per input and
-//! the checkpoint writer; on shutdown stops them in data-flow order (tailers first, sinks
-//! last) so that everything read is delivered and checkpointed within `shutdown_timeout`.
+//! Runs pillion: starts the admin server, span export, the sinks, the fan-out, one tailer per
+//! input, the proxies and the checkpoint writer; on shutdown stops them in data-flow order
+//! (proxies and tailers first, sinks last) so that everything read is delivered and
+//! checkpointed within `shutdown_timeout`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
-use crate::pipeline::Acknowledgements;
+use crate::pipeline::{Acknowledgements, Batch};
+use crate::proxy::ProxyError;
+use crate::proxy::access_log::AccessLog;
+use crate::proxy::inbound::InboundServer;
+use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
 use crate::tail::checkpoint::{CheckpointError, CheckpointStore};
 use crate::tail::{self, TailerContext};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::{Tracing, TracingError};
 use crate::transform::{TransformError, Transforms};
 
 /// A running sink's task.
@@ -30,10 +36,10 @@ const TAIL_QUEUE_BATCHES: usize = 32;
 pub enum RunError {
     #[error("cannot listen on admin address {address}: {source}")]
     AdminBind { address: std::net::SocketAddr, source: std::io::Error },
-    #[error(
-        "{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now"
-    )]
-    NotImplemented { section: &'static str },
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Tracing(#[from] TracingError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -49,12 +55,6 @@ pub enum RunError {
 /// Runs until `shutdown` is cancelled (or a sink fails), then drains and checkpoints.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let started = Instant::now();
-    if config.proxy.is_some() {
-        return Err(RunError::NotImplemented { section: "proxy" });
-    }
-    if config.tracing.is_some() {
-        return Err(RunError::NotImplemented { section: "tracing" });
-    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -73,14 +73,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let admin_task = admin.spawn(admin_state, shutdown.clone());
     tracing::info!(address = %admin_address, "admin server listening");
 
+    let env = |name: &str| std::env::var(name).ok();
+    let span_export = match &config.tracing {
+        Some(tracing) => Some(Arc::new(Tracing::start(tracing, &config.resource, &metrics.spans, &env)?)),
+        None => None,
+    };
+
     let logs = &config.logs;
     let store = CheckpointStore::new(&logs.data_dir);
     let loaded = store.load();
     if let Some(warning) = &loaded.warning {
         tracing::warn!("{warning}");
     }
-    let checkpoints = Arc::new(loaded.offsets);
     let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
+    acks.restore(&loaded.entries, unix_now());
     let transforms = Arc::new(Transforms::new(&logs.transforms)?);
 
     let sink_failed = CancellationToken::new();
@@ -97,7 +103,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             resource: config.resource.clone(),
             acks: Arc::clone(&acks),
             metrics: metrics.input.clone(),
-            checkpoints: Arc::clone(&checkpoints),
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
@@ -105,11 +110,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
         tailers.push(handle);
     }
+    let proxies = start_proxies(&config, &metrics, span_export.clone(), &tail_output, shutdown.clone()).await?;
     drop(tail_output);
 
     let checkpoint_stop = CancellationToken::new();
-    let checkpointer =
-        spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
+    let checkpointer = spawn_checkpointer(
+        store.clone(),
+        Arc::clone(&acks),
+        (logs.checkpoint_interval, logs.checkpoint_ttl),
+        checkpoint_stop.clone(),
+    );
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -127,6 +137,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancel();
 
     let deadline = started_deadline(config.shutdown_timeout);
+    proxies.drain(deadline).await;
     let drained = tokio::time::timeout_at(deadline, drain(tailers, fanout, sink_tasks)).await;
     if drained.is_err() {
         tracing::warn!(
@@ -140,9 +151,67 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Ok(saved) => saved?,
         Err(error) => tracing::error!(%error, "the final checkpoint writer panicked"),
     }
+    if let Some(span_export) = span_export.and_then(Arc::into_inner) {
+        span_export.shutdown(Duration::from_secs(2)).await;
+    }
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
     if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
+}
+
+/// The running proxies and the access-log task feeding the log pipeline.
+struct Proxies {
+    servers: Vec<JoinHandle<()>>,
+    access_log: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Proxies {
+    /// Waits for in-flight requests to finish (they stopped accepting when shutdown began),
+    /// then flushes the access log into the pipeline.
+    async fn drain(self, deadline: tokio::time::Instant) {
+        for server in self.servers {
+            let _ = tokio::time::timeout_at(deadline, server).await;
+        }
+        if let Some((stop, task)) = self.access_log {
+            stop.cancel();
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+    }
+}
+
+/// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
+async fn start_proxies(
+    config: &Config,
+    metrics: &Metrics,
+    span_export: Option<Arc<Tracing>>,
+    pipeline: &mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+) -> Result<Proxies, RunError> {
+    let mut proxies = Proxies { servers: Vec::new(), access_log: None };
+    let Some(proxy) = &config.proxy else {
+        return Ok(proxies);
+    };
+    let drain = config.shutdown_timeout / 2;
+    if let Some(inbound) = proxy.inbound.as_ref().map(|spanned| &spanned.value) {
+        let access_log = inbound.access_log.then(|| {
+            let stop = CancellationToken::new();
+            let dropped = metrics.proxy.access_log_dropped.clone();
+            let (log, task) = AccessLog::spawn(pipeline.clone(), config.resource.clone(), dropped, stop.clone());
+            proxies.access_log = Some((stop, task));
+            log
+        });
+        let server = InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log).await?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen.0, source })?;
+        tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
+        proxies.servers.push(server.spawn(shutdown.clone(), drain));
+    }
+    if let Some(outbound) = &proxy.outbound {
+        let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen.0, source })?;
+        tracing::info!(address = %address, "egress proxy listening");
+        proxies.servers.push(server.spawn(shutdown, drain));
+    }
+    Ok(proxies)
 }
 
 /// The shutdown deadline, leaving a little time to write the final checkpoint.
@@ -166,10 +235,16 @@ async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>
     }
 }
 
+/// Seconds since the Unix epoch (checkpoint entries record since when a file is gone).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Persists the ledger every `interval` when it changed, forgetting files gone for `ttl`.
 fn spawn_checkpointer(
     store: CheckpointStore,
     acks: Arc<Acknowledgements>,
-    interval: Duration,
+    (interval, ttl): (Duration, Duration),
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -179,6 +254,10 @@ fn spawn_checkpointer(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => {}
+            }
+            let forgotten = acks.expire(unix_now(), ttl.as_secs());
+            if forgotten > 0 {
+                tracing::info!(forgotten, "checkpoints of files gone longer than checkpoint_ttl forgotten");
             }
             let Some(offsets) = acks.snapshot_if_changed() else {
                 continue;

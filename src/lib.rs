@@ -1,7 +1,7 @@
 //! pillion: an observability sidecar. It tails an app's log files, parses and normalizes
 //! every line into one [`record::Record`] schema and ships it to sinks, acknowledging back to
-//! a checkpoint so nothing is lost; and (to come) proxies the app's port to record RED metrics
-//! and traces.
+//! a checkpoint so nothing is lost; and proxies the app's port to record RED metrics and
+//! traces.
 //!
 //! ```text
 //!  files on shared volume                                    Loki / Elasticsearch / stdout / file
@@ -11,19 +11,22 @@
 //!         ◄───────────── acknowledgements: checkpoint = longest fully delivered prefix ◄──┘
 //!
 //!  client ──► proxy (inbound) ──► app          RED metrics ──► /metrics (admin) ◄── Prometheus
+//!               └─ spans ──► channel ──► OTLP exporter ──► collector;  access log ──► fan-out
 //! ```
 //!
 //! # Layout
 //!
 //! - [`config`]: the YAML schema, `${VAR}` interpolation, units, and the validated [`config::Config`].
-//! - [`tail`]: file discovery and reading, rotation and truncation, checkpoint persistence.
-//! - [`frame`]: splitting bytes into lines with bounded memory.
+//! - [`tail`]: file discovery, identity (fingerprints), rotation, truncation, compressed
+//!   rotated files, checkpoint persistence.
+//! - [`frame`]: bytes into records with bounded memory: lines, CRI/Docker unwrapping, multiline.
 //! - [`parse`]: the parsers that turn a line into a record.
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.
 //! - [`pipeline`]: batches downstream, acknowledgements upstream.
 //! - [`sink`]: where records go (stdout, file; Loki, Elasticsearch and OTLP to come).
-//! - [`telemetry`]: pillion's own metrics registry, process metrics and log output.
+//! - [`proxy`]: the inbound reverse proxy and outbound egress proxy: RED metrics, routes, spans.
+//! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
 //! - [`admin`]: the admin HTTP server.
 //! - [`app`]: start-up and ordered shutdown.
 
@@ -35,6 +38,7 @@ pub mod config;
 pub mod frame;
 pub mod parse;
 pub mod pipeline;
+pub mod proxy;
 pub mod record;
 pub mod sink;
 pub mod tail;

@@ -13,9 +13,10 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
-    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig,
-    SinkKind, StartAt, TracingConfig, TransformConfig,
+    BatchConfig, ContainerFormat, InputConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind, StartAt,
+    TracingConfig, TransformConfig,
 };
+use crate::frame::{MultilineRule, MultilineSettings};
 use crate::record::Resource;
 
 /// The checked configuration.
@@ -42,6 +43,7 @@ pub struct Config {
 pub struct LogsSettings {
     pub data_dir: PathBuf,
     pub checkpoint_interval: std::time::Duration,
+    pub checkpoint_ttl: std::time::Duration,
     pub inputs: Vec<Arc<InputSettings>>,
     pub transforms: Vec<TransformConfig>,
     /// Never empty: with none configured, a `stdout` sink.
@@ -62,9 +64,10 @@ pub struct InputSettings {
     pub start_at: StartAt,
     pub container: ContainerFormat,
     pub parser: ParserName,
-    pub multiline: Option<MultilineConfig>,
+    pub multiline: Option<MultilineSettings>,
     pub max_line_bytes: usize,
     pub poll_interval: std::time::Duration,
+    pub max_open_files: usize,
     pub attributes: Vec<(String, String)>,
 }
 
@@ -173,6 +176,7 @@ pub(super) fn validate(
         logs: LogsSettings {
             data_dir: raw.logs.data_dir,
             checkpoint_interval: raw.logs.checkpoint_interval.get(),
+            checkpoint_ttl: raw.logs.checkpoint_ttl.get(),
             inputs,
             transforms: raw.logs.transforms,
             sinks,
@@ -212,6 +216,24 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
             let message = format!("poll_interval {} is too short", input.poll_interval);
             checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
         }
+        let multiline = input.multiline.as_ref().and_then(|m| {
+            let rule = match (&m.start, m.preset) {
+                (Some(start), None) => MultilineRule::start(start.regex().clone()),
+                (None, Some(preset)) => MultilineRule::preset(preset),
+                (start, _) => {
+                    let message =
+                        if start.is_some() { "give either start or preset, not both" } else { "give start or preset" };
+                    checker.at(
+                        spanned,
+                        field("multiline"),
+                        message.into(),
+                        Some("e.g. `preset: java` or `start: '^\\d{4}-'`"),
+                    );
+                    return None;
+                }
+            };
+            Some(MultilineSettings { rule: Arc::new(rule), max_lines: m.max_lines.get(), timeout: m.timeout.get() })
+        });
         let compiled = compile_globs(input);
         match compiled {
             Ok((include, exclude_paths, exclude_names)) => checked.push(Arc::new(InputSettings {
@@ -223,13 +245,10 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
                 start_at: input.start_at,
                 container: input.container,
                 parser,
-                multiline: input.multiline.as_ref().map(|m| MultilineConfig {
-                    start: m.start.clone(),
-                    max_lines: m.max_lines,
-                    timeout: m.timeout,
-                }),
+                multiline,
                 max_line_bytes: input.max_line_bytes.as_usize(),
                 poll_interval: input.poll_interval.get(),
+                max_open_files: input.max_open_files.get(),
                 attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             })),
             Err(message) => checker.at(spanned, field("paths"), message, None),
@@ -334,8 +353,8 @@ fn check_sinks(
         let (allowed, required) = sink_fields(sink.kind);
         let set = fields_set(sink);
         for name in set.iter().filter(|name| !allowed.contains(name)) {
-            let message = format!("`{name}` does not apply to {} {kind} sink", article(kind));
-            let hint = format!("{} {kind} sink takes: name, type, batch{}", article(kind), list_suffix(&allowed));
+            let message = format!("`{name}` does not apply to a {kind} sink");
+            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
             checker.at(spanned, field(name), message, Some(&hint));
         }
         for name in required.iter().filter(|name| !set.contains(name)) {

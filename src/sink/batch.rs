@@ -209,12 +209,12 @@ mod tests {
         let resource = Arc::new(Vec::new());
         let records =
             (0..n).map(|i| Record::new(format!("line {i}"), jiff::Timestamp::UNIX_EPOCH, resource.clone())).collect();
-        Arc::new(Batch { records, ack: Some(acks.issue(file, end)) })
+        Arc::new(Batch { records, ack: Some(acks.issue(file, end, 0)) })
     }
 
     #[test]
     fn a_pipeline_batch_is_acknowledged_once_all_its_records_settled() {
-        let file = FileKey { dev: 1, inode: 1 };
+        let file = FileKey { dev: 1, inode: 1, checksum: 7 };
         let acks = Arc::new(Acknowledgements::new(1));
         acks.open(file, "/a", 0);
         let metrics = SinkMetrics::default();

@@ -434,7 +434,7 @@ mod tests {
     #[tokio::test]
     async fn retries_then_splits_streams_and_dead_letters_only_the_refused_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = FileKey { dev: 1, inode: 2 };
+        let file = FileKey { dev: 1, inode: 2, checksum: 3 };
         let acks = Arc::new(Acknowledgements::new(1));
         acks.open(file, "/a.log", 0);
         let transport = Arc::new(Scripted::default());
@@ -466,7 +466,7 @@ mod tests {
                 record
             })
             .collect();
-        sender.send(Arc::new(Batch { records, ack: Some(acks.issue(file, 40)) })).await.expect("send");
+        sender.send(Arc::new(Batch { records, ack: Some(acks.issue(file, 40, 0)) })).await.expect("send");
         drop(sender);
         run(sink, receiver).await.expect("run");
 

@@ -11,6 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::traces::SpanMetrics;
+use crate::proxy::metrics::ProxyMetrics;
+
 /// `{input}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InputLabel {
@@ -44,6 +47,10 @@ pub struct Metrics {
     registry: Registry,
     pub input: InputMetrics,
     pub sink: SinkMetrics,
+    /// RED metrics of the inbound and outbound proxies.
+    pub proxy: ProxyMetrics,
+    /// Span export outcomes.
+    pub spans: SpanMetrics,
 }
 
 /// Tailer and parser metrics.
@@ -55,6 +62,9 @@ pub struct InputMetrics {
     pub lag_bytes: Family<InputLabel, Gauge>,
     pub lines_truncated: Family<InputLabel, Counter>,
     pub truncations: Family<InputLabel, Counter>,
+    pub rotations: Family<InputLabel, Counter>,
+    pub invalid_utf8: Family<InputLabel, Counter>,
+    pub lost_bytes: Family<InputLabel, Counter>,
     pub parse_errors: Family<ParserLabels, Counter>,
 }
 
@@ -117,6 +127,21 @@ impl Metrics {
             input.truncations.clone(),
         );
         registry.register(
+            "pillion_input_rotations",
+            "Files rotated away (renamed or deleted) while being tailed",
+            input.rotations.clone(),
+        );
+        registry.register(
+            "pillion_input_invalid_utf8_lines",
+            "Lines with invalid UTF-8 (replaced by U+FFFD)",
+            input.invalid_utf8.clone(),
+        );
+        registry.register(
+            "pillion_input_lost_bytes",
+            "Bytes that could not be read: a file deleted or truncated before pillion read them",
+            input.lost_bytes.clone(),
+        );
+        registry.register(
             "pillion_parse_errors",
             "Lines that did not parse with their input's parser (shipped raw)",
             input.parse_errors.clone(),
@@ -128,6 +153,10 @@ impl Metrics {
             "Time to write or send one batch",
             sink.request_duration.clone(),
         );
+        let proxy = ProxyMetrics::default();
+        proxy.register(&mut registry);
+        let spans = SpanMetrics::default();
+        spans.register(&mut registry);
         registry.register("pillion_sink_batches", "Requests built by network sinks", sink.batches.clone());
         registry.register(
             "pillion_sink_retries",
@@ -145,7 +174,7 @@ impl Metrics {
             sink.oldest_unacked_age.clone(),
         );
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics { registry, input, sink })
+        Arc::new(Metrics { registry, input, sink, proxy, spans })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.

@@ -158,13 +158,14 @@ struct BulkItem {
     error: Option<serde_json::Value>,
 }
 
-/// `<input>-<dev>-<inode>-<offset>` in hex: the same line of the same file always gets the
-/// same id, across retries and restarts. None for records that come from no file.
+/// `<input>-<dev>-<inode>-<checksum>-<offset>` in hex: the same line of the same file always
+/// gets the same id, across retries and restarts, and a new file reusing an inode does not.
+/// None for records that come from no file.
 fn document_id(entry: &Entry) -> Option<String> {
     let record = entry.record();
     let source = record.source.as_ref()?;
     let file = entry.pending.batch.ack.as_ref()?.file;
-    Some(format!("{}-{:x}-{:x}-{:x}", source.input, file.dev, file.inode, source.offset))
+    Some(format!("{}-{:x}-{:x}-{:x}-{:x}", source.input, file.dev, file.inode, file.checksum, source.offset))
 }
 
 /// A record as an ECS document.
@@ -273,7 +274,7 @@ mod tests {
 
     fn entries(n: usize) -> Vec<Entry> {
         let acks = Arc::new(Acknowledgements::new(1));
-        let file = FileKey { dev: 1, inode: 0xab };
+        let file = FileKey { dev: 1, inode: 0xab, checksum: 0xcd };
         acks.open(file, "/a.log", 0);
         let resource = Arc::new(vec![("service.name".to_owned(), "Checkout".to_owned())]);
         let records = (0..n)
@@ -288,7 +289,7 @@ mod tests {
             })
             .collect();
         let ledger = Ledger::new("es".into(), Arc::clone(&acks), &SinkMetrics::default());
-        let pending = ledger.admit(Arc::new(Batch { records, ack: Some(acks.issue(file, 100)) })).expect("pending");
+        let pending = ledger.admit(Arc::new(Batch { records, ack: Some(acks.issue(file, 100, 0)) })).expect("pending");
         (0..n as u32).map(|index| Entry { pending: Arc::clone(&pending), index }).collect()
     }
 
@@ -308,7 +309,7 @@ mod tests {
         let lines = lines(&request);
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0]["create"]["_index"], "logs-checkout-2026.11");
-        assert_eq!(lines[2]["create"]["_id"], "app-1-ab-10");
+        assert_eq!(lines[2]["create"]["_id"], "app-1-ab-cd-10");
         let doc = &lines[1];
         assert_eq!(doc["message"], "line 0");
         assert_eq!(doc["log.level"], "error");

@@ -1,0 +1,137 @@
+//! Header rewriting between client and app: hop-by-hop headers removed per RFC 9110 §7.6.1
+//! (kept only to pass an Upgrade through), and `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `Forwarded` (RFC 7239) added.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{
+    CONNECTION, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The `Upgrade` protocol a request or response asks for, when `Connection` names `upgrade`.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if connection_upgrade { headers.get(UPGRADE).cloned() } else { None }
+}
+
+/// Removes the hop-by-hop headers: those named in `Connection`, then the fixed list. With
+/// `upgrade` set, `Connection: upgrade` and `Upgrade` are put back so the app sees the handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    // `Trailer` announces trailers for the next hop only when the body is chunked end to end.
+    headers.remove(TRAILER);
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+}
+
+/// Adds the client to `X-Forwarded-For` and `Forwarded`, and the scheme and host the client used.
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, authority: Option<&str>) {
+    let ip = client.ip();
+    append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned).or(authority.map(str::to_owned));
+    if let Some(host) = &host {
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            if let Ok(value) = HeaderValue::from_str(host) {
+                headers.insert(X_FORWARDED_HOST, value);
+            }
+        }
+    }
+    let mut element = format!("for={}", forwarded_node(ip));
+    if let Some(host) = host.filter(|h| is_token(h)) {
+        element.push_str(";host=");
+        element.push_str(&host);
+    }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    append_list(headers, FORWARDED, &element);
+}
+
+/// RFC 7239 §6: IPv6 addresses are bracketed and quoted.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:!#$%&'*+^`|".contains(&b))
+}
+
+/// Appends `item` to a comma-separated header, merging repeated header lines into one.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let existing: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let joined = if existing.is_empty() { item.to_owned() } else { format!("{}, {item}", existing.join(", ")) };
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_in_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers, None);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        let upgrade = upgrade_protocol(&headers);
+        strip_hop_by_hop(&mut headers, upgrade.as_ref());
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert_eq!(headers[CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        headers.insert(HOST, HeaderValue::from_static("shop.example"));
+        add_forwarded(&mut headers, "[::1]:5000".parse().expect("addr"), "http", None);
+        assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, ::1");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+        assert_eq!(headers[FORWARDED], "for=\"[::1]\";host=shop.example;proto=http");
+    }
+}

@@ -1,0 +1,234 @@
+//! The proxy's RED metric families (design.md, "Metrics"), named after the OpenTelemetry HTTP
+//! semantic conventions in Prometheus form, with trace-id exemplars on the duration buckets.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Buckets of `http_server_request_duration_seconds`, exactly as design.md lists them.
+pub const SERVER_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// `{http_request_method, http_route, http_response_status_code[, error_type]}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ServerLabels {
+    pub method: &'static str,
+    pub route: Arc<str>,
+    pub status: u16,
+    /// Only on failures.
+    pub error_type: Option<ErrorType>,
+}
+
+/// The `error_type` label: what went wrong, in a small closed set (semantic conventions'
+/// `error.type`: the status code for a 5xx answer, else the failure's kind).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ErrorType {
+    /// The app answered with this 5xx status.
+    Status(u16),
+    /// No answer within the timeout (504).
+    Timeout,
+    /// The app could not be reached (502).
+    Connect,
+    /// The connection to the app failed mid-request (502).
+    Upstream,
+    /// The outbound circuit breaker is open (503).
+    CircuitOpen,
+}
+
+impl ErrorType {
+    pub fn as_label(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ErrorType::Status(code) => code.to_string().into(),
+            ErrorType::Timeout => "timeout".into(),
+            ErrorType::Connect => "connect_error".into(),
+            ErrorType::Upstream => "upstream_error".into(),
+            ErrorType::CircuitOpen => "circuit_open".into(),
+        }
+    }
+
+    /// The error type of a response status: 5xx only.
+    pub fn of_status(status: u16) -> Option<ErrorType> {
+        (status >= 500).then_some(ErrorType::Status(status))
+    }
+}
+
+/// `{http_request_method, server_address, http_response_status_code[, error_type]}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ClientLabels {
+    pub method: &'static str,
+    pub server_address: Arc<str>,
+    pub status: u16,
+    pub error_type: Option<ErrorType>,
+}
+
+/// `{http_request_method}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+/// `{server_address}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct DestinationLabel {
+    pub server_address: Arc<str>,
+}
+
+/// The exemplar label set: the trace a sample belongs to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+fn label(encoder: &mut LabelSetEncoder, key: &str, value: &str) -> fmt::Result {
+    (key, value).encode(encoder.encode_label())
+}
+
+impl EncodeLabelSet for ServerLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "http_request_method", self.method)?;
+        label(encoder, "http_route", &self.route)?;
+        ("http_response_status_code", self.status as u64).encode(encoder.encode_label())?;
+        match self.error_type {
+            Some(error) => label(encoder, "error_type", &error.as_label()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl EncodeLabelSet for ClientLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "http_request_method", self.method)?;
+        label(encoder, "server_address", &self.server_address)?;
+        ("http_response_status_code", self.status as u64).encode(encoder.encode_label())?;
+        match self.error_type {
+            Some(error) => label(encoder, "error_type", &error.as_label()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl EncodeLabelSet for MethodLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "http_request_method", self.method)
+    }
+}
+
+impl EncodeLabelSet for DestinationLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "server_address", &self.server_address)
+    }
+}
+
+impl EncodeLabelSet for TraceExemplar {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "trace_id", &self.trace_id)
+    }
+}
+
+type DurationFamily<L> =
+    Family<L, HistogramWithExemplars<TraceExemplar>, fn() -> HistogramWithExemplars<TraceExemplar>>;
+
+fn server_histogram() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(SERVER_BUCKETS.into_iter())
+}
+
+/// The proxy's metric families; cheap to clone (every family is an `Arc` inside).
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    pub server_duration: DurationFamily<ServerLabels>,
+    pub server_active: Family<MethodLabel, Gauge>,
+    pub client_duration: DurationFamily<ClientLabels>,
+    pub client_active: Family<MethodLabel, Gauge>,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<DestinationLabel, Gauge>,
+    /// Access-log records dropped because the log pipeline was full.
+    pub access_log_dropped: Counter,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        ProxyMetrics {
+            server_duration: Family::new_with_constructor(server_histogram),
+            server_active: Family::default(),
+            client_duration: Family::new_with_constructor(server_histogram),
+            client_active: Family::default(),
+            breaker_state: Family::default(),
+            access_log_dropped: Counter::default(),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Registers every family in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests proxied to the app",
+            self.server_duration.clone(),
+        );
+        registry.register("http_server_active_requests", "Inbound HTTP requests in flight", self.server_active.clone());
+        registry.register(
+            "http_client_request_duration_seconds",
+            "Duration of the app's outbound HTTP requests through the egress proxy",
+            self.client_duration.clone(),
+        );
+        registry.register(
+            "http_client_active_requests",
+            "Outbound HTTP requests in flight",
+            self.client_active.clone(),
+        );
+        registry.register(
+            "pillion_circuit_breaker_state",
+            "Outbound circuit breaker per destination: 0 closed, 1 open, 2 half-open",
+            self.breaker_state.clone(),
+        );
+        registry.register(
+            "pillion_access_log_dropped",
+            "Access-log records dropped because the log pipeline was full",
+            self.access_log_dropped.clone(),
+        );
+    }
+}
+
+/// The method as a bounded label value: the standard methods, else `_OTHER` (semantic conventions).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_type_only_appears_on_failures() {
+        let metrics = ProxyMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let ok = ServerLabels { method: "GET", route: Arc::from("/a"), status: 200, error_type: None };
+        let failed = ServerLabels { error_type: Some(ErrorType::Timeout), status: 504, ..ok.clone() };
+        metrics.server_duration.get_or_create(&ok).observe(0.001, None, None);
+        let exemplar = TraceExemplar { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into() };
+        metrics.server_duration.get_or_create(&failed).observe(0.2, Some(exemplar), None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/a",http_response_status_code="200"} 1"#), "{text}");
+        assert!(text.contains(r#"http_response_status_code="504",error_type="timeout""#), "{text}");
+        assert!(text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.2"#), "{text}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Span export for proxied requests: the OpenTelemetry SDK tracer (parent-based ratio
+//! sampling) hands each finished span to a bounded channel, and one task batches them and
+//! exports over OTLP (gRPC or HTTP/protobuf). A full channel drops the span and counts it, and a
+//! failed export counts its batch as dropped, so a slow or absent collector never holds a request.
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::raw::{OtlpProtocol, TracingConfig};
+use crate::record::Resource as ResourceAttributes;
+
+/// Spans waiting for export; beyond this they are dropped (OTEL_BSP_MAX_QUEUE_SIZE).
+const DEFAULT_QUEUE: usize = 2048;
+/// Spans per export request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE).
+const DEFAULT_BATCH: usize = 512;
+/// How long a batch waits to fill up (OTEL_BSP_SCHEDULE_DELAY, milliseconds).
+const DEFAULT_DELAY: Duration = Duration::from_millis(1000);
+/// How long one export may take (OTEL_EXPORTER_OTLP_TIMEOUT, milliseconds).
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `pillion_spans_exported_total` and `pillion_spans_dropped_total`.
+#[derive(Clone, Default)]
+pub struct SpanMetrics {
+    pub exported: Counter,
+    pub dropped: Counter,
+}
+
+impl SpanMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("pillion_spans_exported", "Spans accepted by the OTLP collector", self.exported.clone());
+        registry.register(
+            "pillion_spans_dropped",
+            "Spans dropped: export queue full, or the collector failed or was unreachable",
+            self.dropped.clone(),
+        );
+    }
+}
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    #[error("tracing.otlp.endpoint {endpoint}: {source}")]
+    Exporter { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
+}
+
+/// Where and how spans are exported, resolved from config and the OTEL_* environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSettings {
+    /// The full URL spans are sent to (for HTTP, including /v1/traces).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub queue: usize,
+    pub batch: usize,
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+impl ExportSettings {
+    /// Config first, then OTEL_EXPORTER_OTLP_{TRACES_,}ENDPOINT and _PROTOCOL, then the
+    /// specification's defaults (localhost:4317 for gRPC, localhost:4318 for HTTP).
+    pub fn resolve(config: &TracingConfig, env: &dyn Fn(&str) -> Option<String>) -> ExportSettings {
+        let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let protocol = match &config.otlp {
+            Some(otlp) => otlp.protocol,
+            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+                Some(p) if p.trim().starts_with("http") => OtlpProtocol::HttpProtobuf,
+                _ => OtlpProtocol::Grpc,
+            },
+        };
+        let base = match &config.otlp {
+            Some(otlp) => Some(otlp.endpoint.url().as_str().to_owned()),
+            None => env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        };
+        let endpoint = match (env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), base, protocol) {
+            (Some(signal), _, _) => signal,
+            (None, Some(base), OtlpProtocol::Grpc) => base,
+            (None, Some(base), _) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None, OtlpProtocol::Grpc) => "http://localhost:4317".to_owned(),
+            (None, None, _) => "http://localhost:4318/v1/traces".to_owned(),
+        };
+        let number = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
+        ExportSettings {
+            endpoint,
+            protocol,
+            queue: number("OTEL_BSP_MAX_QUEUE_SIZE").map_or(DEFAULT_QUEUE, |n| n.max(1) as usize),
+            batch: number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").map_or(DEFAULT_BATCH, |n| n.max(1) as usize),
+            delay: number("OTEL_BSP_SCHEDULE_DELAY").map_or(DEFAULT_DELAY, Duration::from_millis),
+            timeout: number("OTEL_EXPORTER_OTLP_TIMEOUT").map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis),
+        }
+    }
+}
+
+/// The running tracing pipeline: a tracer and propagator for the proxy, and the export task.
+pub struct Tracing {
+    pub tracer: SdkTracer,
+    pub propagator: TextMapCompositePropagator,
+    provider: SdkTracerProvider,
+    stop: CancellationToken,
+    exporter: JoinHandle<()>,
+}
+
+impl Tracing {
+    /// Builds the exporter and spawns the export task (on the current tokio runtime).
+    pub fn start(
+        config: &TracingConfig,
+        resource: &ResourceAttributes,
+        metrics: &SpanMetrics,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Tracing, TracingError> {
+        let settings = ExportSettings::resolve(config, env);
+        let resource = Resource::builder_empty()
+            .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+            .build();
+        let mut exporter = build_exporter(&settings)
+            .map_err(|source| TracingError::Exporter { endpoint: settings.endpoint.clone(), source })?;
+        exporter.set_resource(&resource);
+        let (sender, receiver) = mpsc::channel(settings.queue);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(export_loop(exporter, receiver, settings.clone(), metrics.clone(), stop.clone()));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))))
+            .with_resource(resource)
+            .with_span_processor(ChannelProcessor { sender, dropped: metrics.dropped.clone() })
+            .build();
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "pillion");
+        tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, "exporting spans");
+        Ok(Tracing {
+            tracer,
+            propagator: super::propagation::build(&config.propagators),
+            provider,
+            stop,
+            exporter: task,
+        })
+    }
+
+    /// Exports what is queued (within `timeout`), then stops.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(timeout, self.exporter).await.is_err() {
+            tracing::warn!("span export did not finish before the shutdown deadline");
+        }
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn build_exporter(
+    settings: &ExportSettings,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match settings.protocol {
+        OtlpProtocol::Grpc => {
+            builder.with_tonic().with_endpoint(&settings.endpoint).with_timeout(settings.timeout).build()
+        }
+        _ => builder
+            .with_http()
+            .with_http_client(opentelemetry_http::hyper::HyperClient::with_default_connector(settings.timeout, None))
+            .with_endpoint(&settings.endpoint)
+            .with_timeout(settings.timeout)
+            .build(),
+    }
+}
+
+/// Hands each finished, sampled span to the export task without ever waiting.
+#[derive(Debug)]
+struct ChannelProcessor {
+    sender: mpsc::Sender<SpanData>,
+    dropped: Counter,
+}
+
+impl SpanProcessor for ChannelProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.sender.try_send(span).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Collects spans into batches (full, or `delay` after the first span) and exports each one.
+async fn export_loop(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut receiver: mpsc::Receiver<SpanData>,
+    settings: ExportSettings,
+    metrics: SpanMetrics,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(settings.batch);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            received = receiver.recv_many(&mut batch, settings.batch) => if received == 0 { break },
+        }
+        let deadline = tokio::time::Instant::now() + settings.delay;
+        while batch.len() < settings.batch {
+            let room = settings.batch - batch.len();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
+            }
+        }
+        export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+    }
+    receiver.close();
+    while let Ok(span) = receiver.try_recv() {
+        batch.push(span);
+        if batch.len() == settings.batch {
+            export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+        }
+    }
+    if !batch.is_empty() {
+        export(&exporter, batch, &settings, &metrics).await;
+    }
+}
+
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: Vec<SpanData>,
+    settings: &ExportSettings,
+    metrics: &SpanMetrics,
+) {
+    let count = batch.len() as u64;
+    match tokio::time::timeout(settings.timeout, exporter.export(batch)).await {
+        Ok(Ok(())) => {
+            metrics.exported.inc_by(count);
+        }
+        Ok(Err(error)) => {
+            metrics.dropped.inc_by(count);
+            tracing::debug!(%error, spans = count, "span export failed; spans dropped");
+        }
+        Err(_) => {
+            metrics.dropped.inc_by(count);
+            tracing::debug!(spans = count, "span export timed out; spans dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::OtlpExportConfig;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn http_endpoints_get_the_traces_path_and_env_is_a_fallback() {
+        let mut config = TracingConfig::default();
+        let settings = ExportSettings::resolve(&config, &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]));
+        assert_eq!((settings.endpoint.as_str(), settings.protocol), ("http://c:4317", OtlpProtocol::Grpc));
+        let settings = ExportSettings::resolve(
+            &config,
+            &env_of(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ]),
+        );
+        assert_eq!(settings.endpoint, "http://c:4318/v1/traces");
+        config.otlp = Some(OtlpExportConfig {
+            endpoint: "http://loki:3100/otlp".parse().expect("endpoint"),
+            protocol: OtlpProtocol::HttpProtobuf,
+        });
+        let settings = ExportSettings::resolve(&config, &env_of(&[]));
+        assert_eq!(settings.endpoint, "http://loki:3100/otlp/v1/traces");
+        assert_eq!(ExportSettings::resolve(&TracingConfig::default(), &env_of(&[])).endpoint, "http://localhost:4317");
+    }
+}
