@@ -495,3 +495,38 @@ fn mtls_with_a_custom_ca_and_a_bearer_token_file() {
     assert!(pillion.log_lines().join("\n").contains("sink endpoint reachable"));
     stop(pillion);
 }
+
+#[test]
+fn sigterm_during_an_outage_exits_in_time_and_a_restart_delivers_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loki = Receiver::start();
+    loki.set_outage(Some(503));
+    let sinks = format!(
+        "    - name: loki\n      type: loki\n      endpoint: {}\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
+        loki.url()
+    );
+    let config = config(dir.path(), &sinks);
+    let text =
+        std::fs::read_to_string(&config).expect("config").replace("shutdown_timeout: 10s", "shutdown_timeout: 2s");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("logs/app.log");
+    append(&log, &lines("line", 0..300));
+    let mut pillion = Pillion::start(dir.path(), &config);
+    pillion.admin_address();
+    eventually(Duration::from_secs(10), "retries", || (loki.push_requests() >= 2).then_some(()));
+    let stopping = Instant::now();
+    pillion.signal("TERM");
+    assert_eq!(pillion.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
+    assert_eq!(checkpoint(dir.path()), 0, "nothing was acknowledged");
+    drop(pillion);
+
+    loki.set_outage(None);
+    let restarted = Pillion::start(dir.path(), &config);
+    loki.wait_for_lines(300, Duration::from_secs(20));
+    eventually(Duration::from_secs(5), "checkpoint at the end", || {
+        (checkpoint(dir.path()) == file_size(&log)).then_some(())
+    });
+    assert_exactly_once(&loki.lines(), &messages("line", 0..300));
+    stop(restarted);
+}
