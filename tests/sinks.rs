@@ -302,7 +302,7 @@ fn otlp_over_grpc_and_http_delivers_log_records() {
     grpc.push_faults([Fault::Status(503, None)]);
     http.push_faults([Fault::Status(502, None), Fault::OtlpPartial(1)]);
     let sinks = format!(
-        "    - name: grpc\n      type: otlp\n      endpoint: {}\n      batch: {{ max_events: 100, timeout: 100ms }}\n    - name: http\n      type: otlp\n      protocol: http/protobuf\n      compression: gzip\n      endpoint: {}/otlp\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
+        "    - name: grpc\n      type: otlp\n      endpoint: {}\n      auth: {{ bearer_token: grpc-token }}\n      headers: {{ X-Tenant: shop }}\n      batch: {{ max_events: 100, timeout: 100ms }}\n    - name: http\n      type: otlp\n      protocol: http/protobuf\n      compression: gzip\n      endpoint: {}/otlp\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
         grpc.url(),
         http.url()
     );
@@ -315,6 +315,9 @@ fn otlp_over_grpc_and_http_delivers_log_records() {
     http.wait_for_lines(300, Duration::from_secs(20));
     assert_exactly_once(&grpc.lines(), &messages("line", 0..300));
     assert_exactly_once(&http.lines(), &messages("line", 0..300));
+    assert!(grpc.header_values("authorization").iter().all(|v| v == "Bearer grpc-token"));
+    assert!(grpc.header_values("x-tenant").iter().all(|v| v == "shop"));
+    assert!(!grpc.header_values("x-tenant").is_empty());
     let line = grpc.lines().into_iter().find(|l| l.message == "line 2").expect("line 2");
     assert_eq!(line.stream, "checkout");
     assert_eq!(line.doc["severity_number"], 17);
@@ -356,7 +359,8 @@ fn sigterm_flushes_pending_batches() {
 
 /// The outage lasts `PILLION_OUTAGE_SECS` seconds (default 5; the 2-minute outage is
 /// `PILLION_OUTAGE_SECS=120 cargo test --test sinks outage -- --nocapture`). Lines keep being
-/// written throughout; resident memory is sampled and must stay under 64 MiB.
+/// written throughout; resident memory is sampled and must stay under 64 MiB, and nothing may
+/// be checkpointed before the backend is back.
 #[test]
 fn a_backend_outage_loses_nothing_and_memory_stays_bounded() {
     let outage =
@@ -375,9 +379,12 @@ fn a_backend_outage_loses_nothing_and_memory_stays_bounded() {
     let started = Instant::now();
     let mut written = 0;
     let mut peak_kib = 0u64;
+    // About 100k lines (25 MB) over the outage, whatever its length: far more than the
+    // pipeline's queues hold, so backpressure must leave the rest on disk.
+    let per_tick = (100_000 / (outage.as_millis() as usize / 100).max(1)).max(20);
     while started.elapsed() < outage {
-        append(&log, &lines("line", written..written + 2000));
-        written += 2000;
+        append(&log, &lines("line", written..written + per_tick));
+        written += per_tick;
         peak_kib = peak_kib.max(rss_kib(pillion.pid()));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -405,4 +412,121 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Certificates for a TLS test: a CA, a server certificate for `localhost`, a client one.
+struct Pki {
+    ca_pem: String,
+    server: (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
+    client_pem: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &ca)
+        .expect("server cert");
+    let client_key = KeyPair::generate().expect("key");
+    let client_cert = CertificateParams::new(vec!["pillion".to_owned()])
+        .expect("params")
+        .signed_by(&client_key, &ca)
+        .expect("client cert");
+    let server_key_der = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key der");
+    Pki {
+        ca_pem: ca.pem(),
+        server: (vec![server_cert.der().clone()], server_key_der),
+        client_pem: (client_cert.pem(), client_key.serialize_pem()),
+    }
+}
+
+#[test]
+fn mtls_with_a_custom_ca_and_a_bearer_token_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(pki.ca_pem.as_bytes()).expect("ca der");
+    roots.add(ca_der).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+        .build()
+        .expect("client verifier");
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server.0.clone(), pki.server.1.clone_key())
+        .expect("server config");
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let loki = Receiver::start_tls(std::sync::Arc::new(server));
+    for (name, text) in [
+        ("ca.pem", &pki.ca_pem),
+        ("client.pem", &pki.client_pem.0),
+        ("client-key.pem", &pki.client_pem.1),
+        ("token", &"token-1\n".to_owned()),
+    ] {
+        std::fs::write(dir.path().join(name), text).expect("write pem");
+    }
+    let sinks = format!(
+        "    - name: loki\n      type: loki\n      endpoint: https://localhost:{}\n      tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem }}\n      auth: {{ bearer_token_file: token }}\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
+        loki.address.port()
+    );
+    let config = config(dir.path(), &sinks);
+    let log = dir.path().join("logs/app.log");
+    append(&log, &lines("line", 0..100));
+    let pillion = Pillion::start(dir.path(), &config);
+    loki.wait_for_lines(100, Duration::from_secs(20));
+    assert!(loki.header_values("authorization").iter().all(|v| v == "Bearer token-1"));
+    // A rotated token is picked up without a restart.
+    std::fs::write(dir.path().join("token"), "token-2").expect("rotate token");
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("token"))
+        .and_then(|f| f.set_modified(later))
+        .expect("touch");
+    append(&log, &lines("more", 0..10));
+    loki.wait_for_lines(110, Duration::from_secs(20));
+    assert_eq!(loki.header_values("authorization").last().map(String::as_str), Some("Bearer token-2"));
+    assert!(pillion.log_lines().join("\n").contains("sink endpoint reachable"));
+    stop(pillion);
+}
+
+#[test]
+fn sigterm_during_an_outage_exits_in_time_and_a_restart_delivers_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loki = Receiver::start();
+    loki.set_outage(Some(503));
+    let sinks = format!(
+        "    - name: loki\n      type: loki\n      endpoint: {}\n      batch: {{ max_events: 100, timeout: 100ms }}\n",
+        loki.url()
+    );
+    let config = config(dir.path(), &sinks);
+    let text =
+        std::fs::read_to_string(&config).expect("config").replace("shutdown_timeout: 10s", "shutdown_timeout: 2s");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("logs/app.log");
+    append(&log, &lines("line", 0..300));
+    let mut pillion = Pillion::start(dir.path(), &config);
+    pillion.admin_address();
+    eventually(Duration::from_secs(10), "retries", || (loki.push_requests() >= 2).then_some(()));
+    let stopping = Instant::now();
+    pillion.signal("TERM");
+    assert_eq!(pillion.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
+    assert_eq!(checkpoint(dir.path()), 0, "nothing was acknowledged");
+    drop(pillion);
+
+    loki.set_outage(None);
+    let restarted = Pillion::start(dir.path(), &config);
+    loki.wait_for_lines(300, Duration::from_secs(20));
+    eventually(Duration::from_secs(5), "checkpoint at the end", || {
+        (checkpoint(dir.path()) == file_size(&log)).then_some(())
+    });
+    assert_exactly_once(&loki.lines(), &messages("line", 0..300));
+    stop(restarted);
 }

@@ -406,6 +406,11 @@ fn check_network_sink(checker: &mut Checker, spanned: &Spanned<SinkConfig>, inde
         if auth.api_key.is_some() && sink.kind != SinkKind::Elasticsearch {
             checker.at(spanned, field("auth.api_key"), "api_key is for Elasticsearch sinks".into(), None);
         }
+        let grpc = sink.kind == SinkKind::Otlp && sink.protocol.unwrap_or_default() == super::raw::OtlpProtocol::Grpc;
+        if grpc && auth.username.is_some() {
+            let hint = Some("use bearer_token or bearer_token_file, or protocol: http/protobuf");
+            checker.at(spanned, field("auth.username"), "basic auth is not supported over gRPC".into(), hint);
+        }
     }
     if sink.tls.as_ref().is_some_and(|tls| tls.cert_file.is_some() != tls.key_file.is_some()) {
         let hint = Some("mTLS needs both the client certificate and its key");

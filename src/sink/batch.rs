@@ -26,6 +26,9 @@ pub(crate) struct Pending {
     remaining: AtomicUsize,
     /// Arrival order, for the oldest-unacknowledged gauge.
     id: u64,
+    /// This batch's share of the sink's retention budget, given back when the last of its
+    /// records is dropped.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One record of a pending batch.
@@ -97,8 +100,19 @@ impl Ledger {
         self.unsettled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts tracking a pipeline batch. An empty one is acknowledged at once.
+    /// Starts tracking a pipeline batch, without a retention budget (tests).
+    #[cfg(test)]
     pub fn admit(&self, batch: Arc<Batch>) -> Option<Arc<Pending>> {
+        self.admit_with(batch, None)
+    }
+
+    /// Starts tracking a pipeline batch, holding `budget` until the batch is fully settled and
+    /// dropped. An empty batch is acknowledged at once.
+    pub fn admit_with(
+        &self,
+        batch: Arc<Batch>,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Option<Arc<Pending>> {
         if batch.records.is_empty() {
             if let Some(token) = &batch.ack {
                 self.acks.ack(token);
@@ -108,7 +122,7 @@ impl Ledger {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Instant::now());
         let remaining = AtomicUsize::new(batch.records.len());
-        Some(Arc::new(Pending { batch, remaining, id }))
+        Some(Arc::new(Pending { batch, remaining, id, _budget: budget }))
     }
 
     /// Marks `entries` as settled (sent or dead-lettered); acknowledges each pipeline batch

@@ -54,7 +54,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
 }
 
 /// A sink's credentials.
-enum Auth {
+pub(crate) enum Auth {
     None,
     Bearer(String),
     BearerFile(TokenFile),
@@ -64,7 +64,7 @@ enum Auth {
 
 /// A bearer token kept in a file (a projected service-account token, say), re-read when the
 /// file's modification time changes.
-struct TokenFile {
+pub(crate) struct TokenFile {
     path: PathBuf,
     cached: Mutex<(Option<SystemTime>, String)>,
 }
@@ -213,7 +213,18 @@ pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn auth(config: Option<&AuthConfig>) -> Result<Auth, String> {
+impl Auth {
+    /// The bearer token to send now, for transports that set headers themselves (gRPC).
+    pub fn bearer(&self) -> Result<Option<String>, String> {
+        match self {
+            Auth::Bearer(token) => Ok(Some(token.clone())),
+            Auth::BearerFile(file) => file.token().map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+pub(crate) fn auth(config: Option<&AuthConfig>) -> Result<Auth, String> {
     let Some(config) = config else {
         return Ok(Auth::None);
     };

@@ -34,8 +34,10 @@ use crate::config::{SinkSettings, SinkTarget};
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::telemetry::metrics::SinkMetrics;
 
-/// Batches queued per sink before the fan-out waits (and so, upstream, the tailers).
-const SINK_QUEUE_BATCHES: usize = 16;
+/// Batches queued per sink before the fan-out waits (and so, upstream, the tailers). Small:
+/// a network sink already holds a filling request and a queued one per lane, and queued
+/// records are most of pillion's memory.
+const SINK_QUEUE_BATCHES: usize = 4;
 
 /// Why a sink failed or could not start.
 #[derive(Debug, thiserror::Error)]

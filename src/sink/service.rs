@@ -98,6 +98,11 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
         senders.push(sender);
     }
     let mut buffers: Vec<Buffer> = (0..lanes).map(|_| Buffer::default()).collect();
+    // A pipeline batch is freed only when all its records settled, and with several lanes a
+    // slow lane keeps many batches alive: bound the records this sink holds to about one
+    // request per lane plus one.
+    let retain_limit = retention_limit(&limits, lanes);
+    let budget = Arc::new(tokio::sync::Semaphore::new(retain_limit));
     let mut router = shared.protocol.router();
     // Its own task: the batching loop may be waiting on a busy lane for as long as an outage.
     let age_task = tokio::spawn(refresh_age(Arc::clone(&ledger)));
@@ -108,7 +113,18 @@ pub(crate) async fn run(sink: NetworkSink, mut batches: mpsc::Receiver<Arc<Batch
         tokio::select! {
             next = batches.recv() => {
                 let Some(batch) = next else { break };
-                let Some(pending) = ledger.admit(batch) else { continue };
+                let permit = match reserve(&budget, retain_limit, batch.records.len()) {
+                    Some(permit) => permit,
+                    None => {
+                        // Over budget: send what is buffered so that records settle, then wait.
+                        for (buffer, sender) in buffers.iter_mut().zip(&senders) {
+                            send(buffer, sender).await?;
+                        }
+                        let wanted = batch.records.len().clamp(1, retain_limit) as u32;
+                        Arc::clone(&budget).acquire_many_owned(wanted).await.map_err(|_| SinkError::Stopped)?
+                    }
+                };
+                let Some(pending) = ledger.admit_with(batch, Some(permit)) else { continue };
                 for (index, record) in pending.batch.records.iter().enumerate() {
                     let lane = router.key(record).map_or(0, |key| (key % lanes as u64) as usize);
                     let entry = Entry { pending: Arc::clone(&pending), index: index as u32 };
@@ -143,6 +159,22 @@ async fn refresh_age(ledger: Arc<Ledger>) {
         tick.tick().await;
         ledger.update_age();
     }
+}
+
+/// Records a sink may hold (buffered, queued, in flight): a request's worth per lane, plus one.
+fn retention_limit(limits: &BatchConfig, lanes: usize) -> usize {
+    let per_request =
+        limits.max_events.get().min(usize::try_from(limits.max_bytes.bytes() / 256).unwrap_or(usize::MAX));
+    per_request.max(64).saturating_mul(lanes + 1).min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
+/// Takes `records` permits (at most the whole budget) if they are free now.
+fn reserve(
+    budget: &Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    records: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(budget).try_acquire_many_owned(records.clamp(1, limit) as u32).ok()
 }
 
 /// Hands a full (or timed-out) buffer to its lane, waiting while the lane is busy.
@@ -302,17 +334,17 @@ impl Shared {
         vec![(subset(&entries, &retry), backoff)]
     }
 
-    /// Encodes on the blocking pool (compression and serialization are CPU-heavy).
+    /// Encodes on the blocking pool (compression and serialization are CPU-heavy). The
+    /// entries come back even if the encoder panicked, so that they can still be settled.
     async fn encode(&self, entries: Entries) -> (Entries, Result<Request, String>) {
         let protocol = Arc::clone(&self.protocol);
-        let task = tokio::task::spawn_blocking(move || {
-            let request = protocol.encode(&entries);
-            (entries, request)
-        });
-        match task.await {
-            Ok(done) => done,
-            Err(error) => (Vec::new(), Err(format!("encoder panicked: {error}"))),
-        }
+        let shared = Arc::new(entries);
+        let for_task = Arc::clone(&shared);
+        let result = tokio::task::spawn_blocking(move || protocol.encode(&for_task))
+            .await
+            .unwrap_or_else(|error| Err(format!("encoder panicked: {error}")));
+        let entries = Arc::try_unwrap(shared).unwrap_or_else(|still_shared| still_shared.as_ref().clone());
+        (entries, result)
     }
 
     /// Writes dead letters, retrying until the disk takes them: a record is acknowledged
@@ -357,5 +389,94 @@ fn log_retry(sink: &str, attempt: u32, records: usize, wait: Duration, reason: &
         tracing::warn!(%sink, attempt, records, wait_ms, %reason, "request failed; retrying");
     } else {
         tracing::debug!(%sink, attempt, records, wait_ms, %reason, "request failed; retrying");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::raw::SinkConfig;
+    use crate::pipeline::{Acknowledgements, FileKey};
+    use crate::record::Level;
+    use crate::sink::http::BoxFuture;
+    use crate::sink::loki::Loki;
+    use crate::telemetry::metrics::SinkMetrics;
+
+    /// A transport answering from a script (then 204), recording each request's size.
+    #[derive(Default)]
+    struct Scripted {
+        replies: StdMutex<VecDeque<Reply>>,
+        seen: StdMutex<Vec<usize>>,
+    }
+
+    impl Transport for Scripted {
+        fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Reply> {
+            self.seen.lock().expect("seen").push(request.records);
+            let reply = self.replies.lock().expect("replies").pop_front();
+            Box::pin(
+                async move { reply.unwrap_or(Reply::Answer { status: 204, retry_after: None, body: Bytes::new() }) },
+            )
+        }
+
+        fn health_check(&self) -> BoxFuture<'_, Result<String, String>> {
+            Box::pin(async { Ok("scripted".to_owned()) })
+        }
+    }
+
+    fn answer(status: u16) -> Reply {
+        Reply::Answer { status, retry_after: Some(Duration::ZERO), body: Bytes::from_static(b"scripted") }
+    }
+
+    #[tokio::test]
+    async fn retries_then_splits_streams_and_dead_letters_only_the_refused_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = FileKey { dev: 1, inode: 2, checksum: 3 };
+        let acks = Arc::new(Acknowledgements::new(1));
+        acks.open(file, "/a.log", 0);
+        let transport = Arc::new(Scripted::default());
+        transport.replies.lock().expect("replies").extend([
+            Reply::Failed { reason: "connection refused".into() },
+            answer(503),
+            answer(400),
+            answer(204),
+            answer(400),
+        ]);
+        let config: SinkConfig =
+            serde_saphyr::from_str("{name: l, type: loki, endpoint: 'http://x', labels: [level]}").expect("config");
+        let ledger = Arc::new(Ledger::new("l".into(), Arc::clone(&acks), &SinkMetrics::default()));
+        let sink = NetworkSink {
+            ledger: Arc::clone(&ledger),
+            dead_letters: Arc::new(DeadLetters::new(dir.path(), "l".into())),
+            protocol: Arc::new(Loki::new(&config)),
+            transport: Arc::clone(&transport) as Arc<dyn Transport>,
+            limits: BatchConfig::default(),
+            concurrency: 1,
+            ordered: true,
+        };
+        let (sender, receiver) = mpsc::channel(4);
+        let records = [Level::Info, Level::Error, Level::Info, Level::Error]
+            .into_iter()
+            .map(|level| {
+                let mut record = Record::new("m".into(), jiff::Timestamp::UNIX_EPOCH, Arc::new(Vec::new()));
+                record.level = Some(level);
+                record
+            })
+            .collect();
+        sender.send(Arc::new(Batch { records, ack: Some(acks.issue(file, 40, 0)) })).await.expect("send");
+        drop(sender);
+        run(sink, receiver).await.expect("run");
+
+        assert_eq!(*transport.seen.lock().expect("seen"), vec![4, 4, 4, 2, 2]);
+        assert_eq!(acks.acked_offset(&file), Some(40), "every record settled: the batch is acknowledged");
+        assert_eq!(ledger.counters.sent.get(), 2);
+        assert_eq!(ledger.counters.dead_lettered.get(), 2);
+        assert_eq!(ledger.counters.retried.get(), 8);
+        assert_eq!(ledger.counters.in_flight.get(), 0);
+        let letters = std::fs::read_to_string(dir.path().join("dead-letter/l.ndjson")).expect("dead letters");
+        assert_eq!(letters.lines().count(), 2);
     }
 }

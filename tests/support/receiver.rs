@@ -79,6 +79,15 @@ type Body = BoxBody<Bytes, Infallible>;
 
 impl Receiver {
     pub fn start() -> Receiver {
+        Receiver::start_with(None)
+    }
+
+    /// A receiver behind TLS (with whatever client verification `tls` asks for).
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::start_with(Some(tokio_rustls::TlsAcceptor::from(tls)))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let state = Arc::new(Mutex::new(State::default()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -91,7 +100,7 @@ impl Receiver {
                 .enable_all()
                 .build()
                 .expect("receiver runtime");
-            runtime.block_on(serve(listener, shared, stopped));
+            runtime.block_on(serve(listener, tls, shared, stopped));
         });
         Receiver { address, state, stop: Some(stop) }
     }
@@ -151,6 +160,7 @@ impl Drop for Receiver {
 
 async fn serve(
     listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<Mutex<State>>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -161,10 +171,20 @@ async fn serve(
             accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
         };
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(Arc::clone(&state), request));
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            match tls {
+                None => {
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    // A handshake failure (no client certificate, unknown CA) just drops the connection.
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
 }

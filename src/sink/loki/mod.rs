@@ -8,6 +8,7 @@
 
 pub mod proto;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -38,6 +39,9 @@ type Stream = (String, Vec<(String, String)>, Vec<usize>);
 pub(crate) struct Loki {
     /// Configured label fields and their sanitized label names.
     labels: Vec<(String, String)>,
+    /// The same as (configured index, field, name), sorted and deduplicated by name: the order
+    /// Loki's label text uses.
+    sorted_labels: Vec<(usize, String, String)>,
     /// Configured structured metadata fields and their sanitized names.
     metadata: Vec<(String, String)>,
     /// Per configured label: demoted to structured metadata.
@@ -51,8 +55,14 @@ pub(crate) struct Loki {
 impl Loki {
     pub fn new(config: &SinkConfig) -> Loki {
         let named = |fields: &[String]| fields.iter().map(|f| (f.clone(), sanitize_name(f))).collect::<Vec<_>>();
+        let labels = named(&config.labels);
+        let mut sorted_labels: Vec<(usize, String, String)> =
+            labels.iter().enumerate().map(|(i, (field, name))| (i, field.clone(), name.clone())).collect();
+        sorted_labels.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
+        sorted_labels.dedup_by(|a, b| a.2 == b.2);
         Loki {
-            labels: named(&config.labels),
+            labels,
+            sorted_labels,
             metadata: named(&config.structured_metadata),
             demoted: Arc::new(config.labels.iter().map(|_| AtomicBool::new(false)).collect()),
             max_label_values: config.max_label_values.map_or(DEFAULT_MAX_LABEL_VALUES, |n| n.get()),
@@ -62,32 +72,35 @@ impl Loki {
         }
     }
 
-    /// The stream labels of `record`, sorted by name, written as `{a="x", b="y"}` into `out`
-    /// (reused between records); the pairs are pushed to `pairs`.
-    fn stream_labels(&self, record: &Record, out: &mut String, pairs: &mut Vec<(String, String)>) {
-        out.clear();
-        pairs.clear();
-        for (index, (field_name, label)) in self.labels.iter().enumerate() {
+    /// Calls `visit(name, value)` for each stream label of `record`, in label-name order;
+    /// values are sanitized. A record with none gets `service_name`: Loki refuses a stream
+    /// without labels.
+    fn visit_labels(&self, record: &Record, mut visit: impl FnMut(&str, &str)) {
+        let mut any = false;
+        for &(index, ref field_name, ref label) in &self.sorted_labels {
             if self.is_demoted(index) {
                 continue;
             }
             if let Some(value) = field(record, field_name) {
                 let value = sanitize_value(&value);
                 if !value.is_empty() {
-                    pairs.push((label.clone(), value));
+                    visit(label, &value);
+                    any = true;
                 }
             }
         }
-        if pairs.is_empty() {
-            // Loki refuses a stream without labels.
+        if !any {
             let service = record.resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.as_str());
-            pairs.push(("service_name".to_owned(), sanitize_value(service.unwrap_or("unknown_service"))));
+            visit("service_name", &sanitize_value(service.unwrap_or("unknown_service")));
         }
-        pairs.sort();
-        pairs.dedup_by(|a, b| a.0 == b.0);
+    }
+
+    /// The stream labels of `record` as Loki writes them, `{a="x", b="y"}`, into `out`.
+    fn stream_labels(&self, record: &Record, out: &mut String) {
+        out.clear();
         out.push('{');
-        for (i, (name, value)) in pairs.iter().enumerate() {
-            if i > 0 {
+        self.visit_labels(record, |name, value| {
+            if out.len() > 1 {
                 out.push_str(", ");
             }
             out.push_str(name);
@@ -100,8 +113,15 @@ impl Loki {
                 }
             }
             out.push('"');
-        }
+        });
         out.push('}');
+    }
+
+    /// The stream labels of `record` as name/value pairs (for the JSON encoding).
+    fn label_pairs(&self, record: &Record) -> Vec<(String, String)> {
+        let mut pairs = Vec::with_capacity(self.sorted_labels.len());
+        self.visit_labels(record, |name, value| pairs.push((name.to_owned(), value.to_owned())));
+        pairs
     }
 
     fn is_demoted(&self, index: usize) -> bool {
@@ -129,18 +149,19 @@ impl Loki {
     }
 
     /// Groups entries into streams, each sorted by timestamp: (labels, pairs, entry indices).
-    fn streams(&self, entries: &[Entry]) -> Vec<Stream> {
+    /// One reused buffer for the label text; allocations only for a new stream.
+    fn streams(&self, entries: &[Entry], with_pairs: bool) -> Vec<Stream> {
         let mut by_labels: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<Stream> = Vec::new();
         let mut text = String::with_capacity(128);
-        let mut pairs = Vec::with_capacity(self.labels.len() + 1);
         for (index, entry) in entries.iter().enumerate() {
-            self.stream_labels(entry.record(), &mut text, &mut pairs);
+            self.stream_labels(entry.record(), &mut text);
             match by_labels.get(text.as_str()) {
                 Some(&stream) => streams[stream].2.push(index),
                 None => {
                     by_labels.insert(text.clone(), streams.len());
-                    streams.push((text.clone(), pairs.clone(), vec![index]));
+                    let pairs = if with_pairs { self.label_pairs(entry.record()) } else { Vec::new() };
+                    streams.push((text.clone(), pairs, vec![index]));
                 }
             }
         }
@@ -151,7 +172,7 @@ impl Loki {
     }
 
     fn encode_protobuf(&self, entries: &[Entry]) -> Result<Request, String> {
-        let streams = self.streams(entries);
+        let streams = self.streams(entries, false);
         let mut push = proto::PushRequest { streams: Vec::with_capacity(streams.len()) };
         let mut groups = Vec::with_capacity(streams.len());
         for (labels, _, indices) in streams {
@@ -179,7 +200,7 @@ impl Loki {
     }
 
     fn encode_json(&self, entries: &[Entry]) -> Result<Request, String> {
-        let streams = self.streams(entries);
+        let streams = self.streams(entries, true);
         let mut json_streams = Vec::with_capacity(streams.len());
         let mut groups = Vec::with_capacity(streams.len());
         for (_, pairs, indices) in streams {
@@ -244,6 +265,11 @@ impl Protocol for Loki {
             // One stream's entries were refused (out of order, too old, line too long...):
             // send each stream alone so that only the refused one is dead-lettered.
             400 if request.groups.len() > 1 => Outcome::Split(request.groups.clone()),
+            // Larger than the server's body limit: halve it rather than dead-letter it.
+            413 if request.records > 1 => {
+                let half = request.records / 2;
+                Outcome::Split(vec![(0..half).collect(), (half..request.records).collect()])
+            }
             _ => classify_status(status, retry_after, body),
         }
     }
@@ -296,16 +322,21 @@ pub(crate) fn sanitize_name(name: &str) -> String {
     out
 }
 
-/// A label value without control characters, at most [`MAX_LABEL_VALUE_BYTES`] long.
-fn sanitize_value(value: &str) -> String {
+/// A label value without control characters, at most [`MAX_LABEL_VALUE_BYTES`] long;
+/// borrowed when it is fine as it is (the common case).
+fn sanitize_value(value: &str) -> Cow<'_, str> {
+    let value = value.trim();
+    if value.len() <= MAX_LABEL_VALUE_BYTES && !value.chars().any(char::is_control) {
+        return Cow::Borrowed(value);
+    }
     let mut out = String::with_capacity(value.len().min(MAX_LABEL_VALUE_BYTES));
-    for c in value.trim().chars() {
+    for c in value.chars() {
         if out.len() + c.len_utf8() > MAX_LABEL_VALUE_BYTES {
             break;
         }
         out.push(if c.is_control() { ' ' } else { c });
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::config::raw::SinkConfig;
 use crate::sink::SinkError;
-use crate::sink::http::{BoxFuture, DEFAULT_REQUEST_TIMEOUT, Reply, Request, Transport};
+use crate::sink::http::{Auth, BoxFuture, DEFAULT_REQUEST_TIMEOUT, Reply, Request, Transport, auth};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
@@ -22,6 +22,8 @@ pub(crate) struct GrpcTransport {
     channel: Channel,
     target: String,
     metadata: Vec<(tonic::metadata::AsciiMetadataKey, tonic::metadata::AsciiMetadataValue)>,
+    /// `bearer_token` or `bearer_token_file` (re-read when it changes).
+    auth: Auth,
 }
 
 impl GrpcTransport {
@@ -41,12 +43,8 @@ impl GrpcTransport {
             let value = value.expose().parse().map_err(|e| error(format!("header {name:?}: {e}")))?;
             metadata.push((key, value));
         }
-        if let Some(token) = config.auth.as_ref().and_then(|a| a.bearer_token.as_ref()) {
-            let value =
-                format!("Bearer {}", token.expose()).parse().map_err(|e| error(format!("bearer token: {e}")))?;
-            metadata.push((tonic::metadata::AsciiMetadataKey::from_static("authorization"), value));
-        }
-        Ok(GrpcTransport { channel: builder.connect_lazy(), target: endpoint.to_string(), metadata })
+        let auth = auth(config.auth.as_ref()).map_err(error)?;
+        Ok(GrpcTransport { channel: builder.connect_lazy(), target: endpoint.to_string(), metadata, auth })
     }
 
     async fn export(&self, request: &Request) -> Reply {
@@ -57,6 +55,14 @@ impl GrpcTransport {
         let mut call = tonic::Request::new(request.body.clone());
         for (key, value) in &self.metadata {
             call.metadata_mut().insert(key.clone(), value.clone());
+        }
+        match self.auth.bearer().map(|token| token.map(|t| format!("Bearer {t}").parse())) {
+            Ok(None) => {}
+            Ok(Some(Ok(value))) => {
+                call.metadata_mut().insert("authorization", value);
+            }
+            Ok(Some(Err(_))) => return Reply::Failed { reason: "the bearer token is not valid header text".into() },
+            Err(reason) => return Reply::Failed { reason },
         }
         let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
         match grpc.unary(call, path, RawCodec).await {
