@@ -724,3 +724,11 @@ fn model_regression_truncated_then_rotated_away() {
         RotateRename,
     ]);
 }
+
+/// Reported from a model run on another branch: a rename, restarts around the deletion of the
+/// rotated file, then a copytruncate.
+#[test]
+fn model_regression_restarts_around_a_deleted_rotation() {
+    use Action::*;
+    run_model(&[Write(1), RotateRename, Restart, Write(1), DeleteRotated, Restart, Restart, CopyTruncate]);
+}
