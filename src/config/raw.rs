@@ -125,9 +125,17 @@ pub struct InputConfig {
     /// Container-runtime framing to unwrap first: none | cri | docker | auto.
     #[serde(default)]
     pub container: ContainerFormat,
-    /// How to parse each line: auto | json | logfmt | raw | a parser name.
+    /// How to parse each line: auto | json | logfmt | raw | a built-in or `logs.parsers` name.
     #[serde(default = "default_format")]
     pub format: String,
+    /// Time zone of timestamps written without an offset: an IANA name (`Europe/Paris`),
+    /// `UTC` (the default), `local`, or a fixed offset (`+02:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// A regex finding trace and span ids in the message when the parser found none, with
+    /// named captures `trace_id`, `span_id` and/or `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_pattern: Option<Pattern>,
     /// Join continuation lines (stack traces) into one record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiline: Option<MultilineConfig>,

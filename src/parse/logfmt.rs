@@ -1,71 +1,229 @@
 //! logfmt: `key=value key2="quoted \"value\"" bare_key` pairs, as written by Go's logfmt,
-//! logrus and slog's text handler.
+//! logrus, zerolog's console writer and slog's text handler. Read on bytes with borrowed
+//! slices; a value is copied only when it becomes an attribute and unescaped only when it has
+//! a backslash.
 
-/// One key and its value (`None` for a bare key). Values are unescaped.
-pub type Pair = (String, Option<String>);
+use std::borrow::Cow;
 
-/// Splits `line` into pairs; `None` when it is not logfmt (a token that is not a key).
-pub fn parse(line: &str) -> Option<Vec<Pair>> {
-    let bytes = line.as_bytes();
-    let mut pairs = Vec::new();
-    let mut pos = 0;
-    loop {
-        while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
-            pos += 1;
+use super::fields::{FieldSpec, Role, parse_traceparent};
+use super::promote::Promoted;
+use super::timestamp::TimeContext;
+use crate::record::{Record, SpanId, TraceId, Value};
+
+/// One pair: a key and its raw value (`None` for a bare key), quotes removed, escapes kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair<'a> {
+    pub key: &'a str,
+    pub value: Option<RawValue<'a>>,
+}
+
+/// A value as written: `escaped` when it was quoted and contains a backslash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawValue<'a> {
+    pub bytes: &'a [u8],
+    pub escaped: bool,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value with `\"`, `\\`, `\n`, `\t`, `\r` unescaped.
+    pub fn unescaped(&self) -> Cow<'a, [u8]> {
+        if !self.escaped {
+            return Cow::Borrowed(self.bytes);
         }
-        if pos >= bytes.len() {
-            break;
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut bytes = self.bytes.iter();
+        while let Some(&b) = bytes.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            match bytes.next() {
+                Some(b'n') => out.push(b'\n'),
+                Some(b't') => out.push(b'\t'),
+                Some(b'r') => out.push(b'\r'),
+                Some(&other) => out.push(other),
+                None => {}
+            }
         }
-        let key_start = pos;
-        while pos < bytes.len() && is_key_byte(bytes[pos]) {
-            pos += 1;
-        }
-        if pos == key_start {
-            return None;
-        }
-        let key = line[key_start..pos].to_owned();
-        if pos >= bytes.len() || bytes[pos].is_ascii_whitespace() {
-            pairs.push((key, None));
-            continue;
-        }
-        if bytes[pos] != b'=' {
-            return None;
-        }
-        pos += 1;
-        let (value, next) = if bytes.get(pos) == Some(&b'"') { quoted(line, pos + 1)? } else { bare(line, pos) };
-        pairs.push((key, Some(value)));
-        pos = next;
+        Cow::Owned(out)
     }
-    (!pairs.is_empty() && pairs.iter().any(|(_, value)| value.is_some())).then_some(pairs)
+
+    /// The unescaped value as text (invalid UTF-8 becomes U+FFFD).
+    pub fn text(&self) -> Cow<'a, str> {
+        match self.unescaped() {
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+        }
+    }
+}
+
+/// Iterates over the pairs of a line; yields `Err(())` once, at the first token that is not
+/// logfmt (a key with characters keys do not have, `key="unterminated`).
+pub struct Pairs<'a> {
+    line: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+/// The pairs of `line`.
+pub fn pairs(line: &[u8]) -> Pairs<'_> {
+    Pairs { line, pos: 0, failed: false }
 }
 
 fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']')
 }
 
-fn bare(line: &str, start: usize) -> (String, usize) {
-    let end = line[start..].find(|c: char| c.is_ascii_whitespace()).map_or(line.len(), |i| start + i);
-    (line[start..end].to_owned(), end)
-}
+impl<'a> Iterator for Pairs<'a> {
+    type Item = Result<Pair<'a>, ()>;
 
-/// Reads a quoted value starting after its opening quote; returns it and the offset after the
-/// closing quote. An unterminated quote is not logfmt.
-fn quoted(line: &str, start: usize) -> Option<(String, usize)> {
-    let mut value = String::new();
-    let mut chars = line[start..].char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((value, start + i + 1)),
-            '\\' => match chars.next()?.1 {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                'r' => value.push('\r'),
-                other => value.push(other),
-            },
-            other => value.push(other),
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let line = self.line;
+        while self.pos < line.len() && line[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+        if self.pos >= line.len() {
+            return None;
+        }
+        let start = self.pos;
+        while self.pos < line.len() && is_key_byte(line[self.pos]) {
+            self.pos += 1;
+        }
+        let key_end = self.pos;
+        // Key bytes are ASCII, so the key is valid UTF-8.
+        let key = std::str::from_utf8(&line[start..key_end]).unwrap_or_default();
+        if key.is_empty() {
+            return self.fail();
+        }
+        match line.get(self.pos) {
+            None => return Some(Ok(Pair { key, value: None })),
+            Some(b) if b.is_ascii_whitespace() => return Some(Ok(Pair { key, value: None })),
+            Some(b'=') => self.pos += 1,
+            Some(_) => return self.fail(),
+        }
+        let value = if line.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
+        match value {
+            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
+            None => self.fail(),
         }
     }
-    None
+}
+
+impl<'a> Pairs<'a> {
+    fn fail(&mut self) -> Option<Result<Pair<'a>, ()>> {
+        self.failed = true;
+        Some(Err(()))
+    }
+
+    fn bare(&mut self) -> RawValue<'a> {
+        let rest = &self.line[self.pos..];
+        let len = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        self.pos += len;
+        RawValue { bytes: &rest[..len], escaped: false }
+    }
+
+    /// A quoted value, starting at its opening quote; `None` when it is not terminated.
+    fn quoted(&mut self) -> Option<RawValue<'a>> {
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            let found = memchr::memchr2(b'"', b'\\', self.line.get(i..)?)?;
+            i += found;
+            if self.line[i] == b'"' {
+                self.pos = i + 1;
+                // `key="v"rest`: the value must end at whitespace or the end of the line.
+                if self.line.get(self.pos).is_some_and(|b| !b.is_ascii_whitespace()) {
+                    return None;
+                }
+                return Some(RawValue { bytes: &self.line[start..i], escaped });
+            }
+            escaped = true;
+            i += 2;
+        }
+    }
+}
+
+/// Whether `line` is logfmt with at least `min_values` key=value pairs.
+pub fn is_logfmt(line: &[u8], min_values: usize) -> bool {
+    let mut values = 0;
+    for pair in pairs(line) {
+        match pair {
+            Ok(pair) => values += usize::from(pair.value.is_some()),
+            Err(()) => return false,
+        }
+    }
+    values >= min_values.max(1)
+}
+
+/// Reads `line` into `record`.
+pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) -> Result<(), String> {
+    if !is_logfmt(line, 1) {
+        return Err("not logfmt key=value pairs".to_owned());
+    }
+    let mut promoted = Promoted::default();
+    for pair in pairs(line).flatten() {
+        let Some(value) = pair.value else {
+            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
+            continue;
+        };
+        match spec.names.role_of(pair.key) {
+            Some((role, rank)) => promote(spec, context, record, &mut promoted, pair.key, role, rank, value),
+            None => {
+                record.attributes.insert(pair.key.to_owned(), Value::String(value.text().into_owned()));
+            }
+        }
+    }
+    promoted.apply(record);
+    spec.convert_types(&mut record.attributes);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn promote(
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+    promoted: &mut Promoted,
+    key: &str,
+    role: Role,
+    rank: u8,
+    value: RawValue<'_>,
+) {
+    let (names, attributes) = (&spec.names, &mut record.attributes);
+    let text = value.text();
+    match role {
+        Role::Message => return promoted.message(rank, text.into_owned(), names, attributes),
+        Role::Level => {
+            if let Some(level) = spec.level.level_of_text(&text) {
+                return promoted.level(rank, level, names, attributes);
+            }
+        }
+        Role::Time => {
+            if let Some(ts) = spec.time_format.parse(text.as_bytes(), context) {
+                return promoted.time(rank, ts, names, attributes);
+            }
+        }
+        Role::TraceId => {
+            if let Some(id) = TraceId::parse_hex(&text) {
+                return promoted.trace_id(rank, id, names, attributes);
+            }
+        }
+        Role::SpanId => {
+            if let Some(id) = SpanId::parse_hex(&text) {
+                return promoted.span_id(rank, id, names, attributes);
+            }
+        }
+        Role::TraceParent => {
+            if let Some(ids) = parse_traceparent(&text) {
+                return promoted.traceparent(rank, ids, names, attributes);
+            }
+        }
+    }
+    attributes.insert(key.to_owned(), Value::String(text.into_owned()));
 }
 
 #[cfg(test)]
@@ -73,32 +231,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn pairs_quotes_escapes_and_bare_keys() {
-        let pairs = parse(r#"level=info msg="hello \"world\"" debug user.id=42 empty="""#).expect("logfmt");
-        assert_eq!(
-            pairs,
-            vec![
-                ("level".into(), Some("info".into())),
-                ("msg".into(), Some("hello \"world\"".into())),
-                ("debug".into(), None),
-                ("user.id".into(), Some("42".into())),
-                ("empty".into(), Some(String::new())),
-            ]
-        );
+    fn collect(line: &str) -> Option<Vec<(String, Option<String>)>> {
+        pairs(line.as_bytes())
+            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.text().into_owned()))))
+            .collect::<Result<Vec<_>, ()>>()
+            .ok()
     }
 
     #[test]
-    fn prose_is_not_logfmt() {
-        assert!(parse("GET /index.html 200").is_none());
-        assert!(parse("just words").is_none());
-        assert!(parse(r#"a="unterminated"#).is_none());
+    fn pairs_quotes_escapes_and_bare_keys() {
+        let pairs = collect(r#"level=info msg="hello \"world\"" debug user.id=42 empty="" path="C:\\tmp" nl="a\nb""#)
+            .expect("logfmt");
+        let want = [
+            ("level", Some("info")),
+            ("msg", Some("hello \"world\"")),
+            ("debug", None),
+            ("user.id", Some("42")),
+            ("empty", Some("")),
+            ("path", Some("C:\\tmp")),
+            ("nl", Some("a\nb")),
+        ];
+        let want: Vec<_> = want.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect();
+        assert_eq!(pairs, want);
+    }
+
+    #[test]
+    fn what_is_not_logfmt() {
+        assert!(collect("error: connection refused").is_none());
+        assert!(collect(r#"msg="unterminated"#).is_none());
+        assert!(collect(r#"msg="a"b"#).is_none());
+        assert!(collect(r#"msg="ends with backslash\"#).is_none());
+        assert!(!is_logfmt(b"just words", 1));
+        assert!(is_logfmt(b"a=1 b=2", 2));
+        assert!(!is_logfmt(b"a=1 b", 2));
     }
 
     proptest! {
         #[test]
-        fn never_panics(line in ".*") {
-            let _ = parse(&line);
+        fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = pairs(&line).count();
         }
     }
 }
