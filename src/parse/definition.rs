@@ -10,6 +10,8 @@
 //!     message: message                  # the capture that is the message (default: the whole line)
 //!     types: { http.response.status_code: int }     # int | float | bool | string
 //!     skip_values: ["-"]                # captures with these values are left out
+//!     split:                            # a capture read further by its own regex
+//!       http__request__line: '^(?P<http__request__method>[A-Z]+) (?P<url__path>\S+) HTTP/(?P<v>.*)$'
 //! ```
 //!
 //! A capture named `a__b` becomes the attribute `a.b` (regex group names cannot hold dots).
@@ -22,10 +24,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
-use super::pattern::{Capture, LevelCapture, RegexSpec, TimeCapture};
-use super::timestamp::{TimeFormat, check_strftime};
 use super::Spec;
+use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
+use super::pattern::{Capture, LevelCapture, RegexSpec, Split, TimeCapture};
+use super::timestamp::{TimeFormat, check_strftime};
 use crate::record::Level;
 
 /// A parser definition file that cannot be used.
@@ -100,6 +102,11 @@ pub struct Definition {
     /// Capture values that mean "absent"; default `["-"]`.
     #[serde(default = "default_skip_values")]
     pub skip_values: Vec<String>,
+    /// Captures read further by their own regex, by capture name: when the second regex
+    /// matches, its named captures replace the capture; otherwise the capture is kept whole.
+    /// Splitting a field apart in a second step keeps the main regex simple and fast.
+    #[serde(default)]
+    pub split: BTreeMap<String, String>,
 }
 
 fn default_skip_values() -> Vec<String> {
@@ -158,26 +165,43 @@ pub struct LevelDefinition {
 
 /// Reads a definition file; every definition in it is checked, and all problems reported.
 pub fn load(text: &str, origin: &str) -> Result<Vec<(String, String, Spec)>, Vec<DefinitionError>> {
-    let file: DefinitionFile = serde_saphyr::from_str(text).map_err(|error| vec![yaml_error(&error, origin)])?;
+    let file: DefinitionFile =
+        serde_saphyr::from_str(text).map_err(|error| vec![yaml_error(&error, origin)])?;
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
     for (index, spanned) in file.parsers.iter().enumerate() {
         let definition = &spanned.value;
-        let here = |field: &str, message: String, span: Option<&serde_saphyr::Location>| DefinitionError {
-            origin: origin.to_owned(),
-            position: Some(span.unwrap_or(&spanned.referenced)).map(|l| (l.line() as usize, l.column() as usize)),
-            field: if field.is_empty() { format!("parsers[{index}]") } else { format!("parsers[{index}].{field}") },
-            message,
-        };
+        let here =
+            |field: &str, message: String, span: Option<&serde_saphyr::Location>| DefinitionError {
+                origin: origin.to_owned(),
+                position: Some(span.unwrap_or(&spanned.referenced))
+                    .map(|l| (l.line() as usize, l.column() as usize)),
+                field: if field.is_empty() {
+                    format!("parsers[{index}]")
+                } else {
+                    format!("parsers[{index}].{field}")
+                },
+                message,
+            };
         match compile(definition) {
-            Ok(spec) => compiled.push((definition.name.clone(), definition.description.clone(), spec)),
+            Ok(spec) => compiled.push((
+                definition.name.clone(),
+                definition.description.clone(),
+                spec,
+            )),
             Err((field, message)) => {
-                let span = (field == "regex").then(|| definition.regex.as_ref().map(|r| &r.referenced)).flatten();
+                let span = (field == "regex")
+                    .then(|| definition.regex.as_ref().map(|r| &r.referenced))
+                    .flatten();
                 errors.push(here(field, message, span));
             }
         }
     }
-    if errors.is_empty() { Ok(compiled) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors)
+    }
 }
 
 fn yaml_error(error: &serde_saphyr::Error, origin: &str) -> DefinitionError {
@@ -188,7 +212,9 @@ fn yaml_error(error: &serde_saphyr::Error, origin: &str) -> DefinitionError {
     };
     DefinitionError {
         origin: origin.to_owned(),
-        position: error.location().map(|l| (l.line() as usize, l.column() as usize)),
+        position: error
+            .location()
+            .map(|l| (l.line() as usize, l.column() as usize)),
         field: String::new(),
         message,
     }
@@ -212,17 +238,27 @@ pub fn compile(definition: &Definition) -> Result<Spec, Problem> {
                 return Err(("regex", "a json or logfmt parser takes no regex".to_owned()));
             }
             let spec = field_spec(definition, formats, level_rule)?;
-            Ok(if definition.kind == DefinitionKind::Json { Spec::Json(spec) } else { Spec::Logfmt(spec) })
+            Ok(if definition.kind == DefinitionKind::Json {
+                Spec::Json(spec)
+            } else {
+                Spec::Logfmt(spec)
+            })
         }
     }
 }
 
 fn check_name(name: &str) -> Result<(), Problem> {
-    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if valid {
         Ok(())
     } else {
-        Err(("name", format!("invalid parser name {name:?}: use letters, digits, `_`, `-` and `.`")))
+        Err((
+            "name",
+            format!("invalid parser name {name:?}: use letters, digits, `_`, `-` and `.`"),
+        ))
     }
 }
 
@@ -249,14 +285,25 @@ fn time_formats(definition: &Definition) -> Result<Vec<TimeFormat>, Problem> {
 }
 
 /// A json or logfmt definition: preferred key names ahead of the common ones.
-fn field_spec(definition: &Definition, formats: Vec<TimeFormat>, level: Option<LevelRule>) -> Result<FieldSpec, Problem> {
+fn field_spec(
+    definition: &Definition,
+    formats: Vec<TimeFormat>,
+    level: Option<LevelRule>,
+) -> Result<FieldSpec, Problem> {
     if formats.len() > 1 {
-        return Err(("time.format", "a json or logfmt parser takes one time format".to_owned()));
+        return Err((
+            "time.format",
+            "a json or logfmt parser takes one time format".to_owned(),
+        ));
     }
     let mut spec = FieldSpec {
         time_format: formats.into_iter().next().unwrap_or_default(),
         level: level.unwrap_or_default(),
-        types: definition.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        types: definition
+            .types
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
         ..FieldSpec::default()
     };
     let preferred = [
@@ -275,17 +322,35 @@ fn field_spec(definition: &Definition, formats: Vec<TimeFormat>, level: Option<L
     Ok(spec)
 }
 
-fn compile_regex(definition: &Definition, formats: Vec<TimeFormat>, level: Option<LevelRule>) -> Result<RegexSpec, Problem> {
+fn compile_regex(
+    definition: &Definition,
+    formats: Vec<TimeFormat>,
+    level: Option<LevelRule>,
+) -> Result<RegexSpec, Problem> {
     let Some(source) = &definition.regex else {
-        return Err(("regex", "a regex parser needs `regex` (or set `type: json` or `type: logfmt`)".to_owned()));
+        return Err((
+            "regex",
+            "a regex parser needs `regex` (or set `type: json` or `type: logfmt`)".to_owned(),
+        ));
     };
     let regex = regex::bytes::RegexBuilder::new(&source.value)
         .build()
-        .map_err(|e| ("regex", format!("invalid regex: {}", e.to_string().replace('\n', " "))))?;
-    let groups: Vec<(usize, &str)> =
-        regex.capture_names().enumerate().filter_map(|(index, name)| name.map(|name| (index, name))).collect();
+        .map_err(|e| {
+            (
+                "regex",
+                format!("invalid regex: {}", e.to_string().replace('\n', " ")),
+            )
+        })?;
+    let groups: Vec<(usize, &str)> = regex
+        .capture_names()
+        .enumerate()
+        .filter_map(|(index, name)| name.map(|name| (index, name)))
+        .collect();
     if groups.is_empty() {
-        return Err(("regex", "the regex has no named captures such as (?P<message>.*)".to_owned()));
+        return Err((
+            "regex",
+            "the regex has no named captures such as (?P<message>.*)".to_owned(),
+        ));
     }
     let find = |field: &'static str, wanted: &str| {
         groups
@@ -296,45 +361,119 @@ fn compile_regex(definition: &Definition, formats: Vec<TimeFormat>, level: Optio
     };
     let optional = |field: &'static str, wanted: Option<&String>, default: &str| match wanted {
         Some(wanted) => find(field, wanted).map(Some),
-        None => Ok(groups.iter().find(|(_, name)| *name == default).map(|(index, _)| *index)),
+        None => Ok(groups
+            .iter()
+            .find(|(_, name)| *name == default)
+            .map(|(index, _)| *index)),
     };
     let time = match &definition.time {
         Some(time) => Some(TimeCapture {
             group: find("time.field", &time.field)?,
             formats,
-            zone_group: time.zone_field.as_ref().map(|zone| find("time.zone_field", zone)).transpose()?,
+            zone_group: time
+                .zone_field
+                .as_ref()
+                .map(|zone| find("time.zone_field", zone))
+                .transpose()?,
             name: attribute_name(&time.field),
         }),
         None => None,
     };
     let level = match (&definition.level, level) {
-        (Some(definition), Some(rule)) => {
-            Some(LevelCapture { group: find("level.field", &definition.field)?, rule, name: attribute_name(&definition.field) })
-        }
+        (Some(definition), Some(rule)) => Some(LevelCapture {
+            group: find("level.field", &definition.field)?,
+            rule,
+            name: attribute_name(&definition.field),
+        }),
         _ => groups
             .iter()
             .find(|(_, name)| *name == "level")
-            .map(|(index, _)| LevelCapture { group: *index, rule: LevelRule::default(), name: "level".to_owned() }),
+            .map(|(index, _)| LevelCapture {
+                group: *index,
+                rule: LevelRule::default(),
+                name: "level".to_owned(),
+            }),
     };
     let message = optional("message", definition.message.as_ref(), "message")?;
     let trace_id = optional("trace_id", definition.trace_id.as_ref(), "trace_id")?;
     let span_id = optional("span_id", definition.span_id.as_ref(), "span_id")?;
-    let traceparent = optional("traceparent", definition.traceparent.as_ref(), "traceparent")?;
+    let traceparent = optional(
+        "traceparent",
+        definition.traceparent.as_ref(),
+        "traceparent",
+    )?;
     // Groups with a role are not attributes, except an HTTP status that also sets the level.
-    let mut taken: Vec<usize> = [message, trace_id, span_id, traceparent].into_iter().flatten().collect();
-    taken.extend(time.iter().flat_map(|t| std::iter::once(t.group).chain(t.zone_group)));
-    taken.extend(level.iter().filter(|l| l.rule.from != LevelFrom::HttpStatus).map(|l| l.group));
+    let mut taken: Vec<usize> = [message, trace_id, span_id, traceparent]
+        .into_iter()
+        .flatten()
+        .collect();
+    taken.extend(
+        time.iter()
+            .flat_map(|t| std::iter::once(t.group).chain(t.zone_group)),
+    );
+    taken.extend(
+        level
+            .iter()
+            .filter(|l| l.rule.from != LevelFrom::HttpStatus)
+            .map(|l| l.group),
+    );
+    let capture = |index: usize, name: &str| {
+        let name = attribute_name(name);
+        let kind = definition
+            .types
+            .get(&name)
+            .copied()
+            .unwrap_or(ValueType::String);
+        Capture {
+            group: index,
+            name,
+            kind,
+        }
+    };
+    let mut splits = Vec::new();
+    for (field, pattern) in &definition.split {
+        let group = find("split", field)?;
+        taken.push(group);
+        let regex = regex::bytes::Regex::new(pattern).map_err(|e| {
+            (
+                "split",
+                format!(
+                    "invalid regex for {field:?}: {}",
+                    e.to_string().replace('\n', " ")
+                ),
+            )
+        })?;
+        let attributes = regex
+            .capture_names()
+            .enumerate()
+            .filter_map(|(index, name)| name.map(|name| capture(index, name)))
+            .collect();
+        splits.push(Split {
+            capture: capture(group, field),
+            regex,
+            attributes,
+        });
+    }
     let attributes: Vec<Capture> = groups
         .iter()
         .filter(|(index, _)| !taken.contains(index))
-        .map(|(index, name)| {
-            let name = attribute_name(name);
-            let kind = definition.types.get(&name).copied().unwrap_or(ValueType::String);
-            Capture { group: *index, name, kind }
-        })
+        .map(|(index, name)| capture(*index, name))
         .collect();
-    if let Some(unknown) = definition.types.keys().find(|key| !attributes.iter().any(|c| &c.name == *key)) {
-        return Err(("types", format!("{unknown:?} is not an attribute this regex captures")));
+    let captured = |key: &String| {
+        attributes
+            .iter()
+            .chain(
+                splits
+                    .iter()
+                    .flat_map(|s| s.attributes.iter().chain([&s.capture])),
+            )
+            .any(|c| &c.name == key)
+    };
+    if let Some(unknown) = definition.types.keys().find(|key| !captured(key)) {
+        return Err((
+            "types",
+            format!("{unknown:?} is not an attribute this regex captures"),
+        ));
     }
     Ok(RegexSpec {
         regex,
@@ -345,7 +484,12 @@ fn compile_regex(definition: &Definition, formats: Vec<TimeFormat>, level: Optio
         trace_id,
         span_id,
         traceparent,
-        skip_values: definition.skip_values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+        skip_values: definition
+            .skip_values
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect(),
+        splits,
     })
 }
 
@@ -368,16 +512,31 @@ mod tests {
     #[test]
     fn problems_name_the_file_position_and_field() {
         let found = errors("parsers:\n  - name: x\n    regex: '(?P<message>'\n");
-        assert!(found[0].starts_with("p.yaml:3:12: parsers[0].regex: invalid regex"), "{found:?}");
-        let found = errors("parsers:\n  - name: x\n    regex: '(?P<msg>.*)'\n    time: { field: ts }\n");
-        assert_eq!(found, ["p.yaml:2:5: parsers[0].time.field: the regex has no capture named \"ts\""]);
+        assert!(
+            found[0].starts_with("p.yaml:3:12: parsers[0].regex: invalid regex"),
+            "{found:?}"
+        );
+        let found =
+            errors("parsers:\n  - name: x\n    regex: '(?P<msg>.*)'\n    time: { field: ts }\n");
+        assert_eq!(
+            found,
+            ["p.yaml:2:5: parsers[0].time.field: the regex has no capture named \"ts\""]
+        );
         let found = errors("parsers:\n  - name: x\n    regexp: '.*'\n");
-        assert!(found[0].starts_with("p.yaml:3:5: unknown field `regexp`"), "{found:?}");
+        assert!(
+            found[0].starts_with("p.yaml:3:5: unknown field `regexp`"),
+            "{found:?}"
+        );
         let found = errors("parsers:\n  - name: 'bad name'\n    regex: '(?P<a>.)'\n");
-        assert!(found[0].contains("parsers[0].name: invalid parser name"), "{found:?}");
+        assert!(
+            found[0].contains("parsers[0].name: invalid parser name"),
+            "{found:?}"
+        );
         let found = errors("parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    types: { b: int }\n");
         assert!(found[0].contains("\"b\" is not an attribute"), "{found:?}");
-        let found = errors("parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    time: { field: a, format: yyyy }\n");
+        let found = errors(
+            "parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    time: { field: a, format: yyyy }\n",
+        );
         assert!(found[0].contains("unknown time format"), "{found:?}");
     }
 
@@ -385,7 +544,9 @@ mod tests {
     fn dotted_attribute_names_and_roles() {
         let yaml = "parsers:\n  - name: x\n    regex: '^(?P<client__address>\\S+) (?P<level>\\w+) (?P<message>.*)$'\n";
         let compiled = load(yaml, "p.yaml").expect("valid");
-        let Spec::Regex(spec) = &compiled[0].2 else { panic!("regex") };
+        let Spec::Regex(spec) = &compiled[0].2 else {
+            panic!("regex")
+        };
         assert_eq!(spec.attributes.len(), 1);
         assert_eq!(spec.attributes[0].name, "client.address");
         assert!(spec.level.is_some() && spec.message.is_some());

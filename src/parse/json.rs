@@ -15,16 +15,29 @@ use super::timestamp::TimeContext;
 use crate::record::{Attributes, Record, SpanId, TraceId, Value};
 
 /// Reads `line` into `record`; on error the record is left for the caller to reset.
-pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) -> Result<(), String> {
+pub(super) fn parse(
+    line: &[u8],
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+) -> Result<(), String> {
     let first = line.iter().position(|b| !b.is_ascii_whitespace());
     if first.is_none_or(|i| line[i] != b'{') {
         return Err("not a JSON object".to_owned());
     }
     let mut deserializer = serde_json::Deserializer::from_slice(line);
     let mut promoted = Promoted::default();
-    let seed = LineSeed { spec, context, attributes: &mut record.attributes, promoted: &mut promoted };
-    seed.deserialize(&mut deserializer).map_err(|e| format!("invalid JSON: {e}"))?;
-    deserializer.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    let seed = LineSeed {
+        spec,
+        context,
+        attributes: &mut record.attributes,
+        promoted: &mut promoted,
+    };
+    seed.deserialize(&mut deserializer)
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    deserializer
+        .end()
+        .map_err(|e| format!("invalid JSON: {e}"))?;
     promote_nested(spec, &mut record.attributes, &mut promoted);
     promoted.apply(record);
     spec.convert_types(&mut record.attributes);
@@ -34,24 +47,35 @@ pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, rec
 /// ECS's nested forms: `log.level`, `trace.id`, `span.id` as objects.
 fn promote_nested(spec: &FieldSpec, attributes: &mut Attributes, promoted: &mut Promoted) {
     if !promoted.has_level() {
-        if let Some(level) = take_nested(attributes, "log", "level", |v| spec.level.level_of_value(v)) {
+        if let Some(level) =
+            take_nested(attributes, "log", "level", |v| spec.level.level_of_value(v))
+        {
             promoted.level(u8::MAX, level, &spec.names, attributes);
         }
     }
     if !promoted.has_trace_id() {
-        if let Some(id) = take_nested(attributes, "trace", "id", |v| v.as_str().and_then(TraceId::parse_hex)) {
+        if let Some(id) = take_nested(attributes, "trace", "id", |v| {
+            v.as_str().and_then(TraceId::parse_hex)
+        }) {
             promoted.trace_id(u8::MAX, id, &spec.names, attributes);
         }
     }
     if !promoted.has_span_id() {
-        if let Some(id) = take_nested(attributes, "span", "id", |v| v.as_str().and_then(SpanId::parse_hex)) {
+        if let Some(id) = take_nested(attributes, "span", "id", |v| {
+            v.as_str().and_then(SpanId::parse_hex)
+        }) {
             promoted.span_id(u8::MAX, id, &spec.names, attributes);
         }
     }
 }
 
 /// Removes `outer.inner` when it converts, and `outer` when that leaves it empty.
-fn take_nested<T>(attributes: &mut Attributes, outer: &str, inner: &str, convert: impl Fn(&Value) -> Option<T>) -> Option<T> {
+fn take_nested<T>(
+    attributes: &mut Attributes,
+    outer: &str,
+    inner: &str,
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Option<T> {
     let Some(Value::Object(object)) = attributes.get_mut(outer) else {
         return None;
     };
@@ -105,7 +129,8 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
 impl LineSeed<'_, '_> {
     /// Promotes a well-known field when its value converts; otherwise keeps it as an attribute.
     fn promote(&mut self, key: Cow<'_, str>, role: Role, rank: u8, value: Field<'_>) {
-        let (names, attributes, promoted) = (&self.spec.names, &mut *self.attributes, &mut *self.promoted);
+        let (names, attributes, promoted) =
+            (&self.spec.names, &mut *self.attributes, &mut *self.promoted);
         let text = value.as_str();
         let kept = match role {
             Role::Message => match value {
@@ -118,7 +143,9 @@ impl LineSeed<'_, '_> {
             Role::Level => {
                 let level = match &value {
                     Field::Text(text) => self.spec.level.level_of_text(text),
-                    Field::Other(Value::Number(n)) => n.as_i64().and_then(|n| self.spec.level.level_of_number(n)),
+                    Field::Other(Value::Number(n)) => {
+                        n.as_i64().and_then(|n| self.spec.level.level_of_number(n))
+                    }
                     Field::Other(_) => None,
                 };
                 if let Some(level) = level {
@@ -129,7 +156,9 @@ impl LineSeed<'_, '_> {
             Role::Time => {
                 let ts = match &value {
                     Field::Text(text) => self.spec.time_format.parse(text.as_bytes(), self.context),
-                    Field::Other(other) => time_of_value(other, &self.spec.time_format, self.context),
+                    Field::Other(other) => {
+                        time_of_value(other, &self.spec.time_format, self.context)
+                    }
                 };
                 if let Some(ts) = ts {
                     return promoted.time(rank, ts, names, attributes);

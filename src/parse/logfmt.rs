@@ -52,7 +52,10 @@ impl<'a> RawValue<'a> {
     pub fn text(&self) -> Cow<'a, str> {
         match self.unescaped() {
             Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
-            Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+            Cow::Owned(bytes) => Cow::Owned(
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
         }
     }
 }
@@ -67,7 +70,11 @@ pub struct Pairs<'a> {
 
 /// The pairs of `line`.
 pub fn pairs(line: &[u8]) -> Pairs<'_> {
-    Pairs { line, pos: 0, failed: false }
+    Pairs {
+        line,
+        pos: 0,
+        failed: false,
+    }
 }
 
 fn is_key_byte(b: u8) -> bool {
@@ -104,9 +111,16 @@ impl<'a> Iterator for Pairs<'a> {
             Some(b'=') => self.pos += 1,
             Some(_) => return self.fail(),
         }
-        let value = if line.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
+        let value = if line.get(self.pos) == Some(&b'"') {
+            self.quoted()
+        } else {
+            Some(self.bare())
+        };
         match value {
-            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
+            Some(value) => Some(Ok(Pair {
+                key,
+                value: Some(value),
+            })),
             None => self.fail(),
         }
     }
@@ -120,9 +134,15 @@ impl<'a> Pairs<'a> {
 
     fn bare(&mut self) -> RawValue<'a> {
         let rest = &self.line[self.pos..];
-        let len = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        let len = rest
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(rest.len());
         self.pos += len;
-        RawValue { bytes: &rest[..len], escaped: false }
+        RawValue {
+            bytes: &rest[..len],
+            escaped: false,
+        }
     }
 
     /// A quoted value, starting at its opening quote; `None` when it is not terminated.
@@ -136,10 +156,17 @@ impl<'a> Pairs<'a> {
             if self.line[i] == b'"' {
                 self.pos = i + 1;
                 // `key="v"rest`: the value must end at whitespace or the end of the line.
-                if self.line.get(self.pos).is_some_and(|b| !b.is_ascii_whitespace()) {
+                if self
+                    .line
+                    .get(self.pos)
+                    .is_some_and(|b| !b.is_ascii_whitespace())
+                {
                     return None;
                 }
-                return Some(RawValue { bytes: &self.line[start..i], escaped });
+                return Some(RawValue {
+                    bytes: &self.line[start..i],
+                    escaped,
+                });
             }
             escaped = true;
             i += 2;
@@ -160,20 +187,39 @@ pub fn is_logfmt(line: &[u8], min_values: usize) -> bool {
 }
 
 /// Reads `line` into `record`.
-pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) -> Result<(), String> {
+pub(super) fn parse(
+    line: &[u8],
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+) -> Result<(), String> {
     if !is_logfmt(line, 1) {
         return Err("not logfmt key=value pairs".to_owned());
     }
     let mut promoted = Promoted::default();
     for pair in pairs(line).flatten() {
         let Some(value) = pair.value else {
-            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
+            record
+                .attributes
+                .insert(pair.key.to_owned(), Value::Bool(true));
             continue;
         };
         match spec.names.role_of(pair.key) {
-            Some((role, rank)) => promote(spec, context, record, &mut promoted, pair.key, role, rank, value),
+            Some((role, rank)) => promote(
+                spec,
+                context,
+                record,
+                &mut promoted,
+                pair.key,
+                role,
+                rank,
+                value,
+            ),
             None => {
-                record.attributes.insert(pair.key.to_owned(), Value::String(value.text().into_owned()));
+                record.attributes.insert(
+                    pair.key.to_owned(),
+                    Value::String(value.text().into_owned()),
+                );
             }
         }
     }
@@ -251,7 +297,10 @@ mod tests {
             ("path", Some("C:\\tmp")),
             ("nl", Some("a\nb")),
         ];
-        let want: Vec<_> = want.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect();
+        let want: Vec<_> = want
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+            .collect();
         assert_eq!(pairs, want);
     }
 

@@ -22,6 +22,16 @@ pub struct RegexSpec {
     pub(super) traceparent: Option<usize>,
     /// Values that mean "absent" (`-` in access logs): such captures are left out.
     pub(super) skip_values: Vec<Vec<u8>>,
+    /// Captures read further by their own regex (an HTTP request line into method, path...).
+    pub(super) splits: Vec<Split>,
+}
+
+/// A capture split by a second regex: when it matches, its captures replace the first.
+#[derive(Debug)]
+pub(super) struct Split {
+    pub capture: Capture,
+    pub regex: Regex,
+    pub attributes: Vec<Capture>,
 }
 
 /// A capture that becomes an attribute.
@@ -59,16 +69,30 @@ pub(super) enum Outcome {
 
 impl RegexSpec {
     /// Fills `record` from `line`; `NoMatch` leaves it untouched.
-    pub(super) fn parse(&self, line: &[u8], context: TimeContext<'_>, record: &mut Record) -> Outcome {
+    pub(super) fn parse(
+        &self,
+        line: &[u8],
+        context: TimeContext<'_>,
+        record: &mut Record,
+    ) -> Outcome {
         let mut locations = self.regex.capture_locations();
         if self.regex.captures_read(&mut locations, line).is_none() {
             return Outcome::NoMatch;
         }
         let get = |group: usize| locations.get(group).map(|(start, end)| &line[start..end]);
-        let present = |group: usize| get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value));
+        let present = |group: usize| {
+            get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value))
+        };
         for capture in &self.attributes {
             if let Some(value) = present(capture.group) {
-                record.attributes.insert(capture.name.clone(), capture.kind.convert(lossy(value)));
+                record
+                    .attributes
+                    .insert(capture.name.clone(), capture.kind.convert(lossy(value)));
+            }
+        }
+        for split in &self.splits {
+            if let Some(value) = present(split.capture.group) {
+                self.split(split, value, record);
             }
         }
         if let Some(time) = &self.time {
@@ -76,7 +100,9 @@ impl RegexSpec {
                 match self.time_of(time, text, get, context) {
                     Some(ts) => record.timestamp = ts,
                     None => {
-                        record.attributes.insert(time.name.clone(), Value::String(lossy(text)));
+                        record
+                            .attributes
+                            .insert(time.name.clone(), Value::String(lossy(text)));
                     }
                 }
             }
@@ -86,12 +112,35 @@ impl RegexSpec {
                 self.set_level(level, text, record);
             }
         }
-        record.message = match self.message.and_then(get) {
-            Some(message) => lossy(message),
+        // A message capture that did not take part (RFC 5424 without MSG) is an empty message.
+        record.message = match self.message {
+            Some(group) => get(group).map(lossy).unwrap_or_default(),
             None => lossy(line),
         };
         self.set_ids(record, present);
         Outcome::Parsed
+    }
+
+    fn split(&self, split: &Split, value: &[u8], record: &mut Record) {
+        let mut locations = split.regex.capture_locations();
+        if split.regex.captures_read(&mut locations, value).is_none() {
+            record.attributes.insert(
+                split.capture.name.clone(),
+                split.capture.kind.convert(lossy(value)),
+            );
+            return;
+        }
+        for capture in &split.attributes {
+            let Some((start, end)) = locations.get(capture.group) else {
+                continue;
+            };
+            let part = &value[start..end];
+            if !self.skip_values.iter().any(|skip| skip == part) {
+                record
+                    .attributes
+                    .insert(capture.name.clone(), capture.kind.convert(lossy(part)));
+            }
+        }
     }
 
     fn time_of<'l>(
@@ -101,16 +150,27 @@ impl RegexSpec {
         get: impl Fn(usize) -> Option<&'l [u8]>,
         context: TimeContext<'_>,
     ) -> Option<jiff::Timestamp> {
-        let zone = time.zone_group.and_then(get).and_then(|z| std::str::from_utf8(z).ok()).and_then(|z| parse_zone(z).ok());
+        let zone = time
+            .zone_group
+            .and_then(get)
+            .and_then(|z| std::str::from_utf8(z).ok())
+            .and_then(|z| parse_zone(z).ok());
         let context = match &zone {
-            Some(zone) => TimeContext { observed: context.observed, zone },
+            Some(zone) => TimeContext {
+                observed: context.observed,
+                zone,
+            },
             None => context,
         };
-        time.formats.iter().find_map(|format| format.parse(text, context))
+        time.formats
+            .iter()
+            .find_map(|format| format.parse(text, context))
     }
 
     fn set_level(&self, level: &LevelCapture, text: &[u8], record: &mut Record) {
-        let found = std::str::from_utf8(text).ok().and_then(|t| level.rule.level_of_text(t));
+        let found = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| level.rule.level_of_text(t));
         match found {
             Some(found) => {
                 record.level = Some(found);
@@ -121,23 +181,37 @@ impl RegexSpec {
             // An HTTP status stays an attribute in its own right (see `compile`).
             None if level.rule.from == LevelFrom::HttpStatus => {}
             None => {
-                record.attributes.insert(level.name.clone(), Value::String(lossy(text)));
+                record
+                    .attributes
+                    .insert(level.name.clone(), Value::String(lossy(text)));
             }
         }
     }
 
     fn set_ids<'l>(&self, record: &mut Record, present: impl Fn(usize) -> Option<&'l [u8]>) {
-        let text = |group: Option<usize>| group.and_then(&present).and_then(|v| std::str::from_utf8(v).ok());
+        let text = |group: Option<usize>| {
+            group
+                .and_then(&present)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
         if let Some(id) = text(self.trace_id) {
             match TraceId::parse_hex(id) {
                 Some(id) => record.trace_id = Some(id),
-                None => drop(record.attributes.insert("trace_id".to_owned(), Value::from(id))),
+                None => drop(
+                    record
+                        .attributes
+                        .insert("trace_id".to_owned(), Value::from(id)),
+                ),
             }
         }
         if let Some(id) = text(self.span_id) {
             match SpanId::parse_hex(id) {
                 Some(id) => record.span_id = Some(id),
-                None => drop(record.attributes.insert("span_id".to_owned(), Value::from(id))),
+                None => drop(
+                    record
+                        .attributes
+                        .insert("span_id".to_owned(), Value::from(id)),
+                ),
             }
         }
         if let Some(parent) = text(self.traceparent) {
@@ -146,7 +220,11 @@ impl RegexSpec {
                     record.trace_id = record.trace_id.or(Some(trace));
                     record.span_id = record.span_id.or(Some(span));
                 }
-                None => drop(record.attributes.insert("traceparent".to_owned(), Value::from(parent))),
+                None => drop(
+                    record
+                        .attributes
+                        .insert("traceparent".to_owned(), Value::from(parent)),
+                ),
             }
         }
     }
@@ -154,9 +232,16 @@ impl RegexSpec {
 
 /// `syslog.facility` from a PRI value (the severity went into the level).
 fn add_syslog_facility(text: &[u8], record: &mut Record) {
-    if let Some(priority) = std::str::from_utf8(text).ok().and_then(|t| t.parse::<i64>().ok()) {
-        record.attributes.insert("syslog.facility".to_owned(), Value::from(priority / 8));
-        record.attributes.insert("syslog.severity".to_owned(), Value::from(priority % 8));
+    if let Some(priority) = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok())
+    {
+        record
+            .attributes
+            .insert("syslog.facility".to_owned(), Value::from(priority / 8));
+        record
+            .attributes
+            .insert("syslog.severity".to_owned(), Value::from(priority % 8));
     }
 }
 

@@ -18,12 +18,23 @@ pub struct Transforms {
 
 #[derive(Debug)]
 enum Step {
-    Drop { equal: Vec<(String, String)>, matching: Vec<(String, Regex)> },
+    Drop {
+        equal: Vec<(String, String)>,
+        matching: Vec<(String, Regex)>,
+    },
     Rename(Vec<(String, String)>),
     Add(Vec<(String, Value)>),
     Remove(Vec<String>),
-    Redact { fields: Vec<String>, patterns: Vec<Regex>, mask: String },
-    Sample { level: Option<Level>, rate: u64, seen: AtomicU64 },
+    Redact {
+        fields: Vec<String>,
+        patterns: Vec<Regex>,
+        mask: String,
+    },
+    Sample {
+        level: Option<Level>,
+        rate: u64,
+        seen: AtomicU64,
+    },
 }
 
 /// A built-in redaction pattern failed to compile (a bug, reported rather than panicking).
@@ -50,26 +61,47 @@ impl Transforms {
         for config in configs {
             steps.push(match config {
                 TransformConfig::Drop(drop) => Step::Drop {
-                    equal: drop.when.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
-                    matching: drop.matches.iter().map(|(k, p)| (k.clone(), p.regex().clone())).collect(),
+                    equal: drop
+                        .when
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect(),
+                    matching: drop
+                        .matches
+                        .iter()
+                        .map(|(k, p)| (k.clone(), p.regex().clone()))
+                        .collect(),
                 },
-                TransformConfig::Rename(map) => {
-                    Step::Rename(map.fields.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
-                }
-                TransformConfig::Add(map) => {
-                    Step::Add(map.fields.iter().map(|(k, v)| (k.clone(), Value::String(v.0.clone()))).collect())
-                }
+                TransformConfig::Rename(map) => Step::Rename(
+                    map.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect(),
+                ),
+                TransformConfig::Add(map) => Step::Add(
+                    map.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.0.clone())))
+                        .collect(),
+                ),
                 TransformConfig::Remove(list) => Step::Remove(list.fields.clone()),
                 TransformConfig::Redact(redact) => {
-                    let mut patterns: Vec<Regex> = redact.patterns.iter().map(|p| p.regex().clone()).collect();
+                    let mut patterns: Vec<Regex> =
+                        redact.patterns.iter().map(|p| p.regex().clone()).collect();
                     for builtin in &redact.builtin {
                         patterns.push(builtin_pattern(*builtin)?);
                     }
-                    Step::Redact { fields: redact.fields.clone(), patterns, mask: redact.mask.clone() }
+                    Step::Redact {
+                        fields: redact.fields.clone(),
+                        patterns,
+                        mask: redact.mask.clone(),
+                    }
                 }
-                TransformConfig::Sample(sample) => {
-                    Step::Sample { level: sample.level, rate: sample.rate.get(), seen: AtomicU64::new(0) }
-                }
+                TransformConfig::Sample(sample) => Step::Sample {
+                    level: sample.level,
+                    rate: sample.rate.get(),
+                    seen: AtomicU64::new(0),
+                },
             });
         }
         Ok(Transforms { steps })
@@ -89,8 +121,12 @@ impl Step {
     fn apply(&self, record: &mut Record) -> bool {
         match self {
             Step::Drop { equal, matching } => {
-                let equal_hit = equal.iter().all(|(field, want)| field_text(record, field).is_some_and(|v| v == *want));
-                let regex_hit = matching.iter().all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
+                let equal_hit = equal
+                    .iter()
+                    .all(|(field, want)| field_text(record, field).is_some_and(|v| v == *want));
+                let regex_hit = matching
+                    .iter()
+                    .all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
                 !(equal_hit && regex_hit && !(equal.is_empty() && matching.is_empty()))
             }
             Step::Rename(pairs) => {
@@ -113,7 +149,11 @@ impl Step {
                 }
                 true
             }
-            Step::Redact { fields, patterns, mask } => {
+            Step::Redact {
+                fields,
+                patterns,
+                mask,
+            } => {
                 for field in fields {
                     redact_field(record, field, patterns, mask);
                 }
@@ -170,14 +210,20 @@ mod tests {
     }
 
     fn record(message: &str, level: Option<Level>) -> Record {
-        let mut record = Record::new(message.to_owned(), jiff::Timestamp::UNIX_EPOCH, Arc::new(Vec::new()));
+        let mut record = Record::new(
+            message.to_owned(),
+            jiff::Timestamp::UNIX_EPOCH,
+            Arc::new(Vec::new()),
+        );
         record.level = level;
         record
     }
 
     #[test]
     fn drop_rename_add_remove() {
-        let t = chain("logs:\n  transforms:\n    - drop: { when: { level: debug } }\n    - rename: { fields: { usr: user } }\n    - add: { fields: { team: pay } }\n    - remove: { fields: [secret] }\n");
+        let t = chain(
+            "logs:\n  transforms:\n    - drop: { when: { level: debug } }\n    - rename: { fields: { usr: user } }\n    - add: { fields: { team: pay } }\n    - remove: { fields: [secret] }\n",
+        );
         assert!(!t.apply(&mut record("x", Some(Level::Debug))));
         let mut r = record("x", Some(Level::Info));
         r.attributes.insert("usr".into(), "u1".into());
@@ -190,8 +236,13 @@ mod tests {
 
     #[test]
     fn redact_patterns_and_builtins() {
-        let t = chain("logs:\n  transforms:\n    - redact: { fields: [message], patterns: ['(?i)bearer [a-z0-9._-]+'], builtin: [email, credit_card] }\n");
-        let mut r = record("auth Bearer abc.def user a@b.io card 4111 1111 1111 1111", None);
+        let t = chain(
+            "logs:\n  transforms:\n    - redact: { fields: [message], patterns: ['(?i)bearer [a-z0-9._-]+'], builtin: [email, credit_card] }\n",
+        );
+        let mut r = record(
+            "auth Bearer abc.def user a@b.io card 4111 1111 1111 1111",
+            None,
+        );
         assert!(t.apply(&mut r));
         assert_eq!(r.message, "auth [REDACTED] user [REDACTED] card [REDACTED]");
     }
@@ -199,7 +250,9 @@ mod tests {
     #[test]
     fn sample_keeps_one_in_n_of_a_level() {
         let t = chain("logs:\n  transforms:\n    - sample: { level: debug, rate: 3 }\n");
-        let kept = (0..9).filter(|_| t.apply(&mut record("x", Some(Level::Debug)))).count();
+        let kept = (0..9)
+            .filter(|_| t.apply(&mut record("x", Some(Level::Debug))))
+            .count();
         assert_eq!(kept, 3);
         assert!(t.apply(&mut record("x", Some(Level::Error))));
     }
