@@ -26,7 +26,7 @@ use serde_saphyr::Spanned;
 
 use super::Spec;
 use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
-use super::pattern::{Capture, LevelCapture, RegexSpec, Split, TimeCapture};
+use super::pattern::{Capture, IdRegex, LevelCapture, RegexSpec, Split, TimeCapture};
 use super::timestamp::{TimeFormat, check_strftime};
 use crate::record::Level;
 
@@ -448,11 +448,7 @@ fn compile_regex(
             .enumerate()
             .filter_map(|(index, name)| name.map(|name| capture(index, name)))
             .collect();
-        splits.push(Split {
-            capture: capture(group, field),
-            regex,
-            attributes,
-        });
+        splits.push(Split { capture: capture(group, field), regex: IdRegex::new(regex), attributes });
     }
     let attributes: Vec<Capture> = groups
         .iter()
@@ -476,7 +472,7 @@ fn compile_regex(
         ));
     }
     Ok(RegexSpec {
-        regex,
+        regex: IdRegex::new(regex),
         attributes,
         time,
         level,

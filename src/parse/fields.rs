@@ -297,6 +297,23 @@ impl ValueType {
         converted.unwrap_or(Value::String(text))
     }
 
+    /// Converts captured bytes; only strings (and values that do not convert) are copied.
+    pub fn convert_bytes(self, bytes: &[u8]) -> Value {
+        let text = std::str::from_utf8(bytes).ok();
+        let converted = match (self, text) {
+            (ValueType::Int, Some(text)) => text.parse::<i64>().ok().map(Value::from),
+            (ValueType::Float, Some(text)) => {
+                text.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+            }
+            (ValueType::String, Some(text)) => return Value::String(text.to_owned()),
+            _ => None,
+        };
+        match converted {
+            Some(value) => value,
+            None => self.convert(String::from_utf8_lossy(bytes).into_owned()),
+        }
+    }
+
     /// Converts a value that is already typed only when it is a string.
     pub fn convert_value(self, value: Value) -> Value {
         match value {

@@ -25,7 +25,9 @@ pub(super) fn parse(
     if first.is_none_or(|i| line[i] != b'{') {
         return Err("not a JSON object".to_owned());
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(line);
+    // One UTF-8 check for the whole line is cheaper than one per string.
+    let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8 in JSON: {e}"))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut promoted = Promoted::default();
     let seed = LineSeed {
         spec,

@@ -20,61 +20,47 @@ pub struct Pair<'a> {
 /// A value as written: `escaped` when it was quoted and contains a backslash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawValue<'a> {
-    pub bytes: &'a [u8],
+    pub text: &'a str,
     pub escaped: bool,
 }
 
 impl<'a> RawValue<'a> {
     /// The value with `\"`, `\\`, `\n`, `\t`, `\r` unescaped.
-    pub fn unescaped(&self) -> Cow<'a, [u8]> {
+    pub fn unescaped(&self) -> Cow<'a, str> {
         if !self.escaped {
-            return Cow::Borrowed(self.bytes);
+            return Cow::Borrowed(self.text);
         }
-        let mut out = Vec::with_capacity(self.bytes.len());
-        let mut bytes = self.bytes.iter();
-        while let Some(&b) = bytes.next() {
-            if b != b'\\' {
-                out.push(b);
+        let mut out = String::with_capacity(self.text.len());
+        let mut chars = self.text.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
                 continue;
             }
-            match bytes.next() {
-                Some(b'n') => out.push(b'\n'),
-                Some(b't') => out.push(b'\t'),
-                Some(b'r') => out.push(b'\r'),
-                Some(&other) => out.push(other),
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
                 None => {}
             }
         }
         Cow::Owned(out)
     }
-
-    /// The unescaped value as text (invalid UTF-8 becomes U+FFFD).
-    pub fn text(&self) -> Cow<'a, str> {
-        match self.unescaped() {
-            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
-            Cow::Owned(bytes) => Cow::Owned(
-                String::from_utf8(bytes)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            ),
-        }
-    }
 }
 
 /// Iterates over the pairs of a line; yields `Err(())` once, at the first token that is not
-/// logfmt (a key with characters keys do not have, `key="unterminated`).
+/// logfmt (a key with characters keys do not have, `key="unterminated`). Every slice boundary
+/// is next to an ASCII delimiter, so slicing the `str` never splits a character.
 pub struct Pairs<'a> {
-    line: &'a [u8],
+    line: &'a str,
     pos: usize,
     failed: bool,
 }
 
 /// The pairs of `line`.
-pub fn pairs(line: &[u8]) -> Pairs<'_> {
-    Pairs {
-        line,
-        pos: 0,
-        failed: false,
-    }
+pub fn pairs(line: &str) -> Pairs<'_> {
+    Pairs { line, pos: 0, failed: false }
 }
 
 fn is_key_byte(b: u8) -> bool {
@@ -88,39 +74,30 @@ impl<'a> Iterator for Pairs<'a> {
         if self.failed {
             return None;
         }
-        let line = self.line;
-        while self.pos < line.len() && line[self.pos].is_ascii_whitespace() {
+        let bytes = self.line.as_bytes();
+        while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
             self.pos += 1;
         }
-        if self.pos >= line.len() {
+        if self.pos >= bytes.len() {
             return None;
         }
         let start = self.pos;
-        while self.pos < line.len() && is_key_byte(line[self.pos]) {
+        while self.pos < bytes.len() && is_key_byte(bytes[self.pos]) {
             self.pos += 1;
         }
-        let key_end = self.pos;
-        // Key bytes are ASCII, so the key is valid UTF-8.
-        let key = std::str::from_utf8(&line[start..key_end]).unwrap_or_default();
+        let key = &self.line[start..self.pos];
         if key.is_empty() {
             return self.fail();
         }
-        match line.get(self.pos) {
+        match bytes.get(self.pos) {
             None => return Some(Ok(Pair { key, value: None })),
             Some(b) if b.is_ascii_whitespace() => return Some(Ok(Pair { key, value: None })),
             Some(b'=') => self.pos += 1,
             Some(_) => return self.fail(),
         }
-        let value = if line.get(self.pos) == Some(&b'"') {
-            self.quoted()
-        } else {
-            Some(self.bare())
-        };
+        let value = if bytes.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
         match value {
-            Some(value) => Some(Ok(Pair {
-                key,
-                value: Some(value),
-            })),
+            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
             None => self.fail(),
         }
     }
@@ -133,40 +110,28 @@ impl<'a> Pairs<'a> {
     }
 
     fn bare(&mut self) -> RawValue<'a> {
-        let rest = &self.line[self.pos..];
-        let len = rest
-            .iter()
-            .position(u8::is_ascii_whitespace)
-            .unwrap_or(rest.len());
+        let rest = &self.line.as_bytes()[self.pos..];
+        let len = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        let text = &self.line[self.pos..self.pos + len];
         self.pos += len;
-        RawValue {
-            bytes: &rest[..len],
-            escaped: false,
-        }
+        RawValue { text, escaped: false }
     }
 
     /// A quoted value, starting at its opening quote; `None` when it is not terminated.
     fn quoted(&mut self) -> Option<RawValue<'a>> {
+        let bytes = self.line.as_bytes();
         let start = self.pos + 1;
         let mut i = start;
         let mut escaped = false;
         loop {
-            let found = memchr::memchr2(b'"', b'\\', self.line.get(i..)?)?;
-            i += found;
-            if self.line[i] == b'"' {
+            i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+            if bytes[i] == b'"' {
                 self.pos = i + 1;
                 // `key="v"rest`: the value must end at whitespace or the end of the line.
-                if self
-                    .line
-                    .get(self.pos)
-                    .is_some_and(|b| !b.is_ascii_whitespace())
-                {
+                if bytes.get(self.pos).is_some_and(|b| !b.is_ascii_whitespace()) {
                     return None;
                 }
-                return Some(RawValue {
-                    bytes: &self.line[start..i],
-                    escaped,
-                });
+                return Some(RawValue { text: &self.line[start..i], escaped });
             }
             escaped = true;
             i += 2;
@@ -175,7 +140,7 @@ impl<'a> Pairs<'a> {
 }
 
 /// Whether `line` is logfmt with at least `min_values` key=value pairs.
-pub fn is_logfmt(line: &[u8], min_values: usize) -> bool {
+pub fn is_logfmt(line: &str, min_values: usize) -> bool {
     let mut values = 0;
     for pair in pairs(line) {
         match pair {
@@ -186,61 +151,44 @@ pub fn is_logfmt(line: &[u8], min_values: usize) -> bool {
     values >= min_values.max(1)
 }
 
-/// Reads `line` into `record`.
-pub(super) fn parse(
-    line: &[u8],
-    spec: &FieldSpec,
-    context: TimeContext<'_>,
-    record: &mut Record,
-) -> Result<(), String> {
-    if !is_logfmt(line, 1) {
-        return Err("not logfmt key=value pairs".to_owned());
-    }
+/// Reads `line` into `record` in one pass; on error the caller discards the record.
+pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) -> Result<(), String> {
+    const NOT_LOGFMT: &str = "not logfmt key=value pairs";
+    let text = String::from_utf8_lossy(line);
     let mut promoted = Promoted::default();
-    for pair in pairs(line).flatten() {
+    let mut values = 0;
+    for pair in pairs(&text) {
+        let pair = pair.map_err(|()| NOT_LOGFMT.to_owned())?;
         let Some(value) = pair.value else {
-            record
-                .attributes
-                .insert(pair.key.to_owned(), Value::Bool(true));
+            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
             continue;
         };
+        values += 1;
         match spec.names.role_of(pair.key) {
-            Some((role, rank)) => promote(
-                spec,
-                context,
-                record,
-                &mut promoted,
-                pair.key,
-                role,
-                rank,
-                value,
-            ),
+            Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
             None => {
-                record.attributes.insert(
-                    pair.key.to_owned(),
-                    Value::String(value.text().into_owned()),
-                );
+                record.attributes.insert(pair.key.to_owned(), Value::String(value.unescaped().into_owned()));
             }
         }
+    }
+    if values == 0 {
+        return Err(NOT_LOGFMT.to_owned());
     }
     promoted.apply(record);
     spec.convert_types(&mut record.attributes);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn promote(
     spec: &FieldSpec,
     context: TimeContext<'_>,
     record: &mut Record,
     promoted: &mut Promoted,
-    key: &str,
-    role: Role,
-    rank: u8,
+    (key, role, rank): (&str, Role, u8),
     value: RawValue<'_>,
 ) {
     let (names, attributes) = (&spec.names, &mut record.attributes);
-    let text = value.text();
+    let text = value.unescaped();
     match role {
         Role::Message => return promoted.message(rank, text.into_owned(), names, attributes),
         Role::Level => {
@@ -278,8 +226,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn collect(line: &str) -> Option<Vec<(String, Option<String>)>> {
-        pairs(line.as_bytes())
-            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.text().into_owned()))))
+        pairs(line)
+            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.unescaped().into_owned()))))
             .collect::<Result<Vec<_>, ()>>()
             .ok()
     }
@@ -310,15 +258,15 @@ mod tests {
         assert!(collect(r#"msg="unterminated"#).is_none());
         assert!(collect(r#"msg="a"b"#).is_none());
         assert!(collect(r#"msg="ends with backslash\"#).is_none());
-        assert!(!is_logfmt(b"just words", 1));
-        assert!(is_logfmt(b"a=1 b=2", 2));
-        assert!(!is_logfmt(b"a=1 b", 2));
+        assert!(!is_logfmt("just words", 1));
+        assert!(is_logfmt("a=1 b=2", 2));
+        assert!(!is_logfmt("a=1 b", 2));
     }
 
     proptest! {
         #[test]
         fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = pairs(&line).count();
+            let _ = pairs(&String::from_utf8_lossy(&line)).count();
         }
     }
 }

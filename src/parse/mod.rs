@@ -179,14 +179,17 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
         return;
     }
     record.attributes.clear();
+    let text = String::from_utf8_lossy(line);
     if memchr::memchr(b'=', line).is_some()
-        && logfmt::is_logfmt(line, 2)
+        && logfmt::is_logfmt(&text, 2)
         && logfmt::parse(line, spec, context, record).is_ok()
     {
         return;
     }
-    *record = Record::new(lossy(line), context.observed, Arc::clone(&record.resource));
-    sniff_raw(&record.message.clone(), context, record);
+    // A failed attempt may have left fields behind: start again from the raw line.
+    *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
+    sniff_raw(&text, context, record);
+    record.message = text.into_owned();
 }
 
 /// For unstructured lines: a leading timestamp (`2026-11-25T12:00:00Z`,

@@ -2,7 +2,10 @@
 //! (so invalid UTF-8 still matches) whose named captures become the Record's time, level,
 //! message, trace and span ids, and typed attributes.
 
-use regex::bytes::Regex;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use regex::bytes::{CaptureLocations, Regex};
 
 use super::fields::{LevelFrom, LevelRule, ValueType, parse_traceparent};
 use super::timestamp::{TimeContext, TimeFormat, parse_zone};
@@ -11,7 +14,7 @@ use crate::record::{Record, SpanId, TraceId, Value};
 /// A compiled regex parser.
 #[derive(Debug)]
 pub struct RegexSpec {
-    pub(super) regex: Regex,
+    pub(super) regex: IdRegex,
     /// The captures that become attributes, by group index.
     pub(super) attributes: Vec<Capture>,
     pub(super) time: Option<TimeCapture>,
@@ -30,7 +33,7 @@ pub struct RegexSpec {
 #[derive(Debug)]
 pub(super) struct Split {
     pub capture: Capture,
-    pub regex: Regex,
+    pub regex: IdRegex,
     pub attributes: Vec<Capture>,
 }
 
@@ -75,10 +78,16 @@ impl RegexSpec {
         context: TimeContext<'_>,
         record: &mut Record,
     ) -> Outcome {
-        let mut locations = self.regex.capture_locations();
-        if self.regex.captures_read(&mut locations, line).is_none() {
-            return Outcome::NoMatch;
-        }
+        with_locations(&self.regex, |locations| {
+            if self.regex.captures_read(locations, line).is_none() {
+                return Outcome::NoMatch;
+            }
+            self.fill(line, locations, context, record);
+            Outcome::Parsed
+        })
+    }
+
+    fn fill(&self, line: &[u8], locations: &CaptureLocations, context: TimeContext<'_>, record: &mut Record) {
         let get = |group: usize| locations.get(group).map(|(start, end)| &line[start..end]);
         let present = |group: usize| {
             get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value))
@@ -87,7 +96,7 @@ impl RegexSpec {
             if let Some(value) = present(capture.group) {
                 record
                     .attributes
-                    .insert(capture.name.clone(), capture.kind.convert(lossy(value)));
+                    .insert(capture.name.clone(), capture.kind.convert_bytes(value));
             }
         }
         for split in &self.splits {
@@ -118,7 +127,6 @@ impl RegexSpec {
             None => lossy(line),
         };
         self.set_ids(record, present);
-        Outcome::Parsed
     }
 
     fn split(&self, split: &Split, value: &[u8], record: &mut Record) {
@@ -126,7 +134,7 @@ impl RegexSpec {
         if split.regex.captures_read(&mut locations, value).is_none() {
             record.attributes.insert(
                 split.capture.name.clone(),
-                split.capture.kind.convert(lossy(value)),
+                split.capture.kind.convert_bytes(value),
             );
             return;
         }
@@ -138,7 +146,7 @@ impl RegexSpec {
             if !self.skip_values.iter().any(|skip| skip == part) {
                 record
                     .attributes
-                    .insert(capture.name.clone(), capture.kind.convert(lossy(part)));
+                    .insert(capture.name.clone(), capture.kind.convert_bytes(part));
             }
         }
     }
@@ -228,6 +236,54 @@ impl RegexSpec {
             }
         }
     }
+}
+
+thread_local! {
+    /// Capture slots reused across lines, one set per regex this thread has run: a tailer
+    /// thread runs one or two regexes, so the list stays short.
+    static LOCATIONS: RefCell<Vec<(u64, CaptureLocations)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A regex with a process-unique id, the key of its cached capture slots.
+#[derive(Debug)]
+pub(super) struct IdRegex {
+    id: u64,
+    pub regex: Regex,
+}
+
+impl IdRegex {
+    pub fn new(regex: Regex) -> IdRegex {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        IdRegex { id: NEXT.fetch_add(1, Ordering::Relaxed), regex }
+    }
+}
+
+impl std::ops::Deref for IdRegex {
+    type Target = Regex;
+    fn deref(&self) -> &Regex {
+        &self.regex
+    }
+}
+
+/// Runs `f` with capture slots for `regex`, reusing this thread's instead of allocating.
+fn with_locations<T>(regex: &IdRegex, f: impl FnOnce(&mut CaptureLocations) -> T) -> T {
+    let key = regex.id;
+    let regex = &regex.regex;
+    let cached = LOCATIONS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let index = cache.iter().position(|(k, _)| *k == key)?;
+        Some(cache.swap_remove(index).1)
+    });
+    let mut locations = cached.unwrap_or_else(|| regex.capture_locations());
+    let result = f(&mut locations);
+    LOCATIONS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((key, locations));
+    });
+    result
 }
 
 /// `syslog.facility` from a PRI value (the severity went into the level).
