@@ -337,7 +337,12 @@ fn load_parsers(
                 checker.origin, pattern.0
             ));
         }
-        for file in files {
+        // `parsers: ["*.yaml"]` beside the config file would match the config itself.
+        let config_file = std::fs::canonicalize(checker.origin).ok();
+        for file in files
+            .into_iter()
+            .filter(|f| std::fs::canonicalize(f).ok() != config_file || config_file.is_none())
+        {
             let origin = file.display().to_string();
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,

@@ -448,7 +448,11 @@ fn compile_regex(
             .enumerate()
             .filter_map(|(index, name)| name.map(|name| capture(index, name)))
             .collect();
-        splits.push(Split { capture: capture(group, field), regex: IdRegex::new(regex), attributes });
+        splits.push(Split {
+            capture: capture(group, field),
+            regex: IdRegex::new(regex),
+            attributes,
+        });
     }
     let attributes: Vec<Capture> = groups
         .iter()

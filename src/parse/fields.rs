@@ -302,9 +302,10 @@ impl ValueType {
         let text = std::str::from_utf8(bytes).ok();
         let converted = match (self, text) {
             (ValueType::Int, Some(text)) => text.parse::<i64>().ok().map(Value::from),
-            (ValueType::Float, Some(text)) => {
-                text.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
-            }
+            (ValueType::Float, Some(text)) => text
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number)),
             (ValueType::String, Some(text)) => return Value::String(text.to_owned()),
             _ => None,
         };

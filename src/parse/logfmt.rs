@@ -60,7 +60,11 @@ pub struct Pairs<'a> {
 
 /// The pairs of `line`.
 pub fn pairs(line: &str) -> Pairs<'_> {
-    Pairs { line, pos: 0, failed: false }
+    Pairs {
+        line,
+        pos: 0,
+        failed: false,
+    }
 }
 
 fn is_key_byte(b: u8) -> bool {
@@ -95,9 +99,16 @@ impl<'a> Iterator for Pairs<'a> {
             Some(b'=') => self.pos += 1,
             Some(_) => return self.fail(),
         }
-        let value = if bytes.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
+        let value = if bytes.get(self.pos) == Some(&b'"') {
+            self.quoted()
+        } else {
+            Some(self.bare())
+        };
         match value {
-            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
+            Some(value) => Some(Ok(Pair {
+                key,
+                value: Some(value),
+            })),
             None => self.fail(),
         }
     }
@@ -111,10 +122,16 @@ impl<'a> Pairs<'a> {
 
     fn bare(&mut self) -> RawValue<'a> {
         let rest = &self.line.as_bytes()[self.pos..];
-        let len = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        let len = rest
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(rest.len());
         let text = &self.line[self.pos..self.pos + len];
         self.pos += len;
-        RawValue { text, escaped: false }
+        RawValue {
+            text,
+            escaped: false,
+        }
     }
 
     /// A quoted value, starting at its opening quote; `None` when it is not terminated.
@@ -128,10 +145,16 @@ impl<'a> Pairs<'a> {
             if bytes[i] == b'"' {
                 self.pos = i + 1;
                 // `key="v"rest`: the value must end at whitespace or the end of the line.
-                if bytes.get(self.pos).is_some_and(|b| !b.is_ascii_whitespace()) {
+                if bytes
+                    .get(self.pos)
+                    .is_some_and(|b| !b.is_ascii_whitespace())
+                {
                     return None;
                 }
-                return Some(RawValue { text: &self.line[start..i], escaped });
+                return Some(RawValue {
+                    text: &self.line[start..i],
+                    escaped,
+                });
             }
             escaped = true;
             i += 2;
@@ -152,7 +175,12 @@ pub fn is_logfmt(line: &str, min_values: usize) -> bool {
 }
 
 /// Reads `line` into `record` in one pass; on error the caller discards the record.
-pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) -> Result<(), String> {
+pub(super) fn parse(
+    line: &[u8],
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+) -> Result<(), String> {
     const NOT_LOGFMT: &str = "not logfmt key=value pairs";
     let text = String::from_utf8_lossy(line);
     let mut promoted = Promoted::default();
@@ -160,14 +188,26 @@ pub(super) fn parse(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, rec
     for pair in pairs(&text) {
         let pair = pair.map_err(|()| NOT_LOGFMT.to_owned())?;
         let Some(value) = pair.value else {
-            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
+            record
+                .attributes
+                .insert(pair.key.to_owned(), Value::Bool(true));
             continue;
         };
         values += 1;
         match spec.names.role_of(pair.key) {
-            Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
+            Some((role, rank)) => promote(
+                spec,
+                context,
+                record,
+                &mut promoted,
+                (pair.key, role, rank),
+                value,
+            ),
             None => {
-                record.attributes.insert(pair.key.to_owned(), Value::String(value.unescaped().into_owned()));
+                record.attributes.insert(
+                    pair.key.to_owned(),
+                    Value::String(value.unescaped().into_owned()),
+                );
             }
         }
     }
@@ -227,7 +267,14 @@ mod tests {
 
     fn collect(line: &str) -> Option<Vec<(String, Option<String>)>> {
         pairs(line)
-            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.unescaped().into_owned()))))
+            .map(|pair| {
+                pair.map(|p| {
+                    (
+                        p.key.to_owned(),
+                        p.value.map(|v| v.unescaped().into_owned()),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, ()>>()
             .ok()
     }

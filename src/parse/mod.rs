@@ -187,7 +187,11 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
         return;
     }
     // A failed attempt may have left fields behind: start again from the raw line.
-    *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
+    *record = Record::new(
+        String::new(),
+        context.observed,
+        Arc::clone(&record.resource),
+    );
     sniff_raw(&text, context, record);
     record.message = text.into_owned();
 }

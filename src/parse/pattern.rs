@@ -87,7 +87,13 @@ impl RegexSpec {
         })
     }
 
-    fn fill(&self, line: &[u8], locations: &CaptureLocations, context: TimeContext<'_>, record: &mut Record) {
+    fn fill(
+        &self,
+        line: &[u8],
+        locations: &CaptureLocations,
+        context: TimeContext<'_>,
+        record: &mut Record,
+    ) {
         let get = |group: usize| locations.get(group).map(|(start, end)| &line[start..end]);
         let present = |group: usize| {
             get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value))
@@ -254,7 +260,10 @@ pub(super) struct IdRegex {
 impl IdRegex {
     pub fn new(regex: Regex) -> IdRegex {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        IdRegex { id: NEXT.fetch_add(1, Ordering::Relaxed), regex }
+        IdRegex {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            regex,
+        }
     }
 }
 
