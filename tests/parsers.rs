@@ -234,3 +234,99 @@ parsers:
     assert_eq!(attrs(&r).get("msg"), Some(&Value::from("stays")));
     assert_eq!(format!("{:.0}", r.timestamp), "2026-11-25T11:30:00Z");
 }
+
+/// Property tests, one per parser: arbitrary bytes, and fixture lines with random bytes
+/// overwritten, inserted or cut off, never panic and always yield a Record that serializes; a
+/// failure keeps the raw line as the message and says why in `parse_error`.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture_lines(name: &str) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(fixtures().join(format!("{name}.log"))).unwrap_or_default();
+        lines(&bytes).map(<[u8]>::to_vec).collect()
+    }
+
+    fn check(name: &str, line: &[u8]) -> Result<(), TestCaseError> {
+        let parser = Parser::by_name(name).expect("built-in");
+        let parsed = parser.parse(line, observed(), &Arc::new(Vec::new()));
+        let mut json = Vec::new();
+        parsed
+            .record
+            .write_json_line(&mut json)
+            .expect("serializes");
+        if parsed.failed {
+            prop_assert!(
+                parsed
+                    .record
+                    .attributes
+                    .get("parse_error")
+                    .is_some_and(Value::is_string)
+            );
+            prop_assert_eq!(&parsed.record.message, &String::from_utf8_lossy(line));
+            prop_assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
+        }
+        Ok(())
+    }
+
+    /// A fixture line with `edits` applied: (position, byte, kind) overwrite, insert or cut.
+    fn mutate(line: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut out = line.to_vec();
+        for &(position, byte, kind) in edits {
+            let at = if out.is_empty() {
+                0
+            } else {
+                position % (out.len() + 1)
+            };
+            match kind % 4 {
+                0 if at < out.len() => out[at] = byte,
+                1 => out.insert(at, byte),
+                2 => out.truncate(at),
+                _ if at < out.len() => drop(out.remove(at)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    macro_rules! parser_properties {
+        ($($name:ident),* $(,)?) => {$(
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(256))]
+                #[test]
+                fn $name(
+                    random in proptest::collection::vec(any::<u8>(), 0..400),
+                    pick in any::<usize>(),
+                    edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6),
+                ) {
+                    let name = stringify!($name);
+                    check(name, &random)?;
+                    let fixture = fixture_lines(name);
+                    if !fixture.is_empty() {
+                        check(name, &mutate(&fixture[pick % fixture.len()], &edits))?;
+                    }
+                }
+            }
+        )*};
+    }
+
+    parser_properties!(
+        auto,
+        json,
+        logfmt,
+        raw,
+        nginx_access,
+        nginx_error,
+        apache_common,
+        apache_combined,
+        syslog_rfc3164,
+        syslog_rfc5424,
+        klog,
+        python,
+        python_asctime,
+        java,
+        log4j,
+        postgresql,
+        redis,
+    );
+}
