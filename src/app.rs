@@ -152,7 +152,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let final_offsets = acks.snapshot();
     tokio::task::spawn_blocking(move || store.save(&final_offsets))
         .await
-        .unwrap_or_else(|_| Ok(()))?;
+        .unwrap_or(Ok(()))?;
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
     if sink_failed.is_cancelled() {
@@ -168,11 +168,14 @@ fn started_deadline(shutdown_timeout: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + shutdown_timeout.saturating_sub(margin)
 }
 
+/// A running sink: its name and its task.
+type SinkTask = (Arc<str>, JoinHandle<Result<(), SinkError>>);
+
 /// Waits for the tailers to stop, then the fan-out to empty, then every sink to finish.
 async fn drain(
     tailers: Vec<std::thread::JoinHandle<()>>,
     fanout: JoinHandle<()>,
-    sinks: Vec<(Arc<str>, JoinHandle<Result<(), SinkError>>)>,
+    sinks: Vec<SinkTask>,
 ) {
     for tailer in tailers {
         let _ = tokio::task::spawn_blocking(move || tailer.join()).await;

@@ -135,7 +135,7 @@ impl Metrics {
             "Time to write or send one batch",
             sink.request_duration.clone(),
         );
-        registry.register_collector(Box::new(super::process::ProcessCollector::default()));
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         Arc::new(Metrics {
             registry,
             input,
