@@ -6,7 +6,7 @@
 //! ```text
 //!  files on shared volume                                    Loki / Elasticsearch / stdout / file
 //!         │                                                            ▲
-//!    tail (discover, read, rotate, checkpoint) ──► frame (lines) ──► parse (json, logfmt, raw)
+//!    tail (discover, read, rotate, checkpoint) ──► frame (lines) ──► parse (json, logfmt, regex)
 //!         ──► normalize (Record) ──► transforms ──► fan-out ──► sinks (write, ack)
 //!         ◄───────────── acknowledgements: checkpoint = longest fully delivered prefix ◄──┘
 //!
@@ -18,7 +18,8 @@
 //! - [`config`]: the YAML schema, `${VAR}` interpolation, units, and the validated [`config::Config`].
 //! - [`tail`]: file discovery and reading, rotation and truncation, checkpoint persistence.
 //! - [`frame`]: splitting bytes into lines with bounded memory.
-//! - [`parse`]: the parsers that turn a line into a record.
+//! - [`parse`]: the parsers that turn a line into a record: json, logfmt, raw, auto, and the
+//!   declarative regex parsers of `parsers/*.yaml` and `logs.parsers`.
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.
 //! - [`pipeline`]: batches downstream, acknowledgements upstream.
