@@ -90,7 +90,8 @@ pub struct LogsConfig {
     pub checkpoint_interval: Duration,
     /// Files to tail.
     pub inputs: Vec<Spanned<InputConfig>>,
-    /// Globs of extra parser definition files; the built-in parsers are always available.
+    /// Globs of extra parser definition files (format: parsers/README.md), relative to the
+    /// config file's directory; the built-in parsers are always available.
     pub parsers: Vec<GlobPattern>,
     /// Transforms applied to every record, in order.
     pub transforms: Vec<TransformConfig>,
