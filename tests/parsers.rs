@@ -237,7 +237,8 @@ parsers:
 
 /// Property tests, one per parser: arbitrary bytes, and fixture lines with random bytes
 /// overwritten, inserted or cut off, never panic and always yield a Record that serializes; a
-/// failure keeps the raw line as the message and says why in `parse_error`.
+/// failure keeps the raw line as the message and says why in `parse_error`. 256 cases each by
+/// default; `PROPTEST_CASES=100000 cargo test --release --test parsers properties` runs longer.
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -289,18 +290,27 @@ mod properties {
         out
     }
 
+    /// Text built from the pieces parsers look for (dates, syslog stamps, PRIs, key=value,
+    /// JSON openings, klog headers), so that near misses reach the deeper code paths.
+    fn near_miss() -> impl Strategy<Value = String> {
+        let piece = r#"(\[?[0-9]{4}-[0-9]{2}-[0-9]{2}[ T\]]?[0-9:.,]{0,12}[Zé+-]?[0-9:]{0,5}|[A-Z][a-z]{2} [ 0-9][0-9] [0-9:.]{0,12}|<[0-9]{1,3}>[0-9]? |[a-z_.]{1,8}=("[^"]{0,8}"?)?|\{"[a-z]{1,5}":|[IWEF][0-9]{4} |[0-9/]{10} |\[[a-z]{3,5}\] )"#;
+        let pattern = format!(r#"{piece}{{0,6}}[ -~é\\"]{{0,30}}"#);
+        proptest::string::string_regex(&pattern).expect("valid strategy")
+    }
+
     macro_rules! parser_properties {
         ($($name:ident),* $(,)?) => {$(
             proptest! {
-                #![proptest_config(ProptestConfig::with_cases(256))]
                 #[test]
                 fn $name(
                     random in proptest::collection::vec(any::<u8>(), 0..400),
                     pick in any::<usize>(),
                     edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6),
+                    near in near_miss(),
                 ) {
                     let name = stringify!($name);
                     check(name, &random)?;
+                    check(name, near.as_bytes())?;
                     let fixture = fixture_lines(name);
                     if !fixture.is_empty() {
                         check(name, &mutate(&fixture[pick % fixture.len()], &edits))?;

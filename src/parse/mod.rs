@@ -221,14 +221,20 @@ fn sniff_raw(text: &str, context: TimeContext<'_>, record: &mut Record) {
 
 fn leading_timestamp(text: &str, context: TimeContext<'_>) -> Option<Timestamp> {
     let text = text.trim_start().trim_start_matches('[');
-    let mut tokens = text.splitn(4, ' ');
-    let first = tokens.next()?.trim_end_matches(']');
+    let mut tokens = text.splitn(3, ' ');
+    let first_token = tokens.next()?;
+    let first = first_token.trim_end_matches(']');
     let second = tokens.next().unwrap_or("").trim_end_matches(']');
     let bytes = first.as_bytes();
     if bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' {
-        if second.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            let joined = &text[..first.len() + 1 + second.len()];
-            if let Some(ts) = timestamp::parse_iso(joined, context.zone) {
+        if first.len() == first_token.len()
+            && second.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        {
+            // `2026-11-25 12:00:00,123`: the date, the space and the time, as one slice.
+            if let Some(ts) = text
+                .get(..first.len() + 1 + second.len())
+                .and_then(|t| timestamp::parse_iso(t, context.zone))
+            {
                 return Some(ts);
             }
         }
@@ -354,6 +360,9 @@ mod tests {
         let r = parse("auto", "Nov 25 11:59:00 host app[1]: [warn] low disk").record;
         assert_eq!(format!("{:.0}", r.timestamp), "2026-11-25T11:59:00Z");
         assert_eq!(r.level, Some(Level::Warn));
+        // Regression: a multi-byte character right after a date-like token must not be split.
+        let r = parse("auto", "2026-11-25] 1é x").record;
+        assert_eq!(r.message, "2026-11-25] 1é x");
         let r = parse("auto", "{broken json").record;
         assert_eq!(r.message, "{broken json");
         assert!(r.attributes.is_empty());
