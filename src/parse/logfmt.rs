@@ -67,8 +67,34 @@ pub fn pairs(line: &str) -> Pairs<'_> {
     }
 }
 
+/// Byte classes, looked up rather than computed: this loop runs over every byte of a line.
+const KEY: u8 = 1;
+const SPACE: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']')
+        {
+            classes[b] = KEY;
+        } else if byte.is_ascii_whitespace() {
+            classes[b] = SPACE;
+        }
+        b += 1;
+    }
+    classes
+};
+
+#[inline]
 fn is_key_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']')
+    CLASSES[usize::from(b)] == KEY
+}
+
+#[inline]
+fn is_space(b: &u8) -> bool {
+    CLASSES[usize::from(*b)] == SPACE
 }
 
 impl<'a> Iterator for Pairs<'a> {
@@ -79,7 +105,7 @@ impl<'a> Iterator for Pairs<'a> {
             return None;
         }
         let bytes = self.line.as_bytes();
-        while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
+        while self.pos < bytes.len() && is_space(&bytes[self.pos]) {
             self.pos += 1;
         }
         if self.pos >= bytes.len() {
@@ -95,7 +121,7 @@ impl<'a> Iterator for Pairs<'a> {
         }
         match bytes.get(self.pos) {
             None => return Some(Ok(Pair { key, value: None })),
-            Some(b) if b.is_ascii_whitespace() => return Some(Ok(Pair { key, value: None })),
+            Some(b) if is_space(b) => return Some(Ok(Pair { key, value: None })),
             Some(b'=') => self.pos += 1,
             Some(_) => return self.fail(),
         }
@@ -122,10 +148,7 @@ impl<'a> Pairs<'a> {
 
     fn bare(&mut self) -> RawValue<'a> {
         let rest = &self.line.as_bytes()[self.pos..];
-        let len = rest
-            .iter()
-            .position(u8::is_ascii_whitespace)
-            .unwrap_or(rest.len());
+        let len = rest.iter().position(is_space).unwrap_or(rest.len());
         let text = &self.line[self.pos..self.pos + len];
         self.pos += len;
         RawValue {
@@ -145,10 +168,7 @@ impl<'a> Pairs<'a> {
             if bytes[i] == b'"' {
                 self.pos = i + 1;
                 // `key="v"rest`: the value must end at whitespace or the end of the line.
-                if bytes
-                    .get(self.pos)
-                    .is_some_and(|b| !b.is_ascii_whitespace())
-                {
+                if bytes.get(self.pos).is_some_and(|b| !is_space(b)) {
                     return None;
                 }
                 return Some(RawValue {
@@ -182,7 +202,10 @@ pub(super) fn parse(
     record: &mut Record,
 ) -> Result<(), String> {
     const NOT_LOGFMT: &str = "not logfmt key=value pairs";
-    let text = String::from_utf8_lossy(line);
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    };
     let mut promoted = Promoted::default();
     let mut values = 0;
     for pair in pairs(&text) {
