@@ -41,12 +41,7 @@ fn bench_parser(c: &mut Criterion, parser_name: &str, samples: &[&str]) {
         eprintln!("skipping {parser_name}: no such parser");
         return;
     };
-    let lines: Vec<&[u8]> = samples
-        .iter()
-        .cycle()
-        .take(LINES_PER_ITER)
-        .map(|l| l.as_bytes())
-        .collect();
+    let lines: Vec<&[u8]> = samples.iter().cycle().take(LINES_PER_ITER).map(|l| l.as_bytes()).collect();
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     let resource = Arc::new(vec![("service.name".to_owned(), "bench".to_owned())]);
     let observed: Timestamp = "2026-11-25T12:00:05Z".parse().expect("timestamp");

@@ -39,9 +39,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `address` (port 0 picks a free port).
     pub async fn bind(address: SocketAddr) -> std::io::Result<AdminServer> {
-        Ok(AdminServer {
-            listener: TcpListener::bind(address).await?,
-        })
+        Ok(AdminServer { listener: TcpListener::bind(address).await? })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -90,15 +88,8 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/config" => with_type(
-            StatusCode::OK,
-            state.config_yaml.to_string(),
-            "application/yaml; charset=utf-8",
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /metrics /healthz /readyz /config\n",
-        ),
+        "/config" => with_type(StatusCode::OK, state.config_yaml.to_string(), "application/yaml; charset=utf-8"),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /config\n"),
     }
 }
 
@@ -116,10 +107,7 @@ fn metrics(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
     };
     match encoded {
         Ok(body) => with_type(StatusCode::OK, body, content_type),
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics encoding failed\n",
-        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n"),
     }
 }
 
@@ -127,15 +115,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     with_type(status, body.to_owned(), "text/plain; charset=utf-8")
 }
 
-fn with_type(
-    status: StatusCode,
-    body: String,
-    content_type: &'static str,
-) -> Response<Full<Bytes>> {
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

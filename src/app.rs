@@ -26,13 +26,8 @@ const TAIL_QUEUE_BATCHES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on admin address {address}: {source}")]
-    AdminBind {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(
-        "{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now"
-    )]
+    AdminBind { address: std::net::SocketAddr, source: std::io::Error },
+    #[error("{section} is configured, but {section} is not implemented in this version of pillion; remove the `{section}:` section for now")]
     NotImplemented { section: &'static str },
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -41,10 +36,7 @@ pub enum RunError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
-    Tailer {
-        input: String,
-        source: std::io::Error,
-    },
+    Tailer { input: String, source: std::io::Error },
     #[error("a sink failed; see the error above")]
     SinkFailed,
 }
@@ -65,14 +57,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let ready = Arc::new(AtomicBool::new(false));
     let admin = AdminServer::bind(config.admin_listen)
         .await
-        .map_err(|source| RunError::AdminBind {
-            address: config.admin_listen,
-            source,
-        })?;
-    let admin_address = admin.local_addr().map_err(|source| RunError::AdminBind {
-        address: config.admin_listen,
-        source,
-    })?;
+        .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
+    let admin_address = admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
     let admin_state = AdminState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
@@ -109,21 +95,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
-        let handle = tail::spawn(context).map_err(|source| RunError::Tailer {
-            input: input.name.to_string(),
-            source,
-        })?;
+        let handle = tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
         tailers.push(handle);
     }
     drop(tail_output);
 
     let checkpoint_stop = CancellationToken::new();
-    let checkpointer = spawn_checkpointer(
-        store.clone(),
-        Arc::clone(&acks),
-        logs.checkpoint_interval,
-        checkpoint_stop.clone(),
-    );
+    let checkpointer = spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -143,9 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let deadline = started_deadline(config.shutdown_timeout);
     let drained = tokio::time::timeout_at(deadline, drain(tailers, fanout, sink_tasks)).await;
     if drained.is_err() {
-        tracing::warn!(
-            "shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart"
-        );
+        tracing::warn!("shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart");
     }
     checkpoint_stop.cancel();
     let _ = checkpointer.await;
@@ -155,11 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .unwrap_or(Ok(()))?;
     admin_task.abort();
     tracing::info!("checkpoints written; bye");
-    if sink_failed.is_cancelled() {
-        Err(RunError::SinkFailed)
-    } else {
-        Ok(())
-    }
+    if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
 }
 
 /// The shutdown deadline, leaving a little time to write the final checkpoint.

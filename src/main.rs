@@ -25,13 +25,7 @@ const EXIT_CONFIG: u8 = 2;
 #[command(name = "pillion", version, about, long_about = None)]
 struct Cli {
     /// Config file (YAML). Without it, the embedded quickstart config is used.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "PILLION_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', global = true, env = "PILLION_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// pillion's own log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
@@ -123,9 +117,7 @@ fn run_config(config: Config) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
-        pillion::app::run(config, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        pillion::app::run(config, shutdown).await.map_err(anyhow::Error::from)
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
@@ -168,11 +160,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let zone = match args
-        .timezone
-        .as_deref()
-        .map(pillion::parse::timestamp::parse_zone)
-    {
+    let zone = match args.timezone.as_deref().map(pillion::parse::timestamp::parse_zone) {
         None => jiff::tz::TimeZone::UTC,
         Some(Ok(zone)) => zone,
         Some(Err(message)) => {
@@ -180,17 +168,10 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let options = ParseOptions {
-        zone,
-        trace_pattern: None,
-    };
+    let options = ParseOptions { zone, trace_pattern: None };
     let Some(parser) = config.logs.parsers.parser(&args.parser, options) else {
         let known: Vec<&str> = config.logs.parsers.names().collect();
-        eprintln!(
-            "unknown parser {:?}; available parsers: {}",
-            args.parser,
-            known.join(", ")
-        );
+        eprintln!("unknown parser {:?}; available parsers: {}", args.parser, known.join(", "));
         return ExitCode::from(EXIT_CONFIG);
     };
     match parse_lines(parser, args.file, config.resource) {
@@ -202,19 +183,11 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     }
 }
 
-fn parse_lines(
-    parser: Parser,
-    file: Option<PathBuf>,
-    resource: pillion::record::Resource,
-) -> anyhow::Result<()> {
+fn parse_lines(parser: Parser, file: Option<PathBuf>, resource: pillion::record::Resource) -> anyhow::Result<()> {
     let (reader, path): (Box<dyn BufRead>, String) = match file.filter(|f| f.as_os_str() != "-") {
         Some(file) => {
-            let opened = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
-            (
-                Box::new(std::io::BufReader::new(opened)),
-                file.display().to_string(),
-            )
+            let opened = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            (Box::new(std::io::BufReader::new(opened)), file.display().to_string())
         }
         None => (Box::new(std::io::stdin().lock()), "-".to_owned()),
     };
@@ -227,20 +200,14 @@ fn parse_lines(
     let mut json = Vec::new();
     loop {
         line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .context("cannot read input")?;
+        let read = reader.read_until(b'\n', &mut line).context("cannot read input")?;
         if read == 0 {
             break;
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         let mut parsed = parser.parse(text, jiff::Timestamp::now(), &resource).record;
-        parsed.source = Some(Source {
-            input: Arc::clone(&input),
-            path: Arc::clone(&path),
-            offset,
-        });
+        parsed.source = Some(Source { input: Arc::clone(&input), path: Arc::clone(&path), offset });
         json.clear();
         parsed.write_json_line(&mut json)?;
         out.write_all(&json).context("cannot write output")?;

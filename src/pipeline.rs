@@ -78,9 +78,7 @@ impl Acknowledgements {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Progress>> {
         // A panic while holding this lock cannot leave the map half-updated in a way that loses
         // data (every update is a single insert or field write), so poisoning is ignored.
-        self.files
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts tracking a file whose delivered prefix ends at `offset`, or updates its path.
@@ -106,11 +104,7 @@ impl Acknowledgements {
             progress.next_issue += 1;
             progress.next_issue - 1
         });
-        AckToken {
-            file,
-            seq,
-            end_offset,
-        }
+        AckToken { file, seq, end_offset }
     }
 
     /// One sink delivered the batch (or dead-lettered it).
@@ -128,10 +122,7 @@ impl Acknowledgements {
         let Some(progress) = files.get_mut(&token.file) else {
             return;
         };
-        let entry = progress
-            .pending
-            .entry(token.seq)
-            .or_insert((0, token.end_offset));
+        let entry = progress.pending.entry(token.seq).or_insert((0, token.end_offset));
         entry.0 = entry.0.saturating_add(count);
         let mut advanced = false;
         while let Some(&(acks, end)) = progress.pending.get(&progress.next_commit) {
@@ -179,11 +170,7 @@ impl Acknowledgements {
         let files = self.lock();
         let mut out: Vec<FileOffset> = files
             .iter()
-            .map(|(key, p)| FileOffset {
-                key: *key,
-                path: p.path.clone(),
-                offset: p.acked,
-            })
+            .map(|(key, p)| FileOffset { key: *key, path: p.path.clone(), offset: p.acked })
             .collect();
         out.sort_by_key(|entry| entry.key);
         out
@@ -223,13 +210,6 @@ mod tests {
         let t0 = acks.issue(FILE, 80);
         acks.open(FILE, "/a.log.1", 0);
         acks.ack(&t0);
-        assert_eq!(
-            acks.snapshot(),
-            vec![FileOffset {
-                key: FILE,
-                path: "/a.log.1".into(),
-                offset: 80
-            }]
-        );
+        assert_eq!(acks.snapshot(), vec![FileOffset { key: FILE, path: "/a.log.1".into(), offset: 80 }]);
     }
 }

@@ -62,13 +62,11 @@ impl Level {
         match &lower[..bytes.len()] {
             b"trace" | b"trc" | b"t" | b"finest" | b"finer" => Some(Level::Trace),
             b"debug" | b"dbg" | b"d" | b"fine" | b"verbose" => Some(Level::Debug),
-            b"info" | b"inf" | b"i" | b"information" | b"informational" | b"notice" => {
-                Some(Level::Info)
-            }
+            b"info" | b"inf" | b"i" | b"information" | b"informational" | b"notice" => Some(Level::Info),
             b"warn" | b"warning" | b"wrn" | b"w" => Some(Level::Warn),
             b"error" | b"err" | b"e" | b"eror" | b"severe" => Some(Level::Error),
-            b"fatal" | b"critical" | b"crit" | b"ftl" | b"f" | b"alert" | b"emerg"
-            | b"emergency" | b"panic" | b"dpanic" => Some(Level::Fatal),
+            b"fatal" | b"critical" | b"crit" | b"ftl" | b"f" | b"alert" | b"emerg" | b"emergency"
+            | b"panic" | b"dpanic" => Some(Level::Fatal),
             _ => None,
         }
     }
@@ -261,11 +259,7 @@ impl Serialize for Record {
         map.serialize_entry("attributes", &self.attributes)?;
         map.serialize_entry("resource", &ResourceJson(&self.resource))?;
         if let Some(source) = &self.source {
-            let source = SourceJson {
-                input: &source.input,
-                path: &source.path,
-                offset: source.offset,
-            };
+            let source = SourceJson { input: &source.input, path: &source.path, offset: source.offset };
             map.serialize_entry("source", &source)?;
         }
         map.end()
@@ -287,11 +281,7 @@ mod tests {
         record.trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736");
         record.span_id = SpanId::parse_hex("00F067AA0BA902B7");
         record.attributes.insert("http.status".into(), 402.into());
-        record.source = Some(Source {
-            input: "app".into(),
-            path: "/var/log/app/app.log".into(),
-            offset: 18231,
-        });
+        record.source = Some(Source { input: "app".into(), path: "/var/log/app/app.log".into(), offset: 18231 });
         let json = serde_json::to_string(&record).expect("serialize");
         assert_eq!(
             json,

@@ -17,25 +17,13 @@ fn pillion(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("pillion runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
     child.wait_with_output().expect("pillion exits")
 }
 
 fn records(output: &Output) -> Vec<Value> {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("json line"))
-        .collect()
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).expect("json line")).collect()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -46,8 +34,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn parse_with_a_built_in_definition() {
-    let line =
-        br#"2001:db8::1 - - [25/Nov/2026:12:00:01 +0000] "GET /api HTTP/1.1" 500 12 "-" "curl/8""#;
+    let line = br#"2001:db8::1 - - [25/Nov/2026:12:00:01 +0000] "GET /api HTTP/1.1" 500 12 "-" "curl/8""#;
     let out = records(&pillion(&["parse", "--parser", "nginx_access"], line));
     assert_eq!(out.len(), 1);
     let record = &out[0];
@@ -63,24 +50,10 @@ fn parse_with_a_built_in_definition() {
 #[test]
 fn parse_reads_a_file_and_keeps_failures() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/parsers/json.log");
-    let out = records(&pillion(
-        &[
-            "parse",
-            "--parser",
-            "json",
-            fixture.to_str().expect("utf-8"),
-        ],
-        b"",
-    ));
-    let lines = std::fs::read_to_string(&fixture)
-        .expect("fixture")
-        .lines()
-        .count();
+    let out = records(&pillion(&["parse", "--parser", "json", fixture.to_str().expect("utf-8")], b""));
+    let lines = std::fs::read_to_string(&fixture).expect("fixture").lines().count();
     assert_eq!(out.len(), lines, "one record per line, failures included");
-    let failed: Vec<&Value> = out
-        .iter()
-        .filter(|r| r["attributes"].get("parse_error").is_some())
-        .collect();
+    let failed: Vec<&Value> = out.iter().filter(|r| r["attributes"].get("parse_error").is_some()).collect();
     assert_eq!(failed.len(), 3);
     assert_eq!(failed[0]["message"], r#"{"unterminated": "json"#);
 }
@@ -93,21 +66,9 @@ fn parse_with_a_user_definition_and_a_time_zone() {
         "app.yaml",
         "parsers:\n  - name: app\n    regex: '^(?P<time>\\S+ \\S+) (?P<level>\\w+) (?P<message>.*)$'\n    time: { field: time, format: \"%Y-%m-%d %H:%M:%S\" }\n",
     );
-    let config = write(
-        dir.path(),
-        "pillion.yaml",
-        "logs:\n  parsers: [\"*.yaml\"]\n",
-    );
+    let config = write(dir.path(), "pillion.yaml", "logs:\n  parsers: [\"*.yaml\"]\n");
     let out = pillion(
-        &[
-            "parse",
-            "--config",
-            &config,
-            "--parser",
-            "app",
-            "--timezone",
-            "+02:00",
-        ],
+        &["parse", "--config", &config, "--parser", "app", "--timezone", "+02:00"],
         b"2026-11-25 14:00:00 WARN hot\n",
     );
     let out = records(&out);
@@ -121,38 +82,20 @@ fn an_unknown_parser_name_lists_the_known_ones() {
     let out = pillion(&["parse", "--parser", "nginx"], b"");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unknown parser \"nginx\"") && stderr.contains("nginx_access"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown parser \"nginx\"") && stderr.contains("nginx_access"), "{stderr}");
 }
 
 #[test]
 fn a_bad_parser_file_is_a_config_error_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let parsers = write(
-        dir.path(),
-        "broken.yaml",
-        "parsers:\n  - name: broken\n    regex: '(?P<message>.*'\n",
-    );
-    let config = write(
-        dir.path(),
-        "pillion.yaml",
-        "logs:\n  parsers: [\"broken.yaml\"]\n",
-    );
+    let parsers = write(dir.path(), "broken.yaml", "parsers:\n  - name: broken\n    regex: '(?P<message>.*'\n");
+    let config = write(dir.path(), "pillion.yaml", "logs:\n  parsers: [\"broken.yaml\"]\n");
     let out = pillion(&["validate", "--config", &config], b"");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("{parsers}:3:12: parsers[0].regex: invalid regex")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{parsers}:3:12: parsers[0].regex: invalid regex")), "{stderr}");
     let out = pillion(&["parse", "--config", &config, "--parser", "raw"], b"x\n");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "parse refuses a broken config too"
-    );
+    assert_eq!(out.status.code(), Some(2), "parse refuses a broken config too");
 }
 
 #[test]
@@ -163,41 +106,24 @@ fn an_unknown_format_is_a_config_error_with_its_position() {
     let out = pillion(&["validate", "--config", &config], b"");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "{config}:3:7: logs.inputs[0].timezone: unknown time zone"
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{config}:3:7: logs.inputs[0].timezone: unknown time zone")), "{stderr}");
     let yaml = "logs:\n  inputs:\n    - name: web\n      paths: [/var/log/nginx/*.log]\n      format: nginx\n";
     let config = write(dir.path(), "pillion.yaml", yaml);
     let out = pillion(&["validate", "--config", &config], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains(&format!(
-            "{config}:3:7: logs.inputs[0].format: unknown parser \"nginx\""
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{config}:3:7: logs.inputs[0].format: unknown parser \"nginx\"")), "{stderr}");
     assert!(stderr.contains("nginx_access"), "{stderr}");
 }
 
 #[test]
 fn a_valid_config_with_user_parsers_and_input_options() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write(
-        dir.path(),
-        "mine.yaml",
-        "parsers:\n  - name: mine\n    type: logfmt\n    message: text\n",
-    );
+    write(dir.path(), "mine.yaml", "parsers:\n  - name: mine\n    type: logfmt\n    message: text\n");
     let yaml = "logs:\n  parsers: [\"*.yaml\", \"parsers.d/*.yaml\"]\n  inputs:\n    - name: a\n      paths: [/var/log/a/*.log]\n      format: mine\n      timezone: Europe/Paris\n      trace_pattern: 'trace=(?P<trace_id>[0-9a-f]{32})'\n";
     let config = write(dir.path(), "pillion.yaml", yaml);
     let out = pillion(&["validate", "--config", &config], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("parsers.d/*.yaml\" matches no file"),
-        "a warning: {stderr}"
-    );
+    assert!(stderr.contains("parsers.d/*.yaml\" matches no file"), "a warning: {stderr}");
 }

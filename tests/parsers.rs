@@ -50,14 +50,8 @@ fn every_parser_matches_its_fixture() {
         if path.extension().is_none_or(|e| e != "log") {
             continue;
         }
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 name")
-            .to_owned();
-        let parser = registry
-            .parser(&name, ParseOptions::default())
-            .unwrap_or_else(|| panic!("no parser {name}"));
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_owned();
+        let parser = registry.parser(&name, ParseOptions::default()).unwrap_or_else(|| panic!("no parser {name}"));
         let input = std::fs::read(&path).expect("fixture");
         let expected_path = path.with_extension("expected.ndjson");
         let actual: Vec<String> = lines(&input)
@@ -73,12 +67,8 @@ fn every_parser_matches_its_fixture() {
             std::fs::write(&expected_path, actual.join("\n") + "\n").expect("write expectations");
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run with PILLION_BLESS=1",
-                expected_path.display()
-            )
-        });
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} is missing: run with PILLION_BLESS=1", expected_path.display()));
         let expected: Vec<&str> = expected.lines().collect();
         assert_eq!(expected.len(), actual.len(), "{name}: line count");
         for (number, (want, got)) in expected.iter().zip(&actual).enumerate() {
@@ -89,28 +79,12 @@ fn every_parser_matches_its_fixture() {
         checked.push(name);
     }
     if !bless {
-        for name in [
-            "nginx_access",
-            "nginx_error",
-            "apache_common",
-            "apache_combined",
-            "syslog_rfc3164",
-            "syslog_rfc5424",
-        ] {
+        for name in
+            ["nginx_access", "nginx_error", "apache_common", "apache_combined", "syslog_rfc3164", "syslog_rfc5424"]
+        {
             assert!(checked.iter().any(|c| c == name), "no fixture for {name}");
         }
-        for name in [
-            "klog",
-            "python",
-            "java",
-            "log4j",
-            "postgresql",
-            "redis",
-            "json",
-            "logfmt",
-            "auto",
-            "raw",
-        ] {
+        for name in ["klog", "python", "java", "log4j", "postgresql", "redis", "json", "logfmt", "auto", "raw"] {
             assert!(checked.iter().any(|c| c == name), "no fixture for {name}");
         }
     }
@@ -119,11 +93,7 @@ fn every_parser_matches_its_fixture() {
 fn parse(name: &str, line: &str) -> pillion::record::Record {
     let parser = Parser::by_name(name).expect("built-in");
     let parsed = parser.parse(line.as_bytes(), observed(), &Arc::new(Vec::new()));
-    assert!(
-        !parsed.failed,
-        "{name} failed on {line}: {:?}",
-        parsed.record.attributes.get("parse_error")
-    );
+    assert!(!parsed.failed, "{name} failed on {line}: {:?}", parsed.record.attributes.get("parse_error"));
     parsed.record
 }
 
@@ -138,24 +108,12 @@ fn access_logs_ipv6_escaped_quotes_and_dashes() {
         "nginx_access",
         r#"2001:db8::1 - - [25/Nov/2026:13:00:02 +0100] "GET /a?b=1 HTTP/2.0" 503 - "-" "ua \"quoted\"""#,
     );
-    assert_eq!(
-        attrs(&r).get("client.address"),
-        Some(&Value::from("2001:db8::1"))
-    );
+    assert_eq!(attrs(&r).get("client.address"), Some(&Value::from("2001:db8::1")));
     assert_eq!(attrs(&r).get("url.path"), Some(&Value::from("/a")));
     assert_eq!(attrs(&r).get("url.query"), Some(&Value::from("b=1")));
-    assert_eq!(
-        attrs(&r).get("http.response.status_code"),
-        Some(&Value::from(503))
-    );
-    assert_eq!(
-        attrs(&r).get("user_agent.original"),
-        Some(&Value::from(r#"ua \"quoted\""#))
-    );
-    assert!(
-        !attrs(&r).contains_key("http.response.body.size"),
-        "`-` is absent"
-    );
+    assert_eq!(attrs(&r).get("http.response.status_code"), Some(&Value::from(503)));
+    assert_eq!(attrs(&r).get("user_agent.original"), Some(&Value::from(r#"ua \"quoted\""#)));
+    assert!(!attrs(&r).contains_key("http.response.body.size"), "`-` is absent");
     assert!(!attrs(&r).contains_key("user.name"));
     assert_eq!(r.level, Some(Level::Error));
     assert_eq!(format!("{:.0}", r.timestamp), "2026-11-25T12:00:02Z");
@@ -163,10 +121,7 @@ fn access_logs_ipv6_escaped_quotes_and_dashes() {
 
 #[test]
 fn syslog_levels_come_from_the_priority() {
-    let r = parse(
-        "syslog_rfc5424",
-        "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - hi",
-    );
+    let r = parse("syslog_rfc5424", "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - hi");
     assert_eq!(r.level, Some(Level::Info));
     assert_eq!(attrs(&r).get("syslog.facility"), Some(&Value::from(20)));
     assert_eq!(attrs(&r).get("process.pid"), Some(&Value::from(8710)));
@@ -177,22 +132,8 @@ fn syslog_levels_come_from_the_priority() {
 fn an_input_time_zone_applies_to_times_without_offset() {
     let registry = Registry::builtin().expect("builtins");
     let zone = pillion::parse::timestamp::parse_zone("Europe/Paris").expect("zone");
-    let parser = registry
-        .parser(
-            "nginx_error",
-            ParseOptions {
-                zone,
-                trace_pattern: None,
-            },
-        )
-        .expect("parser");
-    let r = parser
-        .parse(
-            b"2026/07/01 12:00:00 [error] 1#1: boom",
-            observed(),
-            &Arc::new(Vec::new()),
-        )
-        .record;
+    let parser = registry.parser("nginx_error", ParseOptions { zone, trace_pattern: None }).expect("parser");
+    let r = parser.parse(b"2026/07/01 12:00:00 [error] 1#1: boom", observed(), &Arc::new(Vec::new())).record;
     assert_eq!(format!("{:.0}", r.timestamp), "2026-07-01T10:00:00Z");
 }
 
@@ -211,12 +152,8 @@ parsers:
     level: { field: sev, map: { "5": error } }
     message: text
 "#;
-    registry
-        .add_yaml(yaml, "user.yaml")
-        .expect("valid definitions");
-    let parser = registry
-        .parser("payments", ParseOptions::default())
-        .expect("defined");
+    registry.add_yaml(yaml, "user.yaml").expect("valid definitions");
+    let parser = registry.parser("payments", ParseOptions::default()).expect("defined");
     let line = b"2026-11-25T12:00:00Z WARN order=42 amount=9.99 ok=false card declined";
     let r = parser.parse(line, observed(), &Arc::new(Vec::new())).record;
     assert_eq!(r.level, Some(Level::Warn));
@@ -224,9 +161,7 @@ parsers:
     assert_eq!(attrs(&r).get("order.id"), Some(&Value::from(42)));
     assert_eq!(attrs(&r).get("amount"), Some(&Value::from(9.99)));
     assert_eq!(attrs(&r).get("ok"), Some(&Value::Bool(false)));
-    let parser = registry
-        .parser("custom_json", ParseOptions::default())
-        .expect("defined");
+    let parser = registry.parser("custom_json", ParseOptions::default()).expect("defined");
     let line = br#"{"when":"25/11/2026 11:30","sev":5,"text":"custom keys","msg":"stays"}"#;
     let r = parser.parse(line, observed(), &Arc::new(Vec::new())).record;
     assert_eq!(r.level, Some(Level::Error));
@@ -252,18 +187,9 @@ mod properties {
         let parser = Parser::by_name(name).expect("built-in");
         let parsed = parser.parse(line, observed(), &Arc::new(Vec::new()));
         let mut json = Vec::new();
-        parsed
-            .record
-            .write_json_line(&mut json)
-            .expect("serializes");
+        parsed.record.write_json_line(&mut json).expect("serializes");
         if parsed.failed {
-            prop_assert!(
-                parsed
-                    .record
-                    .attributes
-                    .get("parse_error")
-                    .is_some_and(Value::is_string)
-            );
+            prop_assert!(parsed.record.attributes.get("parse_error").is_some_and(Value::is_string));
             prop_assert_eq!(&parsed.record.message, &String::from_utf8_lossy(line));
             prop_assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
         }
@@ -274,11 +200,7 @@ mod properties {
     fn mutate(line: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
         let mut out = line.to_vec();
         for &(position, byte, kind) in edits {
-            let at = if out.is_empty() {
-                0
-            } else {
-                position % (out.len() + 1)
-            };
+            let at = if out.is_empty() { 0 } else { position % (out.len() + 1) };
             match kind % 4 {
                 0 if at < out.len() => out[at] = byte,
                 1 => out.insert(at, byte),

@@ -35,11 +35,7 @@ pub fn interpolate(
         };
         let position = text.len() - rest.len() + dollar;
         let Some(close) = body_and_tail.find('}') else {
-            return Err(location_error(
-                text,
-                position,
-                "unterminated ${...}: add the closing brace",
-            ));
+            return Err(location_error(text, position, "unterminated ${...}: add the closing brace"));
         };
         let body = &body_and_tail[..close];
         let (name, default) = match body.split_once(":-") {
@@ -85,11 +81,8 @@ mod tests {
 
     #[test]
     fn substitutes_values_and_defaults() {
-        let out = interpolate(
-            "a: ${TENANT}\nb: ${MISSING:-x}\nc: ${EMPTY:-d}\nd: $$5 $x",
-            env,
-        )
-        .expect("valid");
+        let out = interpolate("a: ${TENANT}\nb: ${MISSING:-x}\nc: ${EMPTY:-d}\nd: $$5 $x", env)
+            .expect("valid");
         assert_eq!(out.text, "a: acme\nb: x\nc: d\nd: $5 $x");
         assert!(out.unset.is_empty());
     }

@@ -26,10 +26,7 @@ pub const QUICKSTART_YAML: &str = include_str!("../../config/quickstart.yaml");
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{origin}: cannot read config: {source}")]
-    Read {
-        origin: String,
-        source: std::io::Error,
-    },
+    Read { origin: String, source: std::io::Error },
     /// The file was read but is not a valid config; every problem found is listed.
     #[error("{}", render_issues(.0))]
     Invalid(Vec<ConfigIssue>),
@@ -68,28 +65,20 @@ impl fmt::Display for ConfigIssue {
 }
 
 fn render_issues(issues: &[ConfigIssue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// Reads, interpolates, parses and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        origin: origin.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { origin: origin.clone(), source })?;
     load_str(&text, &origin, &|name| std::env::var(name).ok())
 }
 
 /// The embedded quickstart config, validated.
 pub fn load_quickstart() -> Result<Config, ConfigError> {
-    load_str(QUICKSTART_YAML, "<embedded quickstart>", &|name| {
-        std::env::var(name).ok()
-    })
+    load_str(QUICKSTART_YAML, "<embedded quickstart>", &|name| std::env::var(name).ok())
 }
 
 /// Interpolates, parses and validates config `text`; `origin` names it in errors and `env`
@@ -130,11 +119,7 @@ fn parse_yaml(text: &str, origin: &str) -> Result<raw::RawConfig, ConfigError> {
     // A document that is only comments deserializes as null; treat it as empty.
     let parsed: Option<raw::RawConfig> = match parsed {
         Ok(config) => config,
-        Err(error) => {
-            return Err(ConfigError::Invalid(vec![yaml_issue(
-                &error, &field, origin,
-            )]));
-        }
+        Err(error) => return Err(ConfigError::Invalid(vec![yaml_issue(&error, &field, origin)])),
     };
     Ok(parsed.unwrap_or_default())
 }
@@ -146,28 +131,16 @@ fn yaml_issue(error: &serde_saphyr::Error, field: &str, origin: &str) -> ConfigI
         Some(cut) => full[..cut].to_owned(),
         None => full.clone(),
     };
-    let position = error
-        .location()
-        .map(|l| (l.line() as usize, l.column() as usize));
+    let position = error.location().map(|l| (l.line() as usize, l.column() as usize));
     let field = clean_field_path(field);
     let hint = hint_for(&message);
-    ConfigIssue {
-        origin: origin.to_owned(),
-        position,
-        field,
-        message,
-        hint,
-    }
+    ConfigIssue { origin: origin.to_owned(), position, field, message, hint }
 }
 
 /// `serde_path_to_error` reports `.value` for the inside of a `Spanned`, and `?` for the root.
 fn clean_field_path(path: &str) -> String {
     let cleaned = path.replace(".value", "");
-    if cleaned == "?" || cleaned == "." {
-        String::new()
-    } else {
-        cleaned
-    }
+    if cleaned == "?" || cleaned == "." { String::new() } else { cleaned }
 }
 
 fn hint_for(message: &str) -> Option<String> {
@@ -203,9 +176,7 @@ mod tests {
         assert_eq!(found.len(), 1);
         let text = found[0].to_string();
         assert!(
-            text.starts_with(
-                "x.yaml:7:20: logs.sinks[0].batch.max_bytes: invalid size \"10 potatoes\""
-            ),
+            text.starts_with("x.yaml:7:20: logs.sinks[0].batch.max_bytes: invalid size \"10 potatoes\""),
             "{text}"
         );
     }

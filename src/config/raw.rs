@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::units::{
-    ByteSize, Duration, Endpoint, GlobPattern, ListenAddr, Pattern, Ratio, RouteTemplate,
-    ScalarText, Secret,
+    ByteSize, Duration, Endpoint, GlobPattern, ListenAddr, Pattern, Ratio, RouteTemplate, ScalarText, Secret,
 };
 use crate::record::Level;
 
@@ -70,9 +69,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            listen: default_admin_listen(),
-        }
+        AdminConfig { listen: default_admin_listen() }
     }
 }
 
@@ -476,10 +473,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_events: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
-            max_bytes: ByteSize::mib(1),
-            timeout: Duration::from_secs(1),
-        }
+            max_events: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN), max_bytes: ByteSize::mib(1), timeout: Duration::from_secs(1) }
     }
 }
 
@@ -576,10 +570,7 @@ pub struct RetriesConfig {
 
 impl Default for RetriesConfig {
     fn default() -> Self {
-        RetriesConfig {
-            attempts: 2,
-            idempotent_only: true,
-        }
+        RetriesConfig { attempts: 2, idempotent_only: true }
     }
 }
 
@@ -595,10 +586,7 @@ pub struct CircuitBreakerConfig {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        CircuitBreakerConfig {
-            consecutive_failures: 5,
-            open_for: Duration::from_secs(30),
-        }
+        CircuitBreakerConfig { consecutive_failures: 5, open_for: Duration::from_secs(30) }
     }
 }
 

@@ -88,28 +88,20 @@ impl Duration {
 impl FromStr for Duration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || {
-            format!(
-                "invalid duration {text:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms, 5s, 1m"
-            )
-        };
+        let invalid = || format!("invalid duration {text:?}: expected a number and a unit (ms, s, m, h), e.g. 250ms, 5s, 1m");
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(invalid());
         }
         let mut total = std::time::Duration::ZERO;
         while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
                 return Err(invalid());
             }
             let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let part = match rest[..unit_len].trim() {
                 "ns" => std::time::Duration::from_nanos(value),
                 "us" | "µs" => std::time::Duration::from_micros(value),
@@ -168,15 +160,9 @@ impl ByteSize {
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || {
-            format!(
-                "invalid size {text:?}: expected a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB or 1MiB"
-            )
-        };
+        let invalid = || format!("invalid size {text:?}: expected a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 512KiB or 1MiB");
         let trimmed = text.trim();
-        let digits = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
+        let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
         if digits == 0 {
             return Err(invalid());
         }
@@ -191,10 +177,7 @@ impl FromStr for ByteSize {
             "GiB" | "gib" | "Gi" => 1 << 30,
             _ => return Err(invalid()),
         };
-        value
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(invalid)
+        value.checked_mul(multiplier).map(ByteSize).ok_or_else(invalid)
     }
 }
 
@@ -224,23 +207,15 @@ impl FromStr for ListenAddr {
         let trimmed = text.trim();
         if let Some(port) = trimmed.strip_prefix(':') {
             // `:9901` is a common shorthand; we bind loopback-free "all interfaces" only when asked.
-            return format!("0.0.0.0:{port}")
-                .parse()
-                .map(ListenAddr)
-                .map_err(|_| bad_listen(text));
+            return format!("0.0.0.0:{port}").parse().map(ListenAddr).map_err(|_| bad_listen(text));
         }
         let host_port = trimmed.replace("localhost:", "127.0.0.1:");
-        host_port
-            .parse()
-            .map(ListenAddr)
-            .map_err(|_| bad_listen(text))
+        host_port.parse().map(ListenAddr).map_err(|_| bad_listen(text))
     }
 }
 
 fn bad_listen(text: &str) -> String {
-    format!(
-        "invalid listen address {text:?}: expected an IP address and port, e.g. 127.0.0.1:9901 or 0.0.0.0:15001"
-    )
+    format!("invalid listen address {text:?}: expected an IP address and port, e.g. 127.0.0.1:9901 or 0.0.0.0:15001")
 }
 
 impl fmt::Display for ListenAddr {
@@ -309,10 +284,7 @@ impl FromStr for Pattern {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         regex::Regex::new(text)
-            .map(|compiled| Pattern {
-                source: text.to_owned(),
-                compiled,
-            })
+            .map(|compiled| Pattern { source: text.to_owned(), compiled })
             .map_err(|e| format!("invalid regex {text:?}: {}", one_line(&e.to_string())))
     }
 }
@@ -356,9 +328,7 @@ impl FromStr for Ratio {
     fn from_str(text: &str) -> Result<Self, String> {
         match text.trim().parse::<f64>() {
             Ok(value) if (0.0..=1.0).contains(&value) => Ok(Ratio(value)),
-            _ => Err(format!(
-                "invalid ratio {text:?}: expected a number from 0 to 1, e.g. 0.25"
-            )),
+            _ => Err(format!("invalid ratio {text:?}: expected a number from 0 to 1, e.g. 0.25")),
         }
     }
 }
@@ -387,9 +357,7 @@ impl FromStr for RouteTemplate {
             let closes = segment.matches('}').count();
             let whole = segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2;
             if opens + closes > 0 && !(opens == 1 && closes == 1 && whole) {
-                return Err(invalid(
-                    "a placeholder must be a whole path segment such as {id}",
-                ));
+                return Err(invalid("a placeholder must be a whole path segment such as {id}"));
             }
         }
         Ok(RouteTemplate(text.to_owned()))
@@ -448,45 +416,24 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print() {
-        let cases = [
-            ("250ms", 250),
-            ("5s", 5000),
-            ("1m", 60_000),
-            ("1m30s", 90_000),
-            ("2h", 7_200_000),
-        ];
+        let cases = [("250ms", 250), ("5s", 5000), ("1m", 60_000), ("1m30s", 90_000), ("2h", 7_200_000)];
         for (text, ms) in cases {
             let parsed: Duration = text.parse().expect(text);
             assert_eq!(parsed.0.as_millis(), ms, "{text}");
-            assert_eq!(
-                parsed.to_string().parse::<Duration>().expect("round trip"),
-                parsed
-            );
+            assert_eq!(parsed.to_string().parse::<Duration>().expect("round trip"), parsed);
         }
         for bad in ["", "5", "s", "5 parsecs", "-1s", "1.5s"] {
-            assert!(
-                bad.parse::<Duration>().is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn sizes_parse_and_print() {
-        let cases = [
-            ("512KiB", 512 * 1024),
-            ("1MiB", 1 << 20),
-            ("1MB", 1_000_000),
-            ("100", 100),
-            ("2 GiB", 2 << 30),
-        ];
+        let cases = [("512KiB", 512 * 1024), ("1MiB", 1 << 20), ("1MB", 1_000_000), ("100", 100), ("2 GiB", 2 << 30)];
         for (text, bytes) in cases {
             let parsed: ByteSize = text.parse().expect(text);
             assert_eq!(parsed.0, bytes, "{text}");
-            assert_eq!(
-                parsed.to_string().parse::<ByteSize>().expect("round trip"),
-                parsed
-            );
+            assert_eq!(parsed.to_string().parse::<ByteSize>().expect("round trip"), parsed);
         }
         let err = "10 potatoes".parse::<ByteSize>().expect_err("potatoes");
         assert!(err.starts_with("invalid size \"10 potatoes\""), "{err}");
@@ -503,10 +450,7 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            "127.0.0.1:9901".parse::<ListenAddr>().expect("v4").0.port(),
-            9901
-        );
+        assert_eq!("127.0.0.1:9901".parse::<ListenAddr>().expect("v4").0.port(), 9901);
         assert!("[::1]:80".parse::<ListenAddr>().is_ok());
         assert!(":15001".parse::<ListenAddr>().is_ok());
         assert!("nonsense".parse::<ListenAddr>().is_err());

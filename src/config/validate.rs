@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
-    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig,
-    ServiceConfig, SinkConfig, SinkKind, StartAt, TracingConfig, TransformConfig,
+    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig,
+    SinkKind, StartAt, TracingConfig, TransformConfig,
 };
 use super::units::GlobPattern;
 use crate::parse::{ParseOptions, Parser, Registry};
@@ -105,10 +105,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn at<T>(&mut self, spanned: &Spanned<T>, field: String, message: String, hint: Option<&str>) {
-        let position = Some((
-            spanned.referenced.line() as usize,
-            spanned.referenced.column() as usize,
-        ));
+        let position = Some((spanned.referenced.line() as usize, spanned.referenced.column() as usize));
         self.issues.push(ConfigIssue {
             origin: self.origin.to_owned(),
             position,
@@ -126,10 +123,7 @@ pub(super) fn validate(
 ) -> Result<Config, Vec<ConfigIssue>> {
     let effective_yaml = serde_saphyr::to_string(&raw)
         .unwrap_or_else(|error| format!("# the effective config could not be rendered: {error}\n"));
-    let mut checker = Checker {
-        origin,
-        issues: Vec::new(),
-    };
+    let mut checker = Checker { origin, issues: Vec::new() };
     let mut warnings = Vec::new();
     let registry = load_parsers(&mut checker, &raw.logs.parsers, &mut warnings);
     let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
@@ -138,11 +132,10 @@ pub(super) fn validate(
     if !checker.issues.is_empty() {
         return Err(checker.issues);
     }
-    let worker_threads = raw.worker_threads.map(|n| n.get()).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let worker_threads = raw
+        .worker_threads
+        .map(|n| n.get())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     Ok(Config {
         origin: origin.to_owned(),
         effective_yaml,
@@ -175,55 +168,29 @@ fn check_inputs(
         let input = &spanned.value;
         let field = |name: &str| format!("logs.inputs[{index}].{name}");
         if input.name.trim().is_empty() {
-            checker.at(
-                spanned,
-                field("name"),
-                "an input needs a non-empty name".into(),
-                None,
-            );
+            checker.at(spanned, field("name"), "an input needs a non-empty name".into(), None);
         } else if !names.insert(input.name.clone()) {
             let message = format!("duplicate input name {:?}", input.name);
-            checker.at(
-                spanned,
-                field("name"),
-                message,
-                Some("input names must be unique"),
-            );
+            checker.at(spanned, field("name"), message, Some("input names must be unique"));
         }
         if input.paths.is_empty() {
             let hint = Some("e.g. paths: [\"/var/log/app/*.log\"]");
-            checker.at(
-                spanned,
-                field("paths"),
-                "an input needs at least one path glob".into(),
-                hint,
-            );
+            checker.at(spanned, field("paths"), "an input needs at least one path glob".into(), hint);
         }
-        let zone = match input
-            .timezone
-            .as_deref()
-            .map(crate::parse::timestamp::parse_zone)
-        {
+        let zone = match input.timezone.as_deref().map(crate::parse::timestamp::parse_zone) {
             None => jiff::tz::TimeZone::UTC,
             Some(Ok(zone)) => zone,
             Some(Err(message)) => {
-                let hint =
-                    "an IANA name such as Europe/Paris, UTC, local, or an offset such as +02:00";
+                let hint = "an IANA name such as Europe/Paris, UTC, local, or an offset such as +02:00";
                 checker.at(spanned, field("timezone"), message, Some(hint));
                 continue;
             }
         };
         let trace_pattern = input.trace_pattern.as_ref().map(|p| p.regex().clone());
         if let Some(pattern) = &trace_pattern {
-            if !pattern
-                .capture_names()
-                .flatten()
-                .any(|n| matches!(n, "trace_id" | "traceparent"))
-            {
-                let message = format!(
-                    "trace_pattern {:?} has no capture named trace_id or traceparent",
-                    pattern.as_str()
-                );
+            if !pattern.capture_names().flatten().any(|n| matches!(n, "trace_id" | "traceparent")) {
+                let message =
+                    format!("trace_pattern {:?} has no capture named trace_id or traceparent", pattern.as_str());
                 checker.at(
                     spanned,
                     field("trace_pattern"),
@@ -232,39 +199,20 @@ fn check_inputs(
                 );
             }
         }
-        let Some(parser) = registry.parser(
-            &input.format,
-            ParseOptions {
-                zone,
-                trace_pattern,
-            },
-        ) else {
+        let Some(parser) = registry.parser(&input.format, ParseOptions { zone, trace_pattern }) else {
             let message = format!("unknown parser {:?}", input.format);
             let names: Vec<&str> = registry.names().collect();
-            let hint = format!(
-                "available parsers: {}; add your own with logs.parsers",
-                names.join(", ")
-            );
+            let hint = format!("available parsers: {}; add your own with logs.parsers", names.join(", "));
             checker.at(spanned, field("format"), message, Some(&hint));
             continue;
         };
         if input.max_line_bytes.bytes() < 64 {
             let message = format!("max_line_bytes {} is too small", input.max_line_bytes);
-            checker.at(
-                spanned,
-                field("max_line_bytes"),
-                message,
-                Some("use at least 1KiB"),
-            );
+            checker.at(spanned, field("max_line_bytes"), message, Some("use at least 1KiB"));
         }
         if input.poll_interval.get() < std::time::Duration::from_millis(10) {
             let message = format!("poll_interval {} is too short", input.poll_interval);
-            checker.at(
-                spanned,
-                field("poll_interval"),
-                message,
-                Some("use at least 10ms"),
-            );
+            checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
         }
         let compiled = compile_globs(input);
         match compiled {
@@ -284,11 +232,7 @@ fn check_inputs(
                 }),
                 max_line_bytes: input.max_line_bytes.as_usize(),
                 poll_interval: input.poll_interval.get(),
-                attributes: input
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.0.clone()))
-                    .collect(),
+                attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             })),
             Err(message) => checker.at(spanned, field("paths"), message, None),
         }
@@ -300,23 +244,15 @@ fn check_inputs(
 /// resolved from the config file's directory. A glob that matches nothing is a warning (the
 /// directory may be filled later by a volume); a file that cannot be read or compiled is an
 /// error naming the file, the position and the problem.
-fn load_parsers(
-    checker: &mut Checker,
-    globs: &[GlobPattern],
-    warnings: &mut Vec<String>,
-) -> Registry {
+fn load_parsers(checker: &mut Checker, globs: &[GlobPattern], warnings: &mut Vec<String>) -> Registry {
     let mut registry = match Registry::builtin() {
         Ok(registry) => registry,
         Err(errors) => {
-            checker
-                .issues
-                .extend(errors.into_iter().map(definition_issue));
+            checker.issues.extend(errors.into_iter().map(definition_issue));
             return Registry::default();
         }
     };
-    let base = Path::new(checker.origin)
-        .parent()
-        .filter(|_| !checker.origin.starts_with('<'));
+    let base = Path::new(checker.origin).parent().filter(|_| !checker.origin.starts_with('<'));
     for (index, pattern) in globs.iter().enumerate() {
         let files = match expand_glob(base, &pattern.0) {
             Ok(files) => files,
@@ -332,16 +268,11 @@ fn load_parsers(
             }
         };
         if files.is_empty() {
-            warnings.push(format!(
-                "{}: logs.parsers[{index}]: {:?} matches no file",
-                checker.origin, pattern.0
-            ));
+            warnings.push(format!("{}: logs.parsers[{index}]: {:?} matches no file", checker.origin, pattern.0));
         }
         // `parsers: ["*.yaml"]` beside the config file would match the config itself.
         let config_file = std::fs::canonicalize(checker.origin).ok();
-        for file in files
-            .into_iter()
-            .filter(|f| std::fs::canonicalize(f).ok() != config_file || config_file.is_none())
+        for file in files.into_iter().filter(|f| std::fs::canonicalize(f).ok() != config_file || config_file.is_none())
         {
             let origin = file.display().to_string();
             let text = match std::fs::read_to_string(&file) {
@@ -359,9 +290,7 @@ fn load_parsers(
                 }
             };
             if let Err(errors) = registry.add_yaml(&text, &origin) {
-                checker
-                    .issues
-                    .extend(errors.into_iter().map(definition_issue));
+                checker.issues.extend(errors.into_iter().map(definition_issue));
             }
         }
     }
@@ -369,7 +298,8 @@ fn load_parsers(
 }
 
 fn definition_issue(error: crate::parse::DefinitionError) -> ConfigIssue {
-    let hint = "parser definitions are described in parsers/README.md; `pillion parse --parser NAME --config FILE` tries one";
+    let hint =
+        "parser definitions are described in parsers/README.md; `pillion parse --parser NAME --config FILE` tries one";
     ConfigIssue {
         origin: error.origin,
         position: error.position,
@@ -387,20 +317,10 @@ fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, Strin
     };
     let full_text = full.to_string_lossy().into_owned();
     let matcher = glob(&full_text)?.compile_matcher();
-    let literal: PathBuf = full
-        .components()
-        .take_while(|c| {
-            !c.as_os_str()
-                .to_string_lossy()
-                .contains(['*', '?', '[', '{'])
-        })
-        .collect();
+    let literal: PathBuf =
+        full.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[', '{'])).collect();
     if literal == full {
-        return Ok(if full.is_file() {
-            vec![full]
-        } else {
-            Vec::new()
-        });
+        return Ok(if full.is_file() { vec![full] } else { Vec::new() });
     }
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&literal)
         .follow_links(true)
@@ -414,10 +334,7 @@ fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, Strin
 }
 
 fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
+    GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| format!("invalid glob {pattern:?}: {e}"))
 }
 
 fn compile_globs(input: &InputConfig) -> Result<(GlobSet, GlobSet, GlobSet), String> {
@@ -458,33 +375,16 @@ fn fields_set(sink: &SinkConfig) -> Vec<&'static str> {
         ("request_timeout", sink.request_timeout.is_some()),
         ("concurrency", sink.concurrency.is_some()),
     ];
-    candidates
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
+    candidates.into_iter().filter_map(|(name, set)| set.then_some(name)).collect()
 }
 
-const HTTP_FIELDS: &[&str] = &[
-    "endpoint",
-    "auth",
-    "tls",
-    "headers",
-    "request_timeout",
-    "concurrency",
-];
+const HTTP_FIELDS: &[&str] = &["endpoint", "auth", "tls", "headers", "request_timeout", "concurrency"];
 
 /// The optional fields each sink type accepts, and the ones it requires.
 fn sink_fields(kind: SinkKind) -> (Vec<&'static str>, &'static [&'static str]) {
     let mut allowed: Vec<&'static str> = match kind {
         SinkKind::Loki => {
-            vec![
-                "encoding",
-                "labels",
-                "structured_metadata",
-                "tenant",
-                "line_format",
-                "compression",
-            ]
+            vec!["encoding", "labels", "structured_metadata", "tenant", "line_format", "compression"]
         }
         SinkKind::Elasticsearch => vec!["index", "op", "compression"],
         SinkKind::Otlp => vec!["protocol", "compression"],
@@ -502,11 +402,7 @@ fn check_sinks(
 ) -> Vec<SinkSettings> {
     if sinks.is_empty() {
         let batch = BatchConfig::default();
-        return vec![SinkSettings {
-            name: Arc::from("stdout"),
-            batch,
-            target: SinkTarget::Stdout,
-        }];
+        return vec![SinkSettings { name: Arc::from("stdout"), batch, target: SinkTarget::Stdout }];
     }
     let mut names = BTreeSet::new();
     let mut checked = Vec::new();
@@ -514,30 +410,17 @@ fn check_sinks(
         let sink = &spanned.value;
         let field = |name: &str| format!("logs.sinks[{index}].{name}");
         if sink.name.trim().is_empty() {
-            checker.at(
-                spanned,
-                field("name"),
-                "a sink needs a non-empty name".into(),
-                None,
-            );
+            checker.at(spanned, field("name"), "a sink needs a non-empty name".into(), None);
         } else if !names.insert(sink.name.clone()) {
             let message = format!("duplicate sink name {:?}", sink.name);
-            checker.at(
-                spanned,
-                field("name"),
-                message,
-                Some("sink names must be unique"),
-            );
+            checker.at(spanned, field("name"), message, Some("sink names must be unique"));
         }
         let kind = sink.kind.as_str();
         let (allowed, required) = sink_fields(sink.kind);
         let set = fields_set(sink);
         for name in set.iter().filter(|name| !allowed.contains(name)) {
             let message = format!("`{name}` does not apply to a {kind} sink");
-            let hint = format!(
-                "a {kind} sink takes: name, type, batch{}",
-                list_suffix(&allowed)
-            );
+            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
             checker.at(spanned, field(name), message, Some(&hint));
         }
         for name in required.iter().filter(|name| !set.contains(name)) {
@@ -551,28 +434,17 @@ fn check_sinks(
                     path.display(),
                     &*input.name
                 );
-                checker.at(
-                    spanned,
-                    field("path"),
-                    message,
-                    Some("write the sink file outside the input globs"),
-                );
+                checker.at(spanned, field("path"), message, Some("write the sink file outside the input globs"));
             }
         }
         let target = match sink.kind {
             SinkKind::Stdout => SinkTarget::Stdout,
-            SinkKind::File => SinkTarget::File(FileSinkSettings {
-                path: sink.path.clone().unwrap_or_default(),
-            }),
+            SinkKind::File => SinkTarget::File(FileSinkSettings { path: sink.path.clone().unwrap_or_default() }),
             SinkKind::Loki => SinkTarget::Loki(Box::new(sink.clone())),
             SinkKind::Elasticsearch => SinkTarget::Elasticsearch(Box::new(sink.clone())),
             SinkKind::Otlp => SinkTarget::Otlp(Box::new(sink.clone())),
         };
-        checked.push(SinkSettings {
-            name: Arc::from(sink.name.as_str()),
-            batch: sink.batch,
-            target,
-        });
+        checked.push(SinkSettings { name: Arc::from(sink.name.as_str()), batch: sink.batch, target });
     }
     checked
 }
@@ -588,12 +460,7 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
     let listen = inbound.value.listen.0;
     if listen.port() != 0 && listen == raw.admin.listen.0 {
         let message = format!("proxy.inbound.listen {listen} is also admin.listen");
-        checker.at(
-            inbound,
-            "proxy.inbound.listen".into(),
-            message,
-            Some("give the admin server its own port"),
-        );
+        checker.at(inbound, "proxy.inbound.listen".into(), message, Some("give the admin server its own port"));
     }
 }
 
@@ -601,14 +468,9 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
 /// `OTEL_RESOURCE_ATTRIBUTES`; `k8s.*` from the downward-API variables.
 fn build_resource(service: &ServiceConfig, env: &dyn Fn(&str) -> Option<String>) -> Resource {
     let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
-    let mut otel: Vec<(String, String)> = non_empty("OTEL_RESOURCE_ATTRIBUTES")
-        .map(|text| parse_otel_resource_attributes(&text))
-        .unwrap_or_default();
-    let mut take_otel = |key: &str| {
-        otel.iter()
-            .position(|(k, _)| k == key)
-            .map(|index| otel.remove(index).1)
-    };
+    let mut otel: Vec<(String, String)> =
+        non_empty("OTEL_RESOURCE_ATTRIBUTES").map(|text| parse_otel_resource_attributes(&text)).unwrap_or_default();
+    let mut take_otel = |key: &str| otel.iter().position(|(k, _)| k == key).map(|index| otel.remove(index).1);
     let name = service
         .name
         .as_ref()
@@ -617,16 +479,8 @@ fn build_resource(service: &ServiceConfig, env: &dyn Fn(&str) -> Option<String>)
         .or_else(|| non_empty("OTEL_SERVICE_NAME"))
         .or_else(|| take_otel("service.name"))
         .unwrap_or_else(|| "unknown_service".to_owned());
-    let namespace = service
-        .namespace
-        .as_ref()
-        .map(|n| n.0.clone())
-        .or_else(|| take_otel("service.namespace"));
-    let version = service
-        .version
-        .as_ref()
-        .map(|n| n.0.clone())
-        .or_else(|| take_otel("service.version"));
+    let namespace = service.namespace.as_ref().map(|n| n.0.clone()).or_else(|| take_otel("service.namespace"));
+    let version = service.version.as_ref().map(|n| n.0.clone()).or_else(|| take_otel("service.version"));
     let mut resource = vec![("service.name".to_owned(), name)];
     resource.extend(namespace.map(|v| ("service.namespace".to_owned(), v)));
     resource.extend(version.map(|v| ("service.version".to_owned(), v)));
@@ -636,10 +490,7 @@ fn build_resource(service: &ServiceConfig, env: &dyn Fn(&str) -> Option<String>)
         ("k8s.node.name", "NODE_NAME"),
         ("k8s.container.name", "CONTAINER_NAME"),
     ];
-    let mut rest: Vec<(String, String)> = otel
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("service.name"))
-        .collect();
+    let mut rest: Vec<(String, String)> = otel.into_iter().filter(|(k, _)| !k.starts_with("service.name")).collect();
     for (key, value) in &service.attributes {
         rest.retain(|(k, _)| k != key);
         rest.push((key.clone(), value.0.clone()));
@@ -677,12 +528,7 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 
     fn issues(yaml: &str) -> Vec<String> {
@@ -697,10 +543,7 @@ mod tests {
     fn resource_prefers_config_then_environment() {
         let env = env_of(&[
             ("OTEL_SERVICE_NAME", "from-otel"),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment=prod,service.version=9,team=a%20b",
-            ),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.version=9,team=a%20b"),
             ("POD_NAME", "checkout-7d9f"),
         ]);
         let service = ServiceConfig::default();
@@ -717,11 +560,7 @@ mod tests {
     fn sink_fields_must_match_the_type() {
         let found = issues("logs:\n  sinks:\n    - name: l\n      type: loki\n      index: x\n");
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found[0].starts_with(
-                "x.yaml:3:7: logs.sinks[0].index: `index` does not apply to a loki sink"
-            )
-        );
+        assert!(found[0].starts_with("x.yaml:3:7: logs.sinks[0].index: `index` does not apply to a loki sink"));
         assert!(found[1].contains("logs.sinks[0].endpoint: a loki sink needs `endpoint`"));
     }
 
@@ -729,24 +568,15 @@ mod tests {
     fn names_are_unique_and_parsers_known() {
         let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/x/*.log] }\n    - { name: a, paths: [/y/*.log], format: nginx }\n";
         let found = issues(yaml);
-        assert!(
-            found.iter().any(|m| m.contains("duplicate input name")),
-            "{found:?}"
-        );
-        assert!(
-            found.iter().any(|m| m.contains("unknown parser \"nginx\"")),
-            "{found:?}"
-        );
+        assert!(found.iter().any(|m| m.contains("duplicate input name")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("unknown parser \"nginx\"")), "{found:?}");
     }
 
     #[test]
     fn a_file_sink_inside_an_input_glob_is_refused() {
         let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/logs/*.ndjson] }\n  sinks:\n    - { name: f, type: file, path: /logs/out.ndjson }\n";
         let found = issues(yaml);
-        assert!(
-            found.iter().any(|m| m.contains("read its own output")),
-            "{found:?}"
-        );
+        assert!(found.iter().any(|m| m.contains("read its own output")), "{found:?}");
     }
 
     #[test]

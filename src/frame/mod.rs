@@ -55,32 +55,14 @@ impl LineFramer {
             if self.in_line {
                 self.append_bounded(&chunk[pos..line_end]);
                 let truncated = self.overflowed;
-                let bytes = if truncated {
-                    &self.partial[..]
-                } else {
-                    strip_cr(&self.partial)
-                };
-                emit(Line {
-                    bytes,
-                    start: self.partial_start,
-                    end,
-                    truncated,
-                });
+                let bytes = if truncated { &self.partial[..] } else { strip_cr(&self.partial) };
+                emit(Line { bytes, start: self.partial_start, end, truncated });
                 self.reset();
             } else {
                 let whole = &chunk[pos..line_end];
                 let truncated = whole.len() > self.max_line_bytes;
-                let bytes = if truncated {
-                    &whole[..self.max_line_bytes]
-                } else {
-                    strip_cr(whole)
-                };
-                emit(Line {
-                    bytes,
-                    start: offset + pos as u64,
-                    end,
-                    truncated,
-                });
+                let bytes = if truncated { &whole[..self.max_line_bytes] } else { strip_cr(whole) };
+                emit(Line { bytes, start: offset + pos as u64, end, truncated });
             }
             pos = line_end + 1;
         }
@@ -91,12 +73,7 @@ impl LineFramer {
     pub fn flush(&mut self, eof_offset: u64, mut emit: impl FnMut(Line<'_>)) {
         if self.in_line {
             let truncated = self.overflowed;
-            emit(Line {
-                bytes: &self.partial,
-                start: self.partial_start,
-                end: eof_offset,
-                truncated,
-            });
+            emit(Line { bytes: &self.partial, start: self.partial_start, end: eof_offset, truncated });
             self.reset();
         }
     }
@@ -149,9 +126,7 @@ mod tests {
         let mut out = Vec::new();
         let mut offset = 0;
         for chunk in chunks {
-            framer.push(chunk, offset, |l| {
-                out.push((l.bytes.to_vec(), l.start, l.end, l.truncated))
-            });
+            framer.push(chunk, offset, |l| out.push((l.bytes.to_vec(), l.start, l.end, l.truncated)));
             offset += chunk.len() as u64;
         }
         out
@@ -160,10 +135,7 @@ mod tests {
     #[test]
     fn splits_lines_and_strips_crlf() {
         let out = frame(&[b"a\r\nbb\n"], 100);
-        assert_eq!(
-            out,
-            vec![(b"a".to_vec(), 0, 3, false), (b"bb".to_vec(), 3, 6, false)]
-        );
+        assert_eq!(out, vec![(b"a".to_vec(), 0, 3, false), (b"bb".to_vec(), 3, 6, false)]);
     }
 
     #[test]
@@ -182,10 +154,7 @@ mod tests {
         assert!(framer.held_bytes() <= 4);
         framer.push(b"ijk\nxy\n", 8, |l| out.push(l.bytes.to_vec()));
         assert_eq!(out, vec![b"abcd".to_vec(), b"xy".to_vec()]);
-        assert_eq!(
-            frame(&[b"abcdefgh\n"], 4),
-            vec![(b"abcd".to_vec(), 0, 9, true)]
-        );
+        assert_eq!(frame(&[b"abcdefgh\n"], 4), vec![(b"abcd".to_vec(), 0, 9, true)]);
     }
 
     #[test]

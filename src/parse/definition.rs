@@ -165,43 +165,26 @@ pub struct LevelDefinition {
 
 /// Reads a definition file; every definition in it is checked, and all problems reported.
 pub fn load(text: &str, origin: &str) -> Result<Vec<(String, String, Spec)>, Vec<DefinitionError>> {
-    let file: DefinitionFile =
-        serde_saphyr::from_str(text).map_err(|error| vec![yaml_error(&error, origin)])?;
+    let file: DefinitionFile = serde_saphyr::from_str(text).map_err(|error| vec![yaml_error(&error, origin)])?;
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
     for (index, spanned) in file.parsers.iter().enumerate() {
         let definition = &spanned.value;
-        let here =
-            |field: &str, message: String, span: Option<&serde_saphyr::Location>| DefinitionError {
-                origin: origin.to_owned(),
-                position: Some(span.unwrap_or(&spanned.referenced))
-                    .map(|l| (l.line() as usize, l.column() as usize)),
-                field: if field.is_empty() {
-                    format!("parsers[{index}]")
-                } else {
-                    format!("parsers[{index}].{field}")
-                },
-                message,
-            };
+        let here = |field: &str, message: String, span: Option<&serde_saphyr::Location>| DefinitionError {
+            origin: origin.to_owned(),
+            position: Some(span.unwrap_or(&spanned.referenced)).map(|l| (l.line() as usize, l.column() as usize)),
+            field: if field.is_empty() { format!("parsers[{index}]") } else { format!("parsers[{index}].{field}") },
+            message,
+        };
         match compile(definition) {
-            Ok(spec) => compiled.push((
-                definition.name.clone(),
-                definition.description.clone(),
-                spec,
-            )),
+            Ok(spec) => compiled.push((definition.name.clone(), definition.description.clone(), spec)),
             Err((field, message)) => {
-                let span = (field == "regex")
-                    .then(|| definition.regex.as_ref().map(|r| &r.referenced))
-                    .flatten();
+                let span = (field == "regex").then(|| definition.regex.as_ref().map(|r| &r.referenced)).flatten();
                 errors.push(here(field, message, span));
             }
         }
     }
-    if errors.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(compiled) } else { Err(errors) }
 }
 
 fn yaml_error(error: &serde_saphyr::Error, origin: &str) -> DefinitionError {
@@ -212,9 +195,7 @@ fn yaml_error(error: &serde_saphyr::Error, origin: &str) -> DefinitionError {
     };
     DefinitionError {
         origin: origin.to_owned(),
-        position: error
-            .location()
-            .map(|l| (l.line() as usize, l.column() as usize)),
+        position: error.location().map(|l| (l.line() as usize, l.column() as usize)),
         field: String::new(),
         message,
     }
@@ -227,10 +208,10 @@ type Problem = (&'static str, String);
 pub fn compile(definition: &Definition) -> Result<Spec, Problem> {
     check_name(&definition.name)?;
     let formats = time_formats(definition)?;
-    let level_rule = definition.level.as_ref().map(|level| LevelRule {
-        map: level.map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        from: level.from,
-    });
+    let level_rule = definition
+        .level
+        .as_ref()
+        .map(|level| LevelRule { map: level.map.iter().map(|(k, v)| (k.clone(), *v)).collect(), from: level.from });
     match definition.kind {
         DefinitionKind::Regex => compile_regex(definition, formats, level_rule).map(Spec::Regex),
         DefinitionKind::Json | DefinitionKind::Logfmt => {
@@ -238,27 +219,17 @@ pub fn compile(definition: &Definition) -> Result<Spec, Problem> {
                 return Err(("regex", "a json or logfmt parser takes no regex".to_owned()));
             }
             let spec = field_spec(definition, formats, level_rule)?;
-            Ok(if definition.kind == DefinitionKind::Json {
-                Spec::Json(spec)
-            } else {
-                Spec::Logfmt(spec)
-            })
+            Ok(if definition.kind == DefinitionKind::Json { Spec::Json(spec) } else { Spec::Logfmt(spec) })
         }
     }
 }
 
 fn check_name(name: &str) -> Result<(), Problem> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if valid {
         Ok(())
     } else {
-        Err((
-            "name",
-            format!("invalid parser name {name:?}: use letters, digits, `_`, `-` and `.`"),
-        ))
+        Err(("name", format!("invalid parser name {name:?}: use letters, digits, `_`, `-` and `.`")))
     }
 }
 
@@ -291,19 +262,12 @@ fn field_spec(
     level: Option<LevelRule>,
 ) -> Result<FieldSpec, Problem> {
     if formats.len() > 1 {
-        return Err((
-            "time.format",
-            "a json or logfmt parser takes one time format".to_owned(),
-        ));
+        return Err(("time.format", "a json or logfmt parser takes one time format".to_owned()));
     }
     let mut spec = FieldSpec {
         time_format: formats.into_iter().next().unwrap_or_default(),
         level: level.unwrap_or_default(),
-        types: definition
-            .types
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
+        types: definition.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ..FieldSpec::default()
     };
     let preferred = [
@@ -328,29 +292,15 @@ fn compile_regex(
     level: Option<LevelRule>,
 ) -> Result<RegexSpec, Problem> {
     let Some(source) = &definition.regex else {
-        return Err((
-            "regex",
-            "a regex parser needs `regex` (or set `type: json` or `type: logfmt`)".to_owned(),
-        ));
+        return Err(("regex", "a regex parser needs `regex` (or set `type: json` or `type: logfmt`)".to_owned()));
     };
     let regex = regex::bytes::RegexBuilder::new(&source.value)
         .build()
-        .map_err(|e| {
-            (
-                "regex",
-                format!("invalid regex: {}", e.to_string().replace('\n', " ")),
-            )
-        })?;
-    let groups: Vec<(usize, &str)> = regex
-        .capture_names()
-        .enumerate()
-        .filter_map(|(index, name)| name.map(|name| (index, name)))
-        .collect();
+        .map_err(|e| ("regex", format!("invalid regex: {}", e.to_string().replace('\n', " "))))?;
+    let groups: Vec<(usize, &str)> =
+        regex.capture_names().enumerate().filter_map(|(index, name)| name.map(|name| (index, name))).collect();
     if groups.is_empty() {
-        return Err((
-            "regex",
-            "the regex has no named captures such as (?P<message>.*)".to_owned(),
-        ));
+        return Err(("regex", "the regex has no named captures such as (?P<message>.*)".to_owned()));
     }
     let find = |field: &'static str, wanted: &str| {
         groups
@@ -361,20 +311,13 @@ fn compile_regex(
     };
     let optional = |field: &'static str, wanted: Option<&String>, default: &str| match wanted {
         Some(wanted) => find(field, wanted).map(Some),
-        None => Ok(groups
-            .iter()
-            .find(|(_, name)| *name == default)
-            .map(|(index, _)| *index)),
+        None => Ok(groups.iter().find(|(_, name)| *name == default).map(|(index, _)| *index)),
     };
     let time = match &definition.time {
         Some(time) => Some(TimeCapture {
             group: find("time.field", &time.field)?,
             formats,
-            zone_group: time
-                .zone_field
-                .as_ref()
-                .map(|zone| find("time.zone_field", zone))
-                .transpose()?,
+            zone_group: time.zone_field.as_ref().map(|zone| find("time.zone_field", zone)).transpose()?,
             name: attribute_name(&time.field),
         }),
         None => None,
@@ -385,95 +328,48 @@ fn compile_regex(
             rule,
             name: attribute_name(&definition.field),
         }),
-        _ => groups
-            .iter()
-            .find(|(_, name)| *name == "level")
-            .map(|(index, _)| LevelCapture {
-                group: *index,
-                rule: LevelRule::default(),
-                name: "level".to_owned(),
-            }),
+        _ => groups.iter().find(|(_, name)| *name == "level").map(|(index, _)| LevelCapture {
+            group: *index,
+            rule: LevelRule::default(),
+            name: "level".to_owned(),
+        }),
     };
     let message = optional("message", definition.message.as_ref(), "message")?;
     let trace_id = optional("trace_id", definition.trace_id.as_ref(), "trace_id")?;
     let span_id = optional("span_id", definition.span_id.as_ref(), "span_id")?;
-    let traceparent = optional(
-        "traceparent",
-        definition.traceparent.as_ref(),
-        "traceparent",
-    )?;
+    let traceparent = optional("traceparent", definition.traceparent.as_ref(), "traceparent")?;
     // Groups with a role are not attributes, except an HTTP status that also sets the level.
-    let mut taken: Vec<usize> = [message, trace_id, span_id, traceparent]
-        .into_iter()
-        .flatten()
-        .collect();
-    taken.extend(
-        time.iter()
-            .flat_map(|t| std::iter::once(t.group).chain(t.zone_group)),
-    );
-    taken.extend(
-        level
-            .iter()
-            .filter(|l| l.rule.from != LevelFrom::HttpStatus)
-            .map(|l| l.group),
-    );
+    let mut taken: Vec<usize> = [message, trace_id, span_id, traceparent].into_iter().flatten().collect();
+    taken.extend(time.iter().flat_map(|t| std::iter::once(t.group).chain(t.zone_group)));
+    taken.extend(level.iter().filter(|l| l.rule.from != LevelFrom::HttpStatus).map(|l| l.group));
     let capture = |index: usize, name: &str| {
         let name = attribute_name(name);
-        let kind = definition
-            .types
-            .get(&name)
-            .copied()
-            .unwrap_or(ValueType::String);
-        Capture {
-            group: index,
-            name,
-            kind,
-        }
+        let kind = definition.types.get(&name).copied().unwrap_or(ValueType::String);
+        Capture { group: index, name, kind }
     };
     let mut splits = Vec::new();
     for (field, pattern) in &definition.split {
         let group = find("split", field)?;
         taken.push(group);
-        let regex = regex::bytes::Regex::new(pattern).map_err(|e| {
-            (
-                "split",
-                format!(
-                    "invalid regex for {field:?}: {}",
-                    e.to_string().replace('\n', " ")
-                ),
-            )
-        })?;
+        let regex = regex::bytes::Regex::new(pattern)
+            .map_err(|e| ("split", format!("invalid regex for {field:?}: {}", e.to_string().replace('\n', " "))))?;
         let attributes = regex
             .capture_names()
             .enumerate()
             .filter_map(|(index, name)| name.map(|name| capture(index, name)))
             .collect();
-        splits.push(Split {
-            capture: capture(group, field),
-            regex: IdRegex::new(regex),
-            attributes,
-        });
+        splits.push(Split { capture: capture(group, field), regex: IdRegex::new(regex), attributes });
     }
-    let attributes: Vec<Capture> = groups
-        .iter()
-        .filter(|(index, _)| !taken.contains(index))
-        .map(|(index, name)| capture(*index, name))
-        .collect();
+    let attributes: Vec<Capture> =
+        groups.iter().filter(|(index, _)| !taken.contains(index)).map(|(index, name)| capture(*index, name)).collect();
     let captured = |key: &String| {
         attributes
             .iter()
-            .chain(
-                splits
-                    .iter()
-                    .flat_map(|s| s.attributes.iter().chain([&s.capture])),
-            )
+            .chain(splits.iter().flat_map(|s| s.attributes.iter().chain([&s.capture])))
             .any(|c| &c.name == key)
     };
     if let Some(unknown) = definition.types.keys().find(|key| !captured(key)) {
-        return Err((
-            "types",
-            format!("{unknown:?} is not an attribute this regex captures"),
-        ));
+        return Err(("types", format!("{unknown:?} is not an attribute this regex captures")));
     }
     Ok(RegexSpec {
         regex: IdRegex::new(regex),
@@ -484,11 +380,7 @@ fn compile_regex(
         trace_id,
         span_id,
         traceparent,
-        skip_values: definition
-            .skip_values
-            .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .collect(),
+        skip_values: definition.skip_values.iter().map(|v| v.as_bytes().to_vec()).collect(),
         splits,
     })
 }
@@ -512,31 +404,16 @@ mod tests {
     #[test]
     fn problems_name_the_file_position_and_field() {
         let found = errors("parsers:\n  - name: x\n    regex: '(?P<message>'\n");
-        assert!(
-            found[0].starts_with("p.yaml:3:12: parsers[0].regex: invalid regex"),
-            "{found:?}"
-        );
-        let found =
-            errors("parsers:\n  - name: x\n    regex: '(?P<msg>.*)'\n    time: { field: ts }\n");
-        assert_eq!(
-            found,
-            ["p.yaml:2:5: parsers[0].time.field: the regex has no capture named \"ts\""]
-        );
+        assert!(found[0].starts_with("p.yaml:3:12: parsers[0].regex: invalid regex"), "{found:?}");
+        let found = errors("parsers:\n  - name: x\n    regex: '(?P<msg>.*)'\n    time: { field: ts }\n");
+        assert_eq!(found, ["p.yaml:2:5: parsers[0].time.field: the regex has no capture named \"ts\""]);
         let found = errors("parsers:\n  - name: x\n    regexp: '.*'\n");
-        assert!(
-            found[0].starts_with("p.yaml:3:5: unknown field `regexp`"),
-            "{found:?}"
-        );
+        assert!(found[0].starts_with("p.yaml:3:5: unknown field `regexp`"), "{found:?}");
         let found = errors("parsers:\n  - name: 'bad name'\n    regex: '(?P<a>.)'\n");
-        assert!(
-            found[0].contains("parsers[0].name: invalid parser name"),
-            "{found:?}"
-        );
+        assert!(found[0].contains("parsers[0].name: invalid parser name"), "{found:?}");
         let found = errors("parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    types: { b: int }\n");
         assert!(found[0].contains("\"b\" is not an attribute"), "{found:?}");
-        let found = errors(
-            "parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    time: { field: a, format: yyyy }\n",
-        );
+        let found = errors("parsers:\n  - name: x\n    regex: '(?P<a>.)'\n    time: { field: a, format: yyyy }\n");
         assert!(found[0].contains("unknown time format"), "{found:?}");
     }
 
@@ -544,9 +421,7 @@ mod tests {
     fn dotted_attribute_names_and_roles() {
         let yaml = "parsers:\n  - name: x\n    regex: '^(?P<client__address>\\S+) (?P<level>\\w+) (?P<message>.*)$'\n";
         let compiled = load(yaml, "p.yaml").expect("valid");
-        let Spec::Regex(spec) = &compiled[0].2 else {
-            panic!("regex")
-        };
+        let Spec::Regex(spec) = &compiled[0].2 else { panic!("regex") };
         assert_eq!(spec.attributes.len(), 1);
         assert_eq!(spec.attributes[0].name, "client.address");
         assert!(spec.level.is_some() && spec.message.is_some());

@@ -28,14 +28,7 @@ pub struct FieldNames {
     by_length: Vec<Vec<(String, Role, u8)>>,
 }
 
-const ROLES: [Role; 6] = [
-    Role::Message,
-    Role::Level,
-    Role::Time,
-    Role::TraceId,
-    Role::SpanId,
-    Role::TraceParent,
-];
+const ROLES: [Role; 6] = [Role::Message, Role::Level, Role::Time, Role::TraceId, Role::SpanId, Role::TraceParent];
 
 impl Default for FieldNames {
     /// The common names: zap, zerolog, logrus, slog, pino, bunyan, winston, structlog, ECS.
@@ -43,15 +36,7 @@ impl Default for FieldNames {
         let names = |role: Role| -> &'static [&'static str] {
             match role {
                 Role::Time => &["timestamp", "@timestamp", "time", "ts", "t", "datetime"],
-                Role::Level => &[
-                    "level",
-                    "lvl",
-                    "severity",
-                    "loglevel",
-                    "log.level",
-                    "severity_text",
-                    "levelname",
-                ],
+                Role::Level => &["level", "lvl", "severity", "loglevel", "log.level", "severity_text", "levelname"],
                 Role::Message => &["message", "msg", "log", "body"],
                 Role::TraceId => &["trace_id", "traceId", "trace.id", "traceid", "dd.trace_id"],
                 Role::SpanId => &["span_id", "spanId", "span.id", "spanid", "dd.span_id"],
@@ -59,10 +44,7 @@ impl Default for FieldNames {
             }
         };
         let lists = ROLES.map(|role| (role, names(role).iter().map(|n| (*n).to_owned()).collect()));
-        let mut field_names = FieldNames {
-            lists,
-            by_length: Vec::new(),
-        };
+        let mut field_names = FieldNames { lists, by_length: Vec::new() };
         field_names.index();
         field_names
     }
@@ -76,37 +58,25 @@ impl FieldNames {
                 if self.by_length.len() <= name.len() {
                     self.by_length.resize(name.len() + 1, Vec::new());
                 }
-                self.by_length[name.len()].push((
-                    name.clone(),
-                    *role,
-                    rank.min(usize::from(u8::MAX)) as u8,
-                ));
+                self.by_length[name.len()].push((name.clone(), *role, rank.min(usize::from(u8::MAX)) as u8));
             }
         }
     }
 
     fn list(&self, role: Role) -> &[String] {
-        self.lists
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map_or(&[], |(_, names)| names.as_slice())
+        self.lists.iter().find(|(r, _)| *r == role).map_or(&[], |(_, names)| names.as_slice())
     }
 
     /// Which promoted field `key` names, and its rank among that field's names (0 is best).
     #[inline]
     pub fn role_of(&self, key: &str) -> Option<(Role, u8)> {
         let bucket = self.by_length.get(key.len())?;
-        bucket
-            .iter()
-            .find(|(name, _, _)| name == key)
-            .map(|(_, role, rank)| (*role, *rank))
+        bucket.iter().find(|(name, _, _)| name == key).map(|(_, role, rank)| (*role, *rank))
     }
 
     /// The name at `rank` for `role` (to give a displaced field its key back).
     pub fn name(&self, role: Role, rank: u8) -> &str {
-        self.list(role)
-            .get(usize::from(rank))
-            .map_or("", String::as_str)
+        self.list(role).get(usize::from(rank)).map_or("", String::as_str)
     }
 
     /// Puts `first` ahead of the defaults for `role` (a parser definition's key mapping).
@@ -171,8 +141,9 @@ impl LevelRule {
             return Some(*level);
         }
         match self.from {
-            LevelFrom::Name => Level::from_name(text)
-                .or_else(|| text.trim().parse::<i64>().ok().and_then(numeric_level)),
+            LevelFrom::Name => {
+                Level::from_name(text).or_else(|| text.trim().parse::<i64>().ok().and_then(numeric_level))
+            }
             LevelFrom::SyslogPriority => text.trim().parse::<i64>().ok().and_then(syslog_level),
             LevelFrom::HttpStatus => text.trim().parse::<i64>().ok().and_then(http_status_level),
         }
@@ -240,17 +211,12 @@ fn http_status_level(status: i64) -> Option<Level> {
 }
 
 /// A timestamp from a JSON value: text in `format`, or an epoch number.
-pub fn time_of_value(
-    value: &Value,
-    format: &TimeFormat,
-    context: TimeContext<'_>,
-) -> Option<Timestamp> {
+pub fn time_of_value(value: &Value, format: &TimeFormat, context: TimeContext<'_>) -> Option<Timestamp> {
     match value {
         Value::String(text) => format.parse(text.as_bytes(), context),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(timestamp::parse_epoch_i64)
-            .or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64)),
+        Value::Number(n) => {
+            n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64))
+        }
         _ => None,
     }
 }
@@ -283,11 +249,9 @@ impl ValueType {
         let converted = match self {
             ValueType::String => None,
             ValueType::Int => text.trim().parse::<i64>().ok().map(Value::from),
-            ValueType::Float => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number)),
+            ValueType::Float => {
+                text.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+            }
             ValueType::Bool => match text.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => Some(Value::Bool(true)),
                 "false" | "no" | "off" | "0" => Some(Value::Bool(false)),
@@ -302,10 +266,9 @@ impl ValueType {
         let text = std::str::from_utf8(bytes).ok();
         let converted = match (self, text) {
             (ValueType::Int, Some(text)) => text.parse::<i64>().ok().map(Value::from),
-            (ValueType::Float, Some(text)) => text
-                .parse::<f64>()
-                .ok()
-                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number)),
+            (ValueType::Float, Some(text)) => {
+                text.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+            }
             (ValueType::String, Some(text)) => return Value::String(text.to_owned()),
             _ => None,
         };
@@ -346,37 +309,22 @@ mod tests {
         assert_eq!(name.level_of_text("WARNING"), Some(Level::Warn));
         assert_eq!(name.level_of_text("50"), Some(Level::Error));
         assert_eq!(name.level_of_number(60), Some(Level::Fatal));
-        let syslog = LevelRule {
-            from: LevelFrom::SyslogPriority,
-            ..LevelRule::default()
-        };
+        let syslog = LevelRule { from: LevelFrom::SyslogPriority, ..LevelRule::default() };
         assert_eq!(syslog.level_of_text("34"), Some(Level::Fatal));
         assert_eq!(syslog.level_of_text("165"), Some(Level::Info));
         assert_eq!(syslog.level_of_text("192"), None);
-        let http = LevelRule {
-            from: LevelFrom::HttpStatus,
-            ..LevelRule::default()
-        };
+        let http = LevelRule { from: LevelFrom::HttpStatus, ..LevelRule::default() };
         assert_eq!(http.level_of_text("503"), Some(Level::Error));
         assert_eq!(http.level_of_text("404"), Some(Level::Warn));
-        let redis = LevelRule {
-            map: vec![("#".into(), Level::Warn)],
-            from: LevelFrom::Name,
-        };
+        let redis = LevelRule { map: vec![("#".into(), Level::Warn)], from: LevelFrom::Name };
         assert_eq!(redis.level_of_text("#"), Some(Level::Warn));
     }
 
     #[test]
     fn traceparent_and_types() {
-        assert!(
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some()
-        );
-        assert!(
-            parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
-        );
-        assert!(
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7").is_none()
-        );
+        assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+        assert!(parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7").is_none());
         assert_eq!(ValueType::Int.convert("42".into()), Value::from(42));
         assert_eq!(ValueType::Int.convert("-".into()), Value::from("-"));
         assert_eq!(ValueType::Float.convert("0.25".into()), Value::from(0.25));

@@ -29,17 +29,9 @@ pub(super) fn parse(
     let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8 in JSON: {e}"))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut promoted = Promoted::default();
-    let seed = LineSeed {
-        spec,
-        context,
-        attributes: &mut record.attributes,
-        promoted: &mut promoted,
-    };
-    seed.deserialize(&mut deserializer)
-        .map_err(|e| format!("invalid JSON: {e}"))?;
-    deserializer
-        .end()
-        .map_err(|e| format!("invalid JSON: {e}"))?;
+    let seed = LineSeed { spec, context, attributes: &mut record.attributes, promoted: &mut promoted };
+    seed.deserialize(&mut deserializer).map_err(|e| format!("invalid JSON: {e}"))?;
+    deserializer.end().map_err(|e| format!("invalid JSON: {e}"))?;
     promote_nested(spec, &mut record.attributes, &mut promoted);
     promoted.apply(record);
     spec.convert_types(&mut record.attributes);
@@ -49,23 +41,17 @@ pub(super) fn parse(
 /// ECS's nested forms: `log.level`, `trace.id`, `span.id` as objects.
 fn promote_nested(spec: &FieldSpec, attributes: &mut Attributes, promoted: &mut Promoted) {
     if !promoted.has_level() {
-        if let Some(level) =
-            take_nested(attributes, "log", "level", |v| spec.level.level_of_value(v))
-        {
+        if let Some(level) = take_nested(attributes, "log", "level", |v| spec.level.level_of_value(v)) {
             promoted.level(u8::MAX, level, &spec.names, attributes);
         }
     }
     if !promoted.has_trace_id() {
-        if let Some(id) = take_nested(attributes, "trace", "id", |v| {
-            v.as_str().and_then(TraceId::parse_hex)
-        }) {
+        if let Some(id) = take_nested(attributes, "trace", "id", |v| v.as_str().and_then(TraceId::parse_hex)) {
             promoted.trace_id(u8::MAX, id, &spec.names, attributes);
         }
     }
     if !promoted.has_span_id() {
-        if let Some(id) = take_nested(attributes, "span", "id", |v| {
-            v.as_str().and_then(SpanId::parse_hex)
-        }) {
+        if let Some(id) = take_nested(attributes, "span", "id", |v| v.as_str().and_then(SpanId::parse_hex)) {
             promoted.span_id(u8::MAX, id, &spec.names, attributes);
         }
     }
@@ -131,8 +117,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
 impl LineSeed<'_, '_> {
     /// Promotes a well-known field when its value converts; otherwise keeps it as an attribute.
     fn promote(&mut self, key: Cow<'_, str>, role: Role, rank: u8, value: Field<'_>) {
-        let (names, attributes, promoted) =
-            (&self.spec.names, &mut *self.attributes, &mut *self.promoted);
+        let (names, attributes, promoted) = (&self.spec.names, &mut *self.attributes, &mut *self.promoted);
         let text = value.as_str();
         let kept = match role {
             Role::Message => match value {
@@ -145,9 +130,7 @@ impl LineSeed<'_, '_> {
             Role::Level => {
                 let level = match &value {
                     Field::Text(text) => self.spec.level.level_of_text(text),
-                    Field::Other(Value::Number(n)) => {
-                        n.as_i64().and_then(|n| self.spec.level.level_of_number(n))
-                    }
+                    Field::Other(Value::Number(n)) => n.as_i64().and_then(|n| self.spec.level.level_of_number(n)),
                     Field::Other(_) => None,
                 };
                 if let Some(level) = level {
@@ -158,9 +141,7 @@ impl LineSeed<'_, '_> {
             Role::Time => {
                 let ts = match &value {
                     Field::Text(text) => self.spec.time_format.parse(text.as_bytes(), self.context),
-                    Field::Other(other) => {
-                        time_of_value(other, &self.spec.time_format, self.context)
-                    }
+                    Field::Other(other) => time_of_value(other, &self.spec.time_format, self.context),
                 };
                 if let Some(ts) = ts {
                     return promoted.time(rank, ts, names, attributes);

@@ -60,11 +60,7 @@ pub struct Pairs<'a> {
 
 /// The pairs of `line`.
 pub fn pairs(line: &str) -> Pairs<'_> {
-    Pairs {
-        line,
-        pos: 0,
-        failed: false,
-    }
+    Pairs { line, pos: 0, failed: false }
 }
 
 /// Byte classes, looked up rather than computed: this loop runs over every byte of a line.
@@ -75,9 +71,7 @@ const CLASSES: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         let byte = b as u8;
-        if byte.is_ascii_alphanumeric()
-            || matches!(byte, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']')
-        {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']') {
             classes[b] = KEY;
         } else if byte.is_ascii_whitespace() {
             classes[b] = SPACE;
@@ -125,16 +119,9 @@ impl<'a> Iterator for Pairs<'a> {
             Some(b'=') => self.pos += 1,
             Some(_) => return self.fail(),
         }
-        let value = if bytes.get(self.pos) == Some(&b'"') {
-            self.quoted()
-        } else {
-            Some(self.bare())
-        };
+        let value = if bytes.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
         match value {
-            Some(value) => Some(Ok(Pair {
-                key,
-                value: Some(value),
-            })),
+            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
             None => self.fail(),
         }
     }
@@ -151,10 +138,7 @@ impl<'a> Pairs<'a> {
         let len = rest.iter().position(is_space).unwrap_or(rest.len());
         let text = &self.line[self.pos..self.pos + len];
         self.pos += len;
-        RawValue {
-            text,
-            escaped: false,
-        }
+        RawValue { text, escaped: false }
     }
 
     /// A quoted value, starting at its opening quote; `None` when it is not terminated.
@@ -171,10 +155,7 @@ impl<'a> Pairs<'a> {
                 if bytes.get(self.pos).is_some_and(|b| !is_space(b)) {
                     return None;
                 }
-                return Some(RawValue {
-                    text: &self.line[start..i],
-                    escaped,
-                });
+                return Some(RawValue { text: &self.line[start..i], escaped });
             }
             escaped = true;
             i += 2;
@@ -211,26 +192,14 @@ pub(super) fn parse(
     for pair in pairs(&text) {
         let pair = pair.map_err(|()| NOT_LOGFMT.to_owned())?;
         let Some(value) = pair.value else {
-            record
-                .attributes
-                .insert(pair.key.to_owned(), Value::Bool(true));
+            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
             continue;
         };
         values += 1;
         match spec.names.role_of(pair.key) {
-            Some((role, rank)) => promote(
-                spec,
-                context,
-                record,
-                &mut promoted,
-                (pair.key, role, rank),
-                value,
-            ),
+            Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
             None => {
-                record.attributes.insert(
-                    pair.key.to_owned(),
-                    Value::String(value.unescaped().into_owned()),
-                );
+                record.attributes.insert(pair.key.to_owned(), Value::String(value.unescaped().into_owned()));
             }
         }
     }
@@ -290,14 +259,7 @@ mod tests {
 
     fn collect(line: &str) -> Option<Vec<(String, Option<String>)>> {
         pairs(line)
-            .map(|pair| {
-                pair.map(|p| {
-                    (
-                        p.key.to_owned(),
-                        p.value.map(|v| v.unescaped().into_owned()),
-                    )
-                })
-            })
+            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.unescaped().into_owned()))))
             .collect::<Result<Vec<_>, ()>>()
             .ok()
     }
@@ -315,10 +277,7 @@ mod tests {
             ("path", Some("C:\\tmp")),
             ("nl", Some("a\nb")),
         ];
-        let want: Vec<_> = want
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
-            .collect();
+        let want: Vec<_> = want.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect();
         assert_eq!(pairs, want);
     }
 

@@ -59,10 +59,7 @@ pub struct ParseOptions {
 
 impl Default for ParseOptions {
     fn default() -> ParseOptions {
-        ParseOptions {
-            zone: TimeZone::UTC,
-            trace_pattern: None,
-        }
+        ParseOptions { zone: TimeZone::UTC, trace_pattern: None }
     }
 }
 
@@ -83,23 +80,13 @@ pub struct Parsed {
 }
 
 impl Parser {
-    pub(crate) fn from_parts(
-        name: Arc<str>,
-        spec: Arc<Spec>,
-        options: Arc<ParseOptions>,
-    ) -> Parser {
-        Parser {
-            name,
-            spec,
-            options,
-        }
+    pub(crate) fn from_parts(name: Arc<str>, spec: Arc<Spec>, options: Arc<ParseOptions>) -> Parser {
+        Parser { name, spec, options }
     }
 
     /// A built-in parser by name, with default options (UTC, no trace pattern).
     pub fn by_name(name: &str) -> Option<Parser> {
-        Registry::builtin()
-            .ok()?
-            .parser(name, ParseOptions::default())
+        Registry::builtin().ok()?.parser(name, ParseOptions::default())
     }
 
     pub fn name(&self) -> &str {
@@ -108,10 +95,7 @@ impl Parser {
 
     /// Parses `line` (invalid UTF-8 becomes U+FFFD) observed at `observed`.
     pub fn parse(&self, line: &[u8], observed: Timestamp, resource: &Resource) -> Parsed {
-        let context = TimeContext {
-            observed,
-            zone: &self.options.zone,
-        };
+        let context = TimeContext { observed, zone: &self.options.zone };
         let mut record = Record::new(String::new(), observed, Arc::clone(resource));
         let result = match &*self.spec {
             Spec::Raw => {
@@ -132,9 +116,7 @@ impl Parser {
         let failed = result.is_err();
         if let Err(why) = result {
             record = Record::new(lossy(line), observed, Arc::clone(resource));
-            record
-                .attributes
-                .insert("parse_error".to_owned(), Value::String(why));
+            record.attributes.insert("parse_error".to_owned(), Value::String(why));
         }
         self.correlate(&mut record);
         Parsed { record, failed }
@@ -153,13 +135,9 @@ impl Parser {
         };
         let group = |name: &str| captures.name(name).map(|m| m.as_str());
         let parent = group("traceparent").and_then(parse_traceparent);
-        record.trace_id = group("trace_id")
-            .and_then(TraceId::parse_hex)
-            .or(parent.map(|(t, _)| t));
+        record.trace_id = group("trace_id").and_then(TraceId::parse_hex).or(parent.map(|(t, _)| t));
         if record.trace_id.is_some() {
-            let span = group("span_id")
-                .and_then(SpanId::parse_hex)
-                .or(parent.map(|(_, s)| s));
+            let span = group("span_id").and_then(SpanId::parse_hex).or(parent.map(|(_, s)| s));
             record.span_id = record.span_id.or(span);
         }
     }
@@ -187,11 +165,7 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
         return;
     }
     // A failed attempt may have left fields behind: start again from the raw line.
-    *record = Record::new(
-        String::new(),
-        context.observed,
-        Arc::clone(&record.resource),
-    );
+    *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
     sniff_raw(&text, context, record);
     record.message = text.into_owned();
 }
@@ -205,11 +179,8 @@ fn sniff_raw(text: &str, context: TimeContext<'_>, record: &mut Record) {
     }
     for token in text.split_ascii_whitespace().take(6) {
         let word = token.trim_matches(|c: char| !c.is_ascii_alphabetic());
-        let marked = word.bytes().all(|b| b.is_ascii_uppercase())
-            || token.starts_with('[')
-            || token.ends_with(':');
-        let long_enough =
-            word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg");
+        let marked = word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':');
+        let long_enough = word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg");
         if marked && long_enough {
             if let Some(level) = Level::from_name(word) {
                 record.level = Some(level);
@@ -227,13 +198,10 @@ fn leading_timestamp(text: &str, context: TimeContext<'_>) -> Option<Timestamp> 
     let second = tokens.next().unwrap_or("").trim_end_matches(']');
     let bytes = first.as_bytes();
     if bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' {
-        if first.len() == first_token.len()
-            && second.as_bytes().first().is_some_and(u8::is_ascii_digit)
-        {
+        if first.len() == first_token.len() && second.as_bytes().first().is_some_and(u8::is_ascii_digit) {
             // `2026-11-25 12:00:00,123`: the date, the space and the time, as one slice.
-            if let Some(ts) = text
-                .get(..first.len() + 1 + second.len())
-                .and_then(|t| timestamp::parse_iso(t, context.zone))
+            if let Some(ts) =
+                text.get(..first.len() + 1 + second.len()).and_then(|t| timestamp::parse_iso(t, context.zone))
             {
                 return Some(ts);
             }
@@ -244,11 +212,7 @@ fn leading_timestamp(text: &str, context: TimeContext<'_>) -> Option<Timestamp> 
         return timestamp::parse_iso(first, context.zone);
     }
     if bytes.len() == 3 && bytes[0].is_ascii_uppercase() {
-        let end = text
-            .char_indices()
-            .filter(|(_, c)| *c == ' ')
-            .nth(2)
-            .map_or(text.len(), |(i, _)| i);
+        let end = text.char_indices().filter(|(_, c)| *c == ' ').nth(2).map_or(text.len(), |(i, _)| i);
         let candidate = text.get(..end.max(15).min(text.len()))?;
         return timestamp::parse_syslog(candidate.trim(), context);
     }
@@ -278,16 +242,10 @@ mod tests {
         let parsed = parse("json", line);
         assert!(!parsed.failed);
         let r = parsed.record;
-        assert_eq!(
-            format!("{:.9}", r.timestamp),
-            "2026-11-25T12:00:00.123456789Z"
-        );
+        assert_eq!(format!("{:.9}", r.timestamp), "2026-11-25T12:00:00.123456789Z");
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(r.message, "payment declined");
-        assert_eq!(
-            r.trace_id.map(|t| t.to_string()).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
+        assert_eq!(r.trace_id.map(|t| t.to_string()).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(r.attributes.get("http.status"), Some(&Value::from(402)));
         assert!(r.attributes.get("user").is_some_and(Value::is_object));
         assert!(!r.attributes.contains_key("msg"));
@@ -300,10 +258,7 @@ mod tests {
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(format!("{:.3}", r.timestamp), "2024-11-25T12:00:00.123Z");
         assert!(r.trace_id.is_some());
-        assert_eq!(
-            r.span_id.map(|s| s.to_string()).as_deref(),
-            Some("00f067aa0ba902b7")
-        );
+        assert_eq!(r.span_id.map(|s| s.to_string()).as_deref(), Some("00f067aa0ba902b7"));
         assert_eq!(r.attributes.get("span_id"), Some(&Value::from("nothex")));
     }
 
@@ -313,10 +268,7 @@ mod tests {
         let r = parse("json", line).record;
         assert_eq!(r.level, Some(Level::Warn));
         assert!(r.trace_id.is_some() && r.span_id.is_some());
-        assert_eq!(
-            r.attributes.get("log"),
-            Some(&serde_json::json!({"logger": "app"}))
-        );
+        assert_eq!(r.attributes.get("log"), Some(&serde_json::json!({"logger": "app"})));
         assert!(!r.attributes.contains_key("trace") && !r.attributes.contains_key("span"));
     }
 
@@ -326,13 +278,7 @@ mod tests {
             let parsed = parse("json", line);
             assert!(parsed.failed, "{line}");
             assert_eq!(parsed.record.message, line);
-            assert!(
-                parsed
-                    .record
-                    .attributes
-                    .get("parse_error")
-                    .is_some_and(Value::is_string)
-            );
+            assert!(parsed.record.attributes.get("parse_error").is_some_and(Value::is_string));
             assert_eq!(parsed.record.attributes.len(), 1);
             assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
         }
@@ -340,11 +286,7 @@ mod tests {
 
     #[test]
     fn logfmt_and_auto() {
-        let r = parse(
-            "logfmt",
-            r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#,
-        )
-        .record;
+        let r = parse("logfmt", r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#).record;
         assert_eq!(r.level, Some(Level::Warn));
         assert_eq!(r.message, "disk low");
         let r = parse("auto", r#"{"message":"hi","level":"info"}"#).record;
@@ -372,29 +314,15 @@ mod tests {
     fn trace_pattern_on_the_message() {
         let options = ParseOptions {
             trace_pattern: Some(
-                regex::Regex::new(
-                    r"trace=(?P<trace_id>[0-9a-f]{32}) span=(?P<span_id>[0-9a-f]{16})",
-                )
-                .expect("re"),
+                regex::Regex::new(r"trace=(?P<trace_id>[0-9a-f]{32}) span=(?P<span_id>[0-9a-f]{16})").expect("re"),
             ),
             ..ParseOptions::default()
         };
-        let parser = Registry::builtin()
-            .expect("builtins")
-            .parser("raw", options)
-            .expect("raw");
+        let parser = Registry::builtin().expect("builtins").parser("raw", options).expect("raw");
         let line = b"handled trace=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7";
-        let r = parser
-            .parse(line, Timestamp::UNIX_EPOCH, &Arc::new(Vec::new()))
-            .record;
-        assert_eq!(
-            r.trace_id.map(|t| t.to_string()).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert_eq!(
-            r.span_id.map(|t| t.to_string()).as_deref(),
-            Some("00f067aa0ba902b7")
-        );
+        let r = parser.parse(line, Timestamp::UNIX_EPOCH, &Arc::new(Vec::new())).record;
+        assert_eq!(r.trace_id.map(|t| t.to_string()).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(r.span_id.map(|t| t.to_string()).as_deref(), Some("00f067aa0ba902b7"));
     }
 
     proptest! {

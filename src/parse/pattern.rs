@@ -72,12 +72,7 @@ pub(super) enum Outcome {
 
 impl RegexSpec {
     /// Fills `record` from `line`; `NoMatch` leaves it untouched.
-    pub(super) fn parse(
-        &self,
-        line: &[u8],
-        context: TimeContext<'_>,
-        record: &mut Record,
-    ) -> Outcome {
+    pub(super) fn parse(&self, line: &[u8], context: TimeContext<'_>, record: &mut Record) -> Outcome {
         with_locations(&self.regex, |locations| {
             if self.regex.captures_read(locations, line).is_none() {
                 return Outcome::NoMatch;
@@ -87,22 +82,12 @@ impl RegexSpec {
         })
     }
 
-    fn fill(
-        &self,
-        line: &[u8],
-        locations: &CaptureLocations,
-        context: TimeContext<'_>,
-        record: &mut Record,
-    ) {
+    fn fill(&self, line: &[u8], locations: &CaptureLocations, context: TimeContext<'_>, record: &mut Record) {
         let get = |group: usize| locations.get(group).map(|(start, end)| &line[start..end]);
-        let present = |group: usize| {
-            get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value))
-        };
+        let present = |group: usize| get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value));
         for capture in &self.attributes {
             if let Some(value) = present(capture.group) {
-                record
-                    .attributes
-                    .insert(capture.name.clone(), capture.kind.convert_bytes(value));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(value));
             }
         }
         for split in &self.splits {
@@ -115,9 +100,7 @@ impl RegexSpec {
                 match self.time_of(time, text, get, context) {
                     Some(ts) => record.timestamp = ts,
                     None => {
-                        record
-                            .attributes
-                            .insert(time.name.clone(), Value::String(lossy(text)));
+                        record.attributes.insert(time.name.clone(), Value::String(lossy(text)));
                     }
                 }
             }
@@ -138,10 +121,7 @@ impl RegexSpec {
     fn split(&self, split: &Split, value: &[u8], record: &mut Record) {
         let mut locations = split.regex.capture_locations();
         if split.regex.captures_read(&mut locations, value).is_none() {
-            record.attributes.insert(
-                split.capture.name.clone(),
-                split.capture.kind.convert_bytes(value),
-            );
+            record.attributes.insert(split.capture.name.clone(), split.capture.kind.convert_bytes(value));
             return;
         }
         for capture in &split.attributes {
@@ -150,9 +130,7 @@ impl RegexSpec {
             };
             let part = &value[start..end];
             if !self.skip_values.iter().any(|skip| skip == part) {
-                record
-                    .attributes
-                    .insert(capture.name.clone(), capture.kind.convert_bytes(part));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(part));
             }
         }
     }
@@ -164,27 +142,17 @@ impl RegexSpec {
         get: impl Fn(usize) -> Option<&'l [u8]>,
         context: TimeContext<'_>,
     ) -> Option<jiff::Timestamp> {
-        let zone = time
-            .zone_group
-            .and_then(get)
-            .and_then(|z| std::str::from_utf8(z).ok())
-            .and_then(|z| parse_zone(z).ok());
+        let zone =
+            time.zone_group.and_then(get).and_then(|z| std::str::from_utf8(z).ok()).and_then(|z| parse_zone(z).ok());
         let context = match &zone {
-            Some(zone) => TimeContext {
-                observed: context.observed,
-                zone,
-            },
+            Some(zone) => TimeContext { observed: context.observed, zone },
             None => context,
         };
-        time.formats
-            .iter()
-            .find_map(|format| format.parse(text, context))
+        time.formats.iter().find_map(|format| format.parse(text, context))
     }
 
     fn set_level(&self, level: &LevelCapture, text: &[u8], record: &mut Record) {
-        let found = std::str::from_utf8(text)
-            .ok()
-            .and_then(|t| level.rule.level_of_text(t));
+        let found = std::str::from_utf8(text).ok().and_then(|t| level.rule.level_of_text(t));
         match found {
             Some(found) => {
                 record.level = Some(found);
@@ -195,37 +163,23 @@ impl RegexSpec {
             // An HTTP status stays an attribute in its own right (see `compile`).
             None if level.rule.from == LevelFrom::HttpStatus => {}
             None => {
-                record
-                    .attributes
-                    .insert(level.name.clone(), Value::String(lossy(text)));
+                record.attributes.insert(level.name.clone(), Value::String(lossy(text)));
             }
         }
     }
 
     fn set_ids<'l>(&self, record: &mut Record, present: impl Fn(usize) -> Option<&'l [u8]>) {
-        let text = |group: Option<usize>| {
-            group
-                .and_then(&present)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        };
+        let text = |group: Option<usize>| group.and_then(&present).and_then(|v| std::str::from_utf8(v).ok());
         if let Some(id) = text(self.trace_id) {
             match TraceId::parse_hex(id) {
                 Some(id) => record.trace_id = Some(id),
-                None => drop(
-                    record
-                        .attributes
-                        .insert("trace_id".to_owned(), Value::from(id)),
-                ),
+                None => drop(record.attributes.insert("trace_id".to_owned(), Value::from(id))),
             }
         }
         if let Some(id) = text(self.span_id) {
             match SpanId::parse_hex(id) {
                 Some(id) => record.span_id = Some(id),
-                None => drop(
-                    record
-                        .attributes
-                        .insert("span_id".to_owned(), Value::from(id)),
-                ),
+                None => drop(record.attributes.insert("span_id".to_owned(), Value::from(id))),
             }
         }
         if let Some(parent) = text(self.traceparent) {
@@ -234,11 +188,7 @@ impl RegexSpec {
                     record.trace_id = record.trace_id.or(Some(trace));
                     record.span_id = record.span_id.or(Some(span));
                 }
-                None => drop(
-                    record
-                        .attributes
-                        .insert("traceparent".to_owned(), Value::from(parent)),
-                ),
+                None => drop(record.attributes.insert("traceparent".to_owned(), Value::from(parent))),
             }
         }
     }
@@ -260,10 +210,7 @@ pub(super) struct IdRegex {
 impl IdRegex {
     pub fn new(regex: Regex) -> IdRegex {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        IdRegex {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            regex,
-        }
+        IdRegex { id: NEXT.fetch_add(1, Ordering::Relaxed), regex }
     }
 }
 
@@ -297,16 +244,9 @@ fn with_locations<T>(regex: &IdRegex, f: impl FnOnce(&mut CaptureLocations) -> T
 
 /// `syslog.facility` from a PRI value (the severity went into the level).
 fn add_syslog_facility(text: &[u8], record: &mut Record) {
-    if let Some(priority) = std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok())
-    {
-        record
-            .attributes
-            .insert("syslog.facility".to_owned(), Value::from(priority / 8));
-        record
-            .attributes
-            .insert("syslog.severity".to_owned(), Value::from(priority % 8));
+    if let Some(priority) = std::str::from_utf8(text).ok().and_then(|t| t.parse::<i64>().ok()) {
+        record.attributes.insert("syslog.facility".to_owned(), Value::from(priority / 8));
+        record.attributes.insert("syslog.severity".to_owned(), Value::from(priority % 8));
     }
 }
 

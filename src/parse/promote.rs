@@ -28,92 +28,41 @@ fn offer<T>(slot: &mut Option<(u8, T)>, rank: u8, value: T) -> Option<(u8, T)> {
 }
 
 impl Promoted {
-    pub fn time(
-        &mut self,
-        rank: u8,
-        value: Timestamp,
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn time(&mut self, rank: u8, value: Timestamp, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.time, rank, value) {
             let text = format!("{lost:.9}");
             attributes.insert(names.name(Role::Time, rank).to_owned(), Value::String(text));
         }
     }
 
-    pub fn level(
-        &mut self,
-        rank: u8,
-        value: Level,
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn level(&mut self, rank: u8, value: Level, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.level, rank, value) {
-            attributes.insert(
-                names.name(Role::Level, rank).to_owned(),
-                Value::from(lost.as_str()),
-            );
+            attributes.insert(names.name(Role::Level, rank).to_owned(), Value::from(lost.as_str()));
         }
     }
 
-    pub fn message(
-        &mut self,
-        rank: u8,
-        value: String,
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn message(&mut self, rank: u8, value: String, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.message, rank, value) {
-            attributes.insert(
-                names.name(Role::Message, rank).to_owned(),
-                Value::String(lost),
-            );
+            attributes.insert(names.name(Role::Message, rank).to_owned(), Value::String(lost));
         }
     }
 
-    pub fn trace_id(
-        &mut self,
-        rank: u8,
-        value: TraceId,
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn trace_id(&mut self, rank: u8, value: TraceId, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.trace_id, rank, value) {
-            attributes.insert(
-                names.name(Role::TraceId, rank).to_owned(),
-                Value::String(lost.to_string()),
-            );
+            attributes.insert(names.name(Role::TraceId, rank).to_owned(), Value::String(lost.to_string()));
         }
     }
 
-    pub fn span_id(
-        &mut self,
-        rank: u8,
-        value: SpanId,
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn span_id(&mut self, rank: u8, value: SpanId, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.span_id, rank, value) {
-            attributes.insert(
-                names.name(Role::SpanId, rank).to_owned(),
-                Value::String(lost.to_string()),
-            );
+            attributes.insert(names.name(Role::SpanId, rank).to_owned(), Value::String(lost.to_string()));
         }
     }
 
-    pub fn traceparent(
-        &mut self,
-        rank: u8,
-        value: (TraceId, SpanId),
-        names: &FieldNames,
-        attributes: &mut Attributes,
-    ) {
+    pub fn traceparent(&mut self, rank: u8, value: (TraceId, SpanId), names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, (trace, span))) = offer(&mut self.traceparent, rank, value) {
             let text = format!("00-{trace}-{span}-01");
-            attributes.insert(
-                names.name(Role::TraceParent, rank).to_owned(),
-                Value::String(text),
-            );
+            attributes.insert(names.name(Role::TraceParent, rank).to_owned(), Value::String(text));
         }
     }
 
@@ -160,11 +109,7 @@ mod tests {
         promoted.message(2, "from log".into(), &names, &mut attributes);
         assert_eq!(attributes.get("msg"), Some(&Value::from("from msg")));
         assert_eq!(attributes.get("log"), Some(&Value::from("from log")));
-        let mut record = Record::new(
-            String::new(),
-            Timestamp::UNIX_EPOCH,
-            std::sync::Arc::new(Vec::new()),
-        );
+        let mut record = Record::new(String::new(), Timestamp::UNIX_EPOCH, std::sync::Arc::new(Vec::new()));
         promoted.apply(&mut record);
         assert_eq!(record.message, "from message");
     }

@@ -10,32 +10,14 @@ use super::{ParseOptions, Parser, Spec};
 
 /// The built-in definition files, as shipped in `parsers/`.
 const BUILTIN_FILES: &[(&str, &str)] = &[
-    (
-        "parsers/nginx.yaml",
-        include_str!("../../parsers/nginx.yaml"),
-    ),
-    (
-        "parsers/apache.yaml",
-        include_str!("../../parsers/apache.yaml"),
-    ),
-    (
-        "parsers/syslog.yaml",
-        include_str!("../../parsers/syslog.yaml"),
-    ),
+    ("parsers/nginx.yaml", include_str!("../../parsers/nginx.yaml")),
+    ("parsers/apache.yaml", include_str!("../../parsers/apache.yaml")),
+    ("parsers/syslog.yaml", include_str!("../../parsers/syslog.yaml")),
     ("parsers/klog.yaml", include_str!("../../parsers/klog.yaml")),
-    (
-        "parsers/python.yaml",
-        include_str!("../../parsers/python.yaml"),
-    ),
+    ("parsers/python.yaml", include_str!("../../parsers/python.yaml")),
     ("parsers/java.yaml", include_str!("../../parsers/java.yaml")),
-    (
-        "parsers/postgresql.yaml",
-        include_str!("../../parsers/postgresql.yaml"),
-    ),
-    (
-        "parsers/redis.yaml",
-        include_str!("../../parsers/redis.yaml"),
-    ),
+    ("parsers/postgresql.yaml", include_str!("../../parsers/postgresql.yaml")),
+    ("parsers/redis.yaml", include_str!("../../parsers/redis.yaml")),
 ];
 
 /// Compiled once per process; registries clone it cheaply (the parsers are shared).
@@ -71,24 +53,12 @@ fn compile_builtins() -> Result<Registry, Vec<DefinitionError>> {
             Spec::Auto(FieldSpec::default()),
             "JSON objects, logfmt pairs, or raw text with its time and level sniffed",
         ),
-        (
-            "json",
-            Spec::Json(FieldSpec::default()),
-            "one JSON object per line",
-        ),
-        (
-            "logfmt",
-            Spec::Logfmt(FieldSpec::default()),
-            "key=value pairs",
-        ),
+        ("json", Spec::Json(FieldSpec::default()), "one JSON object per line"),
+        ("logfmt", Spec::Logfmt(FieldSpec::default()), "key=value pairs"),
         ("raw", Spec::Raw, "the line as the message"),
     ];
     for (name, spec, description) in structured {
-        let entry = Entry {
-            spec: Arc::new(spec),
-            origin: Arc::from("built-in"),
-            description: description.to_owned(),
-        };
+        let entry = Entry { spec: Arc::new(spec), origin: Arc::from("built-in"), description: description.to_owned() };
         registry.entries.insert(name.to_owned(), entry);
     }
     for (origin, text) in BUILTIN_FILES {
@@ -115,35 +85,20 @@ impl Registry {
                     origin: origin.to_owned(),
                     position: None,
                     field: format!("parsers[{index}].name"),
-                    message: format!(
-                        "parser {name:?} is already defined ({}); choose another name",
-                        existing.origin
-                    ),
+                    message: format!("parser {name:?} is already defined ({}); choose another name", existing.origin),
                 });
                 continue;
             }
-            let entry = Entry {
-                spec: Arc::new(spec),
-                origin: Arc::from(origin),
-                description,
-            };
+            let entry = Entry { spec: Arc::new(spec), origin: Arc::from(origin), description };
             self.entries.insert(name, entry);
         }
-        if errors.is_empty() {
-            Ok(count)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(count) } else { Err(errors) }
     }
 
     /// The parser called `name`, configured with `options`.
     pub fn parser(&self, name: &str, options: ParseOptions) -> Option<Parser> {
         let entry = self.entries.get(name)?;
-        Some(Parser::from_parts(
-            Arc::from(name),
-            Arc::clone(&entry.spec),
-            Arc::new(options),
-        ))
+        Some(Parser::from_parts(Arc::from(name), Arc::clone(&entry.spec), Arc::new(options)))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -175,44 +130,16 @@ mod tests {
     #[test]
     fn builtins_compile_and_user_names_must_be_new() {
         let mut registry = Registry::builtin().expect("built-in parsers compile");
-        for name in [
-            "auto",
-            "json",
-            "logfmt",
-            "raw",
-            "nginx_access",
-            "nginx_error",
-            "apache_common",
-            "apache_combined",
-        ] {
+        for name in ["auto", "json", "logfmt", "raw", "nginx_access", "nginx_error", "apache_common", "apache_combined"]
+        {
             assert!(registry.contains(name), "{name}");
         }
-        for name in [
-            "syslog_rfc3164",
-            "syslog_rfc5424",
-            "klog",
-            "python",
-            "java",
-            "postgresql",
-            "redis",
-        ] {
+        for name in ["syslog_rfc3164", "syslog_rfc5424", "klog", "python", "java", "postgresql", "redis"] {
             assert!(registry.contains(name), "{name}");
         }
-        let clash = registry
-            .add_yaml("parsers:\n  - name: json\n    type: json\n", "mine.yaml")
-            .expect_err("clash");
-        assert!(
-            clash[0]
-                .to_string()
-                .contains("\"json\" is already defined (built-in)"),
-            "{clash:?}"
-        );
-        registry
-            .add_yaml(
-                "parsers:\n  - name: mine\n    regex: '(?P<message>.*)'\n",
-                "mine.yaml",
-            )
-            .expect("added");
+        let clash = registry.add_yaml("parsers:\n  - name: json\n    type: json\n", "mine.yaml").expect_err("clash");
+        assert!(clash[0].to_string().contains("\"json\" is already defined (built-in)"), "{clash:?}");
+        registry.add_yaml("parsers:\n  - name: mine\n    regex: '(?P<message>.*)'\n", "mine.yaml").expect("added");
         assert!(registry.parser("mine", ParseOptions::default()).is_some());
     }
 }

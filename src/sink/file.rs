@@ -22,23 +22,12 @@ pub(super) struct FileWriter {
 impl FileWriter {
     /// Opens (creating it and its directory) `path` for appending.
     pub fn open(sink: &str, path: &Path) -> Result<FileWriter, SinkError> {
-        let io_error = |source| SinkError::Io {
-            sink: sink.to_owned(),
-            target: path.display().to_string(),
-            source,
-        };
+        let io_error = |source| SinkError::Io { sink: sink.to_owned(), target: path.display().to_string(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_error)?;
-        Ok(FileWriter {
-            path: path.to_owned(),
-            file,
-        })
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_error)?;
+        Ok(FileWriter { path: path.to_owned(), file })
     }
 }
 

@@ -26,16 +26,10 @@ const SINK_QUEUE_BATCHES: usize = 16;
 /// Why a sink failed or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error(
-        "sink {sink:?}: type {kind} is not implemented in this version of pillion; use stdout or file for now"
-    )]
+    #[error("sink {sink:?}: type {kind} is not implemented in this version of pillion; use stdout or file for now")]
     Unsupported { sink: String, kind: &'static str },
     #[error("sink {sink:?}: cannot write to {target}: {source}")]
-    Io {
-        sink: String,
-        target: String,
-        source: std::io::Error,
-    },
+    Io { sink: String, target: String, source: std::io::Error },
 }
 
 /// A running sink.
@@ -58,18 +52,9 @@ impl SinkContext {
     pub fn delivered(&self, batch: &Batch, bytes: usize, started: Instant) {
         let label = SinkMetrics::label(&self.name);
         let sent = SinkMetrics::outcome(&self.name, "sent");
-        self.metrics
-            .events
-            .get_or_create(&sent)
-            .inc_by(batch.records.len() as u64);
-        self.metrics
-            .bytes
-            .get_or_create(&label)
-            .inc_by(bytes as u64);
-        self.metrics
-            .request_duration
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.events.get_or_create(&sent).inc_by(batch.records.len() as u64);
+        self.metrics.bytes.get_or_create(&label).inc_by(bytes as u64);
+        self.metrics.request_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
         if let Some(token) = &batch.ack {
             self.acks.ack(token);
         }
@@ -86,15 +71,8 @@ pub fn start(
     let mut running = Vec::with_capacity(settings.len());
     for sink in settings {
         let (sender, receiver) = mpsc::channel(SINK_QUEUE_BATCHES);
-        let context = SinkContext {
-            name: Arc::clone(&sink.name),
-            acks: Arc::clone(acks),
-            metrics: metrics.clone(),
-        };
-        let unsupported = |kind| SinkError::Unsupported {
-            sink: sink.name.to_string(),
-            kind,
-        };
+        let context = SinkContext { name: Arc::clone(&sink.name), acks: Arc::clone(acks), metrics: metrics.clone() };
+        let unsupported = |kind| SinkError::Unsupported { sink: sink.name.to_string(), kind };
         let task = match &sink.target {
             SinkTarget::Stdout => spawn_reporting(stdout::run(context, receiver), failed),
             SinkTarget::File(file) => {
@@ -105,11 +83,7 @@ pub fn start(
             SinkTarget::Elasticsearch(_) => return Err(unsupported("elasticsearch")),
             SinkTarget::Otlp(_) => return Err(unsupported("otlp")),
         };
-        running.push(RunningSink {
-            name: Arc::clone(&sink.name),
-            sender,
-            task,
-        });
+        running.push(RunningSink { name: Arc::clone(&sink.name), sender, task });
     }
     Ok(running)
 }
@@ -133,10 +107,8 @@ fn spawn_reporting(
 /// Gives every batch to every sink, in order, waiting when a sink's queue is full. Ends when
 /// the tailers have closed `input`; dropping the sink senders then lets each sink drain.
 pub fn spawn_fanout(mut input: mpsc::Receiver<Batch>, sinks: &[RunningSink]) -> JoinHandle<()> {
-    let outputs: Vec<(Arc<str>, mpsc::Sender<Arc<Batch>>)> = sinks
-        .iter()
-        .map(|s| (Arc::clone(&s.name), s.sender.clone()))
-        .collect();
+    let outputs: Vec<(Arc<str>, mpsc::Sender<Arc<Batch>>)> =
+        sinks.iter().map(|s| (Arc::clone(&s.name), s.sender.clone())).collect();
     tokio::spawn(async move {
         while let Some(batch) = input.recv().await {
             let batch = Arc::new(batch);

@@ -10,24 +10,15 @@ use tokio::sync::mpsc;
 use super::{SinkContext, SinkError};
 use crate::pipeline::Batch;
 
-pub(super) async fn run(
-    context: SinkContext,
-    mut batches: mpsc::Receiver<Arc<Batch>>,
-) -> Result<(), SinkError> {
+pub(super) async fn run(context: SinkContext, mut batches: mpsc::Receiver<Arc<Batch>>) -> Result<(), SinkError> {
     let mut out = tokio::io::stdout();
     let mut buffer = Vec::with_capacity(64 * 1024);
-    let io_error = |source| SinkError::Io {
-        sink: context.name.to_string(),
-        target: "stdout".into(),
-        source,
-    };
+    let io_error = |source| SinkError::Io { sink: context.name.to_string(), target: "stdout".into(), source };
     while let Some(batch) = batches.recv().await {
         let started = Instant::now();
         buffer.clear();
         for record in &batch.records {
-            record
-                .write_json_line(&mut buffer)
-                .map_err(|e| io_error(e.into()))?;
+            record.write_json_line(&mut buffer).map_err(|e| io_error(e.into()))?;
         }
         out.write_all(&buffer).await.map_err(io_error)?;
         out.flush().await.map_err(io_error)?;

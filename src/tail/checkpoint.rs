@@ -35,10 +35,7 @@ struct EntryV1 {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot write checkpoints to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Where checkpoints are kept.
@@ -56,9 +53,7 @@ pub struct Loaded {
 
 impl CheckpointStore {
     pub fn new(data_dir: &Path) -> CheckpointStore {
-        CheckpointStore {
-            dir: data_dir.to_owned(),
-        }
+        CheckpointStore { dir: data_dir.to_owned() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -71,66 +66,39 @@ impl CheckpointStore {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Loaded::default(),
-            Err(error) => {
-                return Loaded {
-                    offsets: HashMap::new(),
-                    warning: Some(unreadable(&path, &error)),
-                };
-            }
+            Err(error) => return Loaded { offsets: HashMap::new(), warning: Some(unreadable(&path, &error)) },
         };
         match serde_json::from_str::<Document>(&text) {
             Ok(Document::V1 { files }) => Loaded {
                 offsets: files
                     .into_iter()
-                    .map(|e| {
-                        (
-                            FileKey {
-                                dev: e.dev,
-                                inode: e.inode,
-                            },
-                            (e.path, e.offset),
-                        )
-                    })
+                    .map(|e| (FileKey { dev: e.dev, inode: e.inode }, (e.path, e.offset)))
                     .collect(),
                 warning: None,
             },
-            Err(error) => Loaded {
-                offsets: HashMap::new(),
-                warning: Some(unreadable(&path, &error)),
-            },
+            Err(error) => Loaded { offsets: HashMap::new(), warning: Some(unreadable(&path, &error)) },
         }
     }
 
     /// Writes `offsets` atomically.
     pub fn save(&self, offsets: &[FileOffset]) -> Result<(), CheckpointError> {
         let path = self.path();
-        let wrap = |source| CheckpointError::Write {
-            path: path.clone(),
-            source,
-        };
+        let wrap = |source| CheckpointError::Write { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(wrap)?;
         let document = Document::V1 {
             files: offsets
                 .iter()
-                .map(|o| EntryV1 {
-                    dev: o.key.dev,
-                    inode: o.key.inode,
-                    path: o.path.clone(),
-                    offset: o.offset,
-                })
+                .map(|o| EntryV1 { dev: o.key.dev, inode: o.key.inode, path: o.path.clone(), offset: o.offset })
                 .collect(),
         };
-        let bytes =
-            serde_json::to_vec_pretty(&document).map_err(|e| wrap(std::io::Error::other(e)))?;
+        let bytes = serde_json::to_vec_pretty(&document).map_err(|e| wrap(std::io::Error::other(e)))?;
         let temp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut file = File::create(&temp).map_err(wrap)?;
         file.write_all(&bytes).map_err(wrap)?;
         file.sync_all().map_err(wrap)?;
         drop(file);
         fs::rename(&temp, &path).map_err(wrap)?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(wrap)
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(wrap)
     }
 }
 
@@ -151,17 +119,8 @@ mod tests {
         let store = CheckpointStore::new(&dir.path().join("data"));
         assert!(store.load().offsets.is_empty());
         let key = FileKey { dev: 3, inode: 4 };
-        store
-            .save(&[FileOffset {
-                key,
-                path: "/x.log".into(),
-                offset: 42,
-            }])
-            .expect("save");
-        assert_eq!(
-            store.load().offsets.get(&key),
-            Some(&("/x.log".to_owned(), 42))
-        );
+        store.save(&[FileOffset { key, path: "/x.log".into(), offset: 42 }]).expect("save");
+        assert_eq!(store.load().offsets.get(&key), Some(&("/x.log".to_owned(), 42)));
         for garbage in ["", "{", "{\"version\":\"99\"}", "\u{0}\u{1}"] {
             fs::write(store.path(), garbage).expect("write");
             let loaded = store.load();

@@ -29,17 +29,11 @@ fn walk_root(pattern: &str) -> WalkRoot {
     if rest.is_empty() {
         // A literal file path: walk its directory, one level.
         let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        return WalkRoot {
-            dir: non_empty(parent),
-            max_depth: Some(1),
-        };
+        return WalkRoot { dir: non_empty(parent), max_depth: Some(1) };
     }
     let unlimited = rest.iter().any(|part| part.contains("**"));
     let max_depth = (!unlimited).then_some(rest.len());
-    WalkRoot {
-        dir: non_empty(dir),
-        max_depth,
-    }
+    WalkRoot { dir: non_empty(dir), max_depth }
 }
 
 fn non_empty(dir: PathBuf) -> PathBuf {
@@ -88,8 +82,7 @@ fn selected(input: &InputSettings, path: &Path) -> bool {
     if !input.include.is_match(path) || input.exclude_paths.is_match(path) {
         return false;
     }
-    path.file_name()
-        .is_none_or(|name| !input.exclude_names.is_match(name))
+    path.file_name().is_none_or(|name| !input.exclude_names.is_match(name))
 }
 
 #[cfg(test)]
@@ -98,40 +91,10 @@ mod tests {
 
     #[test]
     fn roots_stop_at_the_first_glob_component() {
-        assert_eq!(
-            walk_root("/var/log/app/*.log"),
-            WalkRoot {
-                dir: "/var/log/app".into(),
-                max_depth: Some(1)
-            }
-        );
-        assert_eq!(
-            walk_root("/var/log/**/*.json"),
-            WalkRoot {
-                dir: "/var/log".into(),
-                max_depth: None
-            }
-        );
-        assert_eq!(
-            walk_root("fixtures/*.log"),
-            WalkRoot {
-                dir: "fixtures".into(),
-                max_depth: Some(1)
-            }
-        );
-        assert_eq!(
-            walk_root("*.log"),
-            WalkRoot {
-                dir: ".".into(),
-                max_depth: Some(1)
-            }
-        );
-        assert_eq!(
-            walk_root("/var/log/app.log"),
-            WalkRoot {
-                dir: "/var/log".into(),
-                max_depth: Some(1)
-            }
-        );
+        assert_eq!(walk_root("/var/log/app/*.log"), WalkRoot { dir: "/var/log/app".into(), max_depth: Some(1) });
+        assert_eq!(walk_root("/var/log/**/*.json"), WalkRoot { dir: "/var/log".into(), max_depth: None });
+        assert_eq!(walk_root("fixtures/*.log"), WalkRoot { dir: "fixtures".into(), max_depth: Some(1) });
+        assert_eq!(walk_root("*.log"), WalkRoot { dir: ".".into(), max_depth: Some(1) });
+        assert_eq!(walk_root("/var/log/app.log"), WalkRoot { dir: "/var/log".into(), max_depth: Some(1) });
     }
 }

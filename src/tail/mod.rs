@@ -52,9 +52,7 @@ pub struct TailerContext {
 /// Starts the tailer thread for one input.
 pub fn spawn(context: TailerContext) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("tail-{}", context.input.name);
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || Tailer::new(context).run())
+    std::thread::Builder::new().name(name).spawn(move || Tailer::new(context).run())
 }
 
 struct TailedFile {
@@ -87,10 +85,7 @@ impl Tailer {
     fn new(context: TailerContext) -> Tailer {
         let label = InputMetrics::label(&context.input.name);
         let parser = context.input.parser.clone();
-        let parser_label = ParserLabels {
-            input: context.input.name.to_string(),
-            parser: parser.name().to_owned(),
-        };
+        let parser_label = ParserLabels { input: context.input.name.to_string(), parser: parser.name().to_owned() };
         Tailer {
             context,
             parser,
@@ -138,17 +133,9 @@ impl Tailer {
         for path in found {
             match std::fs::metadata(&path) {
                 Ok(meta) => {
-                    live.insert(
-                        FileKey {
-                            dev: meta.dev(),
-                            inode: meta.ino(),
-                        },
-                        path,
-                    );
+                    live.insert(FileKey { dev: meta.dev(), inode: meta.ino() }, path);
                 }
-                Err(error) => {
-                    tracing::debug!(path = %path.display(), %error, "file vanished during discovery")
-                }
+                Err(error) => tracing::debug!(path = %path.display(), %error, "file vanished during discovery"),
             }
         }
         for (key, tailed) in &mut self.files {
@@ -214,11 +201,7 @@ impl Tailer {
                 return *offset;
             }
             tracing::warn!(path = %path.display(), checkpoint = offset, size, "file is shorter than its checkpoint: truncated while pillion was down; reading from the start");
-            self.context
-                .metrics
-                .truncations
-                .get_or_create(&self.label)
-                .inc();
+            self.context.metrics.truncations.get_or_create(&self.label).inc();
             return 0;
         }
         match self.context.input.start_at {
@@ -236,11 +219,7 @@ impl Tailer {
                 continue;
             }
             tracing::warn!(path = %tailed.path.display(), size, offset = tailed.read_offset, "file truncated; reading from the start");
-            self.context
-                .metrics
-                .truncations
-                .get_or_create(&self.label)
-                .inc();
+            self.context.metrics.truncations.get_or_create(&self.label).inc();
             tailed.framer.reset();
             tailed.read_offset = 0;
             if let Err(error) = tailed.file.seek(SeekFrom::Start(0)) {
@@ -251,10 +230,7 @@ impl Tailer {
 
     fn update_gauges(&self) {
         let metrics = &self.context.metrics;
-        metrics
-            .files
-            .get_or_create(&self.label)
-            .set(self.files.len() as i64);
+        metrics.files.get_or_create(&self.label).set(self.files.len() as i64);
         let lag: u64 = self
             .files
             .values()
@@ -264,10 +240,7 @@ impl Tailer {
                 size.saturating_sub(acked)
             })
             .sum();
-        metrics
-            .lag_bytes
-            .get_or_create(&self.label)
-            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        metrics.lag_bytes.get_or_create(&self.label).set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     /// Reads what is new in every file. `Ok(true)` when anything was read.
@@ -296,22 +269,15 @@ impl Tailer {
     /// write to its old file descriptor until it reopens), flushing a final unterminated line.
     fn close_if_finished(&mut self, key: &FileKey) -> Result<(), Closed> {
         let grace = (self.context.input.poll_interval * 2).max(ROTATION_GRACE);
-        let due = self
-            .files
-            .get(key)
-            .and_then(|t| t.rotated_at)
-            .is_some_and(|at| at.elapsed() >= grace);
+        let due = self.files.get(key).and_then(|t| t.rotated_at).is_some_and(|at| at.elapsed() >= grace);
         if !due {
             return Ok(());
         }
         let Some(mut tailed) = self.files.remove(key) else {
             return Ok(());
         };
-        let mut lines =
-            LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
-        tailed
-            .framer
-            .flush(tailed.read_offset, |line| lines.accept(line));
+        let mut lines = LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
+        tailed.framer.flush(tailed.read_offset, |line| lines.accept(line));
         tracing::info!(path = %tailed.path.display(), "finished rotated file");
         self.send(key, 0, lines)
     }
@@ -333,13 +299,8 @@ impl Tailer {
         }
         let chunk_offset = tailed.read_offset;
         tailed.read_offset += read as u64;
-        let mut lines =
-            LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
-        tailed
-            .framer
-            .push(&self.buffer[..read], chunk_offset, |line| {
-                lines.accept(line)
-            });
+        let mut lines = LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
+        tailed.framer.push(&self.buffer[..read], chunk_offset, |line| lines.accept(line));
         self.send(key, read, lines)?;
         Ok(read)
     }
@@ -347,25 +308,13 @@ impl Tailer {
     /// Counts what was read, applies transforms and sends the batch downstream.
     fn send(&self, key: &FileKey, bytes_read: usize, lines: LineCollector) -> Result<(), Closed> {
         let metrics = &self.context.metrics;
-        metrics
-            .bytes
-            .get_or_create(&self.label)
-            .inc_by(bytes_read as u64);
-        metrics
-            .lines
-            .get_or_create(&self.label)
-            .inc_by(lines.records.len() as u64);
+        metrics.bytes.get_or_create(&self.label).inc_by(bytes_read as u64);
+        metrics.lines.get_or_create(&self.label).inc_by(lines.records.len() as u64);
         if lines.truncated > 0 {
-            metrics
-                .lines_truncated
-                .get_or_create(&self.label)
-                .inc_by(lines.truncated);
+            metrics.lines_truncated.get_or_create(&self.label).inc_by(lines.truncated);
         }
         if lines.parse_errors > 0 {
-            metrics
-                .parse_errors
-                .get_or_create(&self.parser_label)
-                .inc_by(lines.parse_errors);
+            metrics.parse_errors.get_or_create(&self.parser_label).inc_by(lines.parse_errors);
         }
         let Some(end) = lines.end_offset else {
             return Ok(());
@@ -377,10 +326,7 @@ impl Tailer {
             self.context.acks.ack_all(&token);
             return Ok(());
         }
-        let batch = Batch {
-            records,
-            ack: Some(token),
-        };
+        let batch = Batch { records, ack: Some(token) };
         self.context.output.blocking_send(batch).map_err(|_| Closed)
     }
 }
@@ -412,23 +358,15 @@ impl<'a> LineCollector<'a> {
     }
 
     fn accept(&mut self, line: Line<'_>) {
-        let mut parsed = self
-            .parser
-            .parse(line.bytes, self.observed, &self.context.resource);
+        let mut parsed = self.parser.parse(line.bytes, self.observed, &self.context.resource);
         self.parse_errors += u64::from(parsed.failed);
         let record = &mut parsed.record;
         let input = Arc::clone(&self.context.input.name);
-        record.source = Some(Source {
-            input,
-            path: Arc::clone(&self.path),
-            offset: line.start,
-        });
+        record.source = Some(Source { input, path: Arc::clone(&self.path), offset: line.start });
         add_input_attributes(record, &self.context.input.attributes);
         if line.truncated {
             self.truncated += 1;
-            record
-                .attributes
-                .insert("truncated".to_owned(), Value::Bool(true));
+            record.attributes.insert("truncated".to_owned(), Value::Bool(true));
         }
         self.end_offset = Some(line.end);
         self.records.push(parsed.record);
@@ -438,9 +376,7 @@ impl<'a> LineCollector<'a> {
 fn add_input_attributes(record: &mut Record, attributes: &[(String, String)]) {
     for (key, value) in attributes {
         if !record.attributes.contains_key(key) {
-            record
-                .attributes
-                .insert(key.clone(), Value::String(value.clone()));
+            record.attributes.insert(key.clone(), Value::String(value.clone()));
         }
     }
 }

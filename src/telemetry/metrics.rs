@@ -85,21 +85,9 @@ impl Metrics {
         let mut registry = Registry::default();
         let input = InputMetrics::default();
         let sink = SinkMetrics::default();
-        registry.register(
-            "pillion_input_files",
-            "Files being tailed",
-            input.files.clone(),
-        );
-        registry.register(
-            "pillion_input_bytes",
-            "Bytes read from input files",
-            input.bytes.clone(),
-        );
-        registry.register(
-            "pillion_input_lines",
-            "Lines read from input files",
-            input.lines.clone(),
-        );
+        registry.register("pillion_input_files", "Files being tailed", input.files.clone());
+        registry.register("pillion_input_bytes", "Bytes read from input files", input.bytes.clone());
+        registry.register("pillion_input_lines", "Lines read from input files", input.lines.clone());
         registry.register(
             "pillion_input_lag_bytes",
             "Bytes on disk not yet acknowledged by every sink",
@@ -120,27 +108,15 @@ impl Metrics {
             "Lines that did not parse with their input's parser (shipped raw)",
             input.parse_errors.clone(),
         );
-        registry.register(
-            "pillion_sink_events",
-            "Records handled by sinks, by outcome",
-            sink.events.clone(),
-        );
-        registry.register(
-            "pillion_sink_bytes",
-            "Bytes written to the wire by sinks",
-            sink.bytes.clone(),
-        );
+        registry.register("pillion_sink_events", "Records handled by sinks, by outcome", sink.events.clone());
+        registry.register("pillion_sink_bytes", "Bytes written to the wire by sinks", sink.bytes.clone());
         registry.register(
             "pillion_sink_request_duration_seconds",
             "Time to write or send one batch",
             sink.request_duration.clone(),
         );
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics {
-            registry,
-            input,
-            sink,
-        })
+        Arc::new(Metrics { registry, input, sink })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.
@@ -160,24 +136,17 @@ impl Metrics {
 
 impl InputMetrics {
     pub fn label(input: &str) -> InputLabel {
-        InputLabel {
-            input: input.to_owned(),
-        }
+        InputLabel { input: input.to_owned() }
     }
 }
 
 impl SinkMetrics {
     pub fn label(sink: &str) -> SinkLabel {
-        SinkLabel {
-            sink: sink.to_owned(),
-        }
+        SinkLabel { sink: sink.to_owned() }
     }
 
     pub fn outcome(sink: &str, outcome: &'static str) -> SinkOutcomeLabels {
-        SinkOutcomeLabels {
-            sink: sink.to_owned(),
-            outcome,
-        }
+        SinkOutcomeLabels { sink: sink.to_owned(), outcome }
     }
 }
 
@@ -188,27 +157,12 @@ mod tests {
     #[test]
     fn prometheus_text_has_total_suffixes_and_process_metrics() {
         let metrics = Metrics::new();
-        metrics
-            .input
-            .lines
-            .get_or_create(&InputMetrics::label("app"))
-            .inc();
+        metrics.input.lines.get_or_create(&InputMetrics::label("app")).inc();
         let text = metrics.encode_prometheus().expect("encode");
-        assert!(
-            text.contains("# TYPE pillion_input_lines_total counter"),
-            "{text}"
-        );
-        assert!(
-            text.contains("pillion_input_lines_total{input=\"app\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("# TYPE pillion_input_lines_total counter"), "{text}");
+        assert!(text.contains("pillion_input_lines_total{input=\"app\"} 1"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(!text.contains("# EOF"));
-        assert!(
-            metrics
-                .encode_openmetrics()
-                .expect("encode")
-                .ends_with("# EOF\n")
-        );
+        assert!(metrics.encode_openmetrics().expect("encode").ends_with("# EOF\n"));
     }
 }

@@ -26,13 +26,10 @@ fn sample() -> Option<Sample> {
     let ticks = procfs::ticks_per_second() as f64;
     let page_size = procfs::page_size() as i64;
     let open_fds = process.fd_count().ok().map_or(0, |n| n as i64);
-    let max_fds = process
-        .limits()
-        .ok()
-        .and_then(|limits| match limits.max_open_files.soft_limit {
-            procfs::process::LimitValue::Value(v) => i64::try_from(v).ok(),
-            procfs::process::LimitValue::Unlimited => None,
-        });
+    let max_fds = process.limits().ok().and_then(|limits| match limits.max_open_files.soft_limit {
+        procfs::process::LimitValue::Value(v) => i64::try_from(v).ok(),
+        procfs::process::LimitValue::Unlimited => None,
+    });
     let boot_time = procfs::boot_time_secs().ok();
     Some(Sample {
         cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
@@ -44,12 +41,7 @@ fn sample() -> Option<Sample> {
     })
 }
 
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
@@ -61,47 +53,17 @@ impl Collector for ProcessCollector {
         };
         let cpu = ConstCounter::new(s.cpu_seconds);
         let help = "Total user and system CPU time spent in seconds";
-        cpu.encode(encoder.encode_descriptor(
-            "process_cpu_seconds",
-            help,
-            None,
-            cpu.metric_type(),
-        )?)?;
-        gauge(
-            &mut encoder,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            s.resident_bytes,
-        )?;
-        gauge(
-            &mut encoder,
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
-            s.virtual_bytes,
-        )?;
-        gauge(
-            &mut encoder,
-            "process_open_fds",
-            "Number of open file descriptors",
-            s.open_fds,
-        )?;
+        cpu.encode(encoder.encode_descriptor("process_cpu_seconds", help, None, cpu.metric_type())?)?;
+        gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", s.resident_bytes)?;
+        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", s.virtual_bytes)?;
+        gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", s.open_fds)?;
         if let Some(max) = s.max_fds {
-            gauge(
-                &mut encoder,
-                "process_max_fds",
-                "Maximum number of open file descriptors",
-                max,
-            )?;
+            gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors", max)?;
         }
         if let Some(start) = s.start_time_seconds {
             let metric = ConstGauge::new(start);
             let help = "Start time of the process since unix epoch in seconds";
-            metric.encode(encoder.encode_descriptor(
-                "process_start_time_seconds",
-                help,
-                None,
-                metric.metric_type(),
-            )?)?;
+            metric.encode(encoder.encode_descriptor("process_start_time_seconds", help, None, metric.metric_type())?)?;
         }
         Ok(())
     }

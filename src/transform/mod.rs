@@ -18,23 +18,12 @@ pub struct Transforms {
 
 #[derive(Debug)]
 enum Step {
-    Drop {
-        equal: Vec<(String, String)>,
-        matching: Vec<(String, Regex)>,
-    },
+    Drop { equal: Vec<(String, String)>, matching: Vec<(String, Regex)> },
     Rename(Vec<(String, String)>),
     Add(Vec<(String, Value)>),
     Remove(Vec<String>),
-    Redact {
-        fields: Vec<String>,
-        patterns: Vec<Regex>,
-        mask: String,
-    },
-    Sample {
-        level: Option<Level>,
-        rate: u64,
-        seen: AtomicU64,
-    },
+    Redact { fields: Vec<String>, patterns: Vec<Regex>, mask: String },
+    Sample { level: Option<Level>, rate: u64, seen: AtomicU64 },
 }
 
 /// A built-in redaction pattern failed to compile (a bug, reported rather than panicking).
@@ -61,47 +50,26 @@ impl Transforms {
         for config in configs {
             steps.push(match config {
                 TransformConfig::Drop(drop) => Step::Drop {
-                    equal: drop
-                        .when
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.0.clone()))
-                        .collect(),
-                    matching: drop
-                        .matches
-                        .iter()
-                        .map(|(k, p)| (k.clone(), p.regex().clone()))
-                        .collect(),
+                    equal: drop.when.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+                    matching: drop.matches.iter().map(|(k, p)| (k.clone(), p.regex().clone())).collect(),
                 },
-                TransformConfig::Rename(map) => Step::Rename(
-                    map.fields
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.0.clone()))
-                        .collect(),
-                ),
-                TransformConfig::Add(map) => Step::Add(
-                    map.fields
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.0.clone())))
-                        .collect(),
-                ),
+                TransformConfig::Rename(map) => {
+                    Step::Rename(map.fields.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+                }
+                TransformConfig::Add(map) => {
+                    Step::Add(map.fields.iter().map(|(k, v)| (k.clone(), Value::String(v.0.clone()))).collect())
+                }
                 TransformConfig::Remove(list) => Step::Remove(list.fields.clone()),
                 TransformConfig::Redact(redact) => {
-                    let mut patterns: Vec<Regex> =
-                        redact.patterns.iter().map(|p| p.regex().clone()).collect();
+                    let mut patterns: Vec<Regex> = redact.patterns.iter().map(|p| p.regex().clone()).collect();
                     for builtin in &redact.builtin {
                         patterns.push(builtin_pattern(*builtin)?);
                     }
-                    Step::Redact {
-                        fields: redact.fields.clone(),
-                        patterns,
-                        mask: redact.mask.clone(),
-                    }
+                    Step::Redact { fields: redact.fields.clone(), patterns, mask: redact.mask.clone() }
                 }
-                TransformConfig::Sample(sample) => Step::Sample {
-                    level: sample.level,
-                    rate: sample.rate.get(),
-                    seen: AtomicU64::new(0),
-                },
+                TransformConfig::Sample(sample) => {
+                    Step::Sample { level: sample.level, rate: sample.rate.get(), seen: AtomicU64::new(0) }
+                }
             });
         }
         Ok(Transforms { steps })
@@ -121,12 +89,9 @@ impl Step {
     fn apply(&self, record: &mut Record) -> bool {
         match self {
             Step::Drop { equal, matching } => {
-                let equal_hit = equal
-                    .iter()
-                    .all(|(field, want)| field_text(record, field).is_some_and(|v| v == *want));
-                let regex_hit = matching
-                    .iter()
-                    .all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
+                let equal_hit = equal.iter().all(|(field, want)| field_text(record, field).is_some_and(|v| v == *want));
+                let regex_hit =
+                    matching.iter().all(|(field, re)| field_text(record, field).is_some_and(|v| re.is_match(&v)));
                 !(equal_hit && regex_hit && !(equal.is_empty() && matching.is_empty()))
             }
             Step::Rename(pairs) => {
@@ -149,11 +114,7 @@ impl Step {
                 }
                 true
             }
-            Step::Redact {
-                fields,
-                patterns,
-                mask,
-            } => {
+            Step::Redact { fields, patterns, mask } => {
                 for field in fields {
                     redact_field(record, field, patterns, mask);
                 }
@@ -210,11 +171,7 @@ mod tests {
     }
 
     fn record(message: &str, level: Option<Level>) -> Record {
-        let mut record = Record::new(
-            message.to_owned(),
-            jiff::Timestamp::UNIX_EPOCH,
-            Arc::new(Vec::new()),
-        );
+        let mut record = Record::new(message.to_owned(), jiff::Timestamp::UNIX_EPOCH, Arc::new(Vec::new()));
         record.level = level;
         record
     }
@@ -239,10 +196,7 @@ mod tests {
         let t = chain(
             "logs:\n  transforms:\n    - redact: { fields: [message], patterns: ['(?i)bearer [a-z0-9._-]+'], builtin: [email, credit_card] }\n",
         );
-        let mut r = record(
-            "auth Bearer abc.def user a@b.io card 4111 1111 1111 1111",
-            None,
-        );
+        let mut r = record("auth Bearer abc.def user a@b.io card 4111 1111 1111 1111", None);
         assert!(t.apply(&mut r));
         assert_eq!(r.message, "auth [REDACTED] user [REDACTED] card [REDACTED]");
     }
@@ -255,16 +209,10 @@ mod tests {
         let mut health = record("GET /healthz 200", Some(Level::Info));
         health.attributes.insert("service".into(), "web".into());
         health.attributes.insert("status".into(), 200.into());
-        assert!(
-            !t.apply(&mut health.clone()),
-            "all conditions hold: dropped"
-        );
+        assert!(!t.apply(&mut health.clone()), "all conditions hold: dropped");
         health.attributes.insert("status".into(), 503.into());
         assert!(t.apply(&mut health), "a failing health check is kept");
-        assert!(
-            t.apply(&mut record("GET /healthz 200", None)),
-            "no service attribute: kept"
-        );
+        assert!(t.apply(&mut record("GET /healthz 200", None)), "no service attribute: kept");
     }
 
     #[test]
@@ -273,8 +221,7 @@ mod tests {
             "logs:\n  transforms:\n    - redact: { fields: [auth, count], builtin: [bearer_token], mask: '***' }\n",
         );
         let mut r = record("x", None);
-        r.attributes
-            .insert("auth".into(), "Bearer eyJhbGciOi.x-y_z".into());
+        r.attributes.insert("auth".into(), "Bearer eyJhbGciOi.x-y_z".into());
         r.attributes.insert("count".into(), 4111.into());
         assert!(t.apply(&mut r));
         assert_eq!(r.attributes.get("auth"), Some(&Value::from("***")));
@@ -294,9 +241,7 @@ mod tests {
     #[test]
     fn sample_keeps_one_in_n_of_a_level() {
         let t = chain("logs:\n  transforms:\n    - sample: { level: debug, rate: 3 }\n");
-        let kept = (0..9)
-            .filter(|_| t.apply(&mut record("x", Some(Level::Debug))))
-            .count();
+        let kept = (0..9).filter(|_| t.apply(&mut record("x", Some(Level::Debug)))).count();
         assert_eq!(kept, 3);
         assert!(t.apply(&mut record("x", Some(Level::Error))));
     }
