@@ -119,8 +119,11 @@ impl RegexSpec {
     }
 
     fn split(&self, split: &Split, value: &[u8], record: &mut Record) {
-        let mut locations = split.regex.capture_locations();
-        if split.regex.captures_read(&mut locations, value).is_none() {
+        with_locations(&split.regex, |locations| self.fill_split(split, value, locations, record));
+    }
+
+    fn fill_split(&self, split: &Split, value: &[u8], locations: &mut CaptureLocations, record: &mut Record) {
+        if split.regex.captures_read(locations, value).is_none() {
             record.attributes.insert(split.capture.name.clone(), split.capture.kind.convert_bytes(value));
             return;
         }
