@@ -168,7 +168,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let options = ParseOptions { zone, trace_pattern: None };
+    let options = ParseOptions { zone, trace_pattern: pillion::parse::default_trace_pattern() };
     let Some(parser) = config.logs.parsers.parser(&args.parser, options) else {
         let known: Vec<&str> = config.logs.parsers.names().collect();
         eprintln!("unknown parser {:?}; available parsers: {}", args.parser, known.join(", "));

@@ -134,7 +134,8 @@ pub struct InputConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// A regex finding trace and span ids in the message when the parser found none, with
-    /// named captures `trace_id`, `span_id` and/or `traceparent`.
+    /// named captures `trace_id`, `span_id` and/or `traceparent`. Default: `trace_id=<hex>`,
+    /// `traceId: "<hex>"` (any case, `_ . -` or none, `=` or `:`), `span_id=...`, `traceparent=...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_pattern: Option<Pattern>,
     /// Join continuation lines (stack traces) into one record.

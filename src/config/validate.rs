@@ -186,7 +186,10 @@ fn check_inputs(
                 continue;
             }
         };
-        let trace_pattern = input.trace_pattern.as_ref().map(|p| p.regex().clone());
+        let trace_pattern = match &input.trace_pattern {
+            Some(pattern) => Some(pattern.regex().clone()),
+            None => crate::parse::default_trace_pattern(),
+        };
         if let Some(pattern) = &trace_pattern {
             if !pattern.capture_names().flatten().any(|n| matches!(n, "trace_id" | "traceparent")) {
                 let message =

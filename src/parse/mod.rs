@@ -53,14 +53,28 @@ pub struct ParseOptions {
     /// The zone of times written without an offset (`logs.inputs[].timezone`, default UTC).
     pub zone: TimeZone,
     /// Finds trace and span ids in the message when the parser found none: named captures
-    /// `trace_id`, `span_id` and/or `traceparent` (`logs.inputs[].trace_pattern`).
+    /// `trace_id`, `span_id` and/or `traceparent` (`logs.inputs[].trace_pattern`; default
+    /// [`default_trace_pattern`]: `trace_id=<hex>`, `traceId: "<hex>"`, `traceparent=00-...`).
     pub trace_pattern: Option<regex::Regex>,
 }
 
 impl Default for ParseOptions {
     fn default() -> ParseOptions {
-        ParseOptions { zone: TimeZone::UTC, trace_pattern: None }
+        ParseOptions { zone: TimeZone::UTC, trace_pattern: default_trace_pattern() }
     }
+}
+
+/// The ids apps print into plain-text messages: `trace_id=4bf9...` (also `traceId`, `trace.id`,
+/// `trace-id`, with `=` or `:` and optional quotes), optionally followed within a few words by
+/// `span_id=...`; or a W3C `traceparent`.
+const DEFAULT_TRACE_PATTERN: &str = r#"(?i)\b(?:trace[_.-]?id["']?\s*[=:]\s*["']?(?P<trace_id>[0-9a-f]{32})\b(?:.{0,100}?\bspan[_.-]?id["']?\s*[=:]\s*["']?(?P<span_id>[0-9a-f]{16})\b)?|traceparent["']?\s*[=:]\s*["']?(?P<traceparent>[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}))"#;
+
+static DEFAULT_TRACE_REGEX: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(DEFAULT_TRACE_PATTERN).ok());
+
+/// The trace pattern inputs use unless they configure their own.
+pub fn default_trace_pattern() -> Option<regex::Regex> {
+    DEFAULT_TRACE_REGEX.clone()
 }
 
 /// A configured parser: a named [`Spec`] and an input's [`ParseOptions`].
@@ -308,6 +322,24 @@ mod tests {
         let r = parse("auto", "{broken json").record;
         assert_eq!(r.message, "{broken json");
         assert!(r.attributes.is_empty());
+    }
+
+    #[test]
+    fn the_default_trace_pattern_finds_ids_in_messages() {
+        assert!(default_trace_pattern().is_some(), "compiles");
+        let cases = [
+            ("ERROR [main] failed trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7", true, true),
+            (r#"WARN slow "traceId": "4BF92F3577B34DA6A3CE929D0E0E4736""#, true, false),
+            ("req traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 done", true, true),
+            ("trace_id=4bf92f3577b34da6a3ce929d0e0e47361 is too long", false, false),
+            ("trace_id=00000000000000000000000000000000 is invalid", false, false),
+            ("no ids here", false, false),
+        ];
+        for (line, trace, span) in cases {
+            let r = parse("raw", line).record;
+            assert_eq!((r.trace_id.is_some(), r.span_id.is_some()), (trace, span), "{line}");
+            assert_eq!(r.message, line);
+        }
     }
 
     #[test]
