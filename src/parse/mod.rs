@@ -66,11 +66,20 @@ impl Default for ParseOptions {
 
 /// The ids apps print into plain-text messages: `trace_id=4bf9...` (also `traceId`, `trace.id`,
 /// `trace-id`, with `=` or `:` and optional quotes), optionally followed within a few words by
-/// `span_id=...`; or a W3C `traceparent`.
-const DEFAULT_TRACE_PATTERN: &str = r#"(?i)\b(?:trace[_.-]?id["']?\s*[=:]\s*["']?(?P<trace_id>[0-9a-f]{32})\b(?:.{0,100}?\bspan[_.-]?id["']?\s*[=:]\s*["']?(?P<span_id>[0-9a-f]{16})\b)?|traceparent["']?\s*[=:]\s*["']?(?P<traceparent>[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}))"#;
+/// `span_id=...`; or a W3C `traceparent`. It starts with literal spellings of "trace" rather
+/// than `(?i)` so that the regex engine can skip lines without one at memchr speed.
+const DEFAULT_TRACE_PATTERN: &str = r#"(?:[tT]race|TRACE)(?:(?i:[_.-]?id["']?\s*[=:]\s*["']?)(?P<trace_id>[0-9a-fA-F]{32})\b(?:.{0,100}?\b(?i:span[_.-]?id["']?\s*[=:]\s*["']?)(?P<span_id>[0-9a-fA-F]{16})\b)?|(?i:parent["']?\s*[=:]\s*["']?)(?P<traceparent>[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}))"#;
 
 static DEFAULT_TRACE_REGEX: std::sync::LazyLock<Option<regex::Regex>> =
     std::sync::LazyLock::new(|| regex::Regex::new(DEFAULT_TRACE_PATTERN).ok());
+
+static TRACE_FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| [memchr::memmem::Finder::new("race"), memchr::memmem::Finder::new("RACE")]);
+
+/// Whether `text` may hold an id the default pattern finds ("trace", "Trace", "TRACE").
+fn mentions_trace(text: &[u8]) -> bool {
+    TRACE_FINDERS.iter().any(|finder| finder.find(text).is_some())
+}
 
 /// The trace pattern inputs use unless they configure their own.
 pub fn default_trace_pattern() -> Option<regex::Regex> {
@@ -142,6 +151,11 @@ impl Parser {
             return;
         };
         if record.trace_id.is_some() {
+            return;
+        }
+        // Most messages carry no ids: with the default pattern, a memchr-speed look for "trace"
+        // skips the regex on them.
+        if pattern.as_str() == DEFAULT_TRACE_PATTERN && !mentions_trace(record.message.as_bytes()) {
             return;
         }
         let Some(captures) = pattern.captures(&record.message) else {
