@@ -99,6 +99,21 @@ fn a_bad_parser_file_is_a_config_error_naming_the_file() {
 }
 
 #[test]
+fn parser_globs_are_relative_to_the_config_file_even_without_a_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "broken.yaml", "parsers:\n  - name: broken\n    regex: '(?P<message>.*'\n");
+    write(dir.path(), "pillion.yaml", "logs:\n  parsers: [\"*.yaml\"]\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_pillion"))
+        .args(["validate", "--config", "pillion.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("pillion runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.yaml:3:12: parsers[0].regex: invalid regex: unclosed group"), "{stderr}");
+}
+
+#[test]
 fn an_unknown_format_is_a_config_error_with_its_position() {
     let dir = tempfile::tempdir().expect("tempdir");
     let yaml = "logs:\n  inputs:\n    - name: web\n      paths: [/var/log/nginx/*.log]\n      format: nginx\n      timezone: Mars/Olympus\n";

@@ -314,10 +314,9 @@ fn definition_issue(error: crate::parse::DefinitionError) -> ConfigIssue {
 
 /// The files a glob matches, sorted; walks from the glob's literal directory prefix.
 fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, String> {
-    let full = match base {
-        Some(base) if Path::new(pattern).is_relative() => base.join(pattern),
-        _ => PathBuf::from(pattern),
-    };
+    // A config named without a directory (`pillion.yaml`) has the empty path as its parent.
+    let base = base.filter(|b| !b.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let full = if Path::new(pattern).is_relative() { base.join(pattern) } else { PathBuf::from(pattern) };
     let full_text = full.to_string_lossy().into_owned();
     let matcher = glob(&full_text)?.compile_matcher();
     let literal: PathBuf =
@@ -325,7 +324,11 @@ fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, Strin
     if literal == full {
         return Ok(if full.is_file() { vec![full] } else { Vec::new() });
     }
+    // Without `**`, a match is exactly as deep as the pattern: do not walk further.
+    let depth =
+        if full_text.contains("**") { usize::MAX } else { full.components().count() - literal.components().count() };
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&literal)
+        .max_depth(depth)
         .follow_links(true)
         .into_iter()
         .filter_map(Result::ok)

@@ -296,7 +296,7 @@ fn compile_regex(
     };
     let regex = regex::bytes::RegexBuilder::new(&source.value)
         .build()
-        .map_err(|e| ("regex", format!("invalid regex: {}", e.to_string().replace('\n', " "))))?;
+        .map_err(|e| ("regex", format!("invalid regex: {}", regex_error(&e))))?;
     let groups: Vec<(usize, &str)> =
         regex.capture_names().enumerate().filter_map(|(index, name)| name.map(|name| (index, name))).collect();
     if groups.is_empty() {
@@ -352,7 +352,7 @@ fn compile_regex(
         let group = find("split", field)?;
         taken.push(group);
         let regex = regex::bytes::Regex::new(pattern)
-            .map_err(|e| ("split", format!("invalid regex for {field:?}: {}", e.to_string().replace('\n', " "))))?;
+            .map_err(|e| ("split", format!("invalid regex for {field:?}: {}", regex_error(&e))))?;
         let attributes = regex
             .capture_names()
             .enumerate()
@@ -383,6 +383,13 @@ fn compile_regex(
         skip_values: definition.skip_values.iter().map(|v| v.as_bytes().to_vec()).collect(),
         splits,
     })
+}
+
+/// The useful line of a regex error (`unclosed group`), without the caret diagram.
+fn regex_error(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or(&text);
+    last.trim_start_matches("error: ").to_owned()
 }
 
 /// `client__address` → `client.address`.
