@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pillion::config::ParserName;
 use pillion::frame::LineFramer;
 use pillion::parse::Parser;
 
@@ -27,11 +26,13 @@ fn sample(kind: &str, lines: usize) -> Vec<u8> {
 fn frame_and_parse(c: &mut Criterion) {
     let resource = Arc::new(vec![("service.name".to_owned(), "bench".to_owned())]);
     let observed = jiff::Timestamp::now();
-    for (name, kind, parser) in [("json", "json", ParserName::Json), ("auto_plain", "plain", ParserName::Auto)] {
+    for (name, kind, parser) in [("json", "json", "json"), ("auto_plain", "plain", "auto")] {
         let data = sample(kind, 10_000);
         let mut group = c.benchmark_group("frame_and_parse");
         group.throughput(Throughput::Bytes(data.len() as u64));
-        let parser = Parser::new(parser);
+        let Some(parser) = Parser::by_name(parser) else {
+            panic!("built-in parser {parser} is missing");
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut framer = LineFramer::new(256 * 1024);

@@ -6,7 +6,7 @@
 //! ```text
 //!  files on shared volume                                    Loki / Elasticsearch / stdout / file
 //!         │                                                            ▲
-//!    tail (discover, read, rotate, checkpoint) ──► frame (lines) ──► parse (json, logfmt, raw)
+//!    tail (discover, read, rotate, checkpoint) ──► frame (lines) ──► parse (json, logfmt, regex)
 //!         ──► normalize (Record) ──► transforms ──► fan-out ──► sinks (write, ack)
 //!         ◄───────────── acknowledgements: checkpoint = longest fully delivered prefix ◄──┘
 //!
@@ -20,7 +20,8 @@
 //! - [`tail`]: file discovery, identity (fingerprints), rotation, truncation, compressed
 //!   rotated files, checkpoint persistence.
 //! - [`frame`]: bytes into records with bounded memory: lines, CRI/Docker unwrapping, multiline.
-//! - [`parse`]: the parsers that turn a line into a record.
+//! - [`parse`]: the parsers that turn a line into a record: json, logfmt, raw, auto, and the
+//!   declarative regex parsers of `parsers/*.yaml` and `logs.parsers`.
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.
 //! - [`pipeline`]: batches downstream, acknowledgements upstream.

@@ -13,7 +13,7 @@ use clap::{Parser as ClapParser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pillion::config::{self, Config, ConfigError};
-use pillion::parse::Parser;
+use pillion::parse::{ParseOptions, Parser};
 use pillion::record::Source;
 use pillion::telemetry::logging::{self, LogFormat};
 
@@ -41,13 +41,20 @@ enum Command {
     /// Check a config: print "ok" and exit 0, or print the errors and exit 2.
     Validate,
     /// Parse lines from FILE (or stdin) and print one normalized record per line as JSON.
-    Parse {
-        /// The parser: auto, json, logfmt, raw.
-        #[arg(long, value_name = "NAME")]
-        parser: String,
-        /// The file to read; standard input when absent or `-`.
-        file: Option<PathBuf>,
-    },
+    Parse(ParseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ParseArgs {
+    /// The parser: auto, json, logfmt, raw, a built-in definition (nginx_access, syslog_rfc5424,
+    /// klog, ...) or one defined in the config's `logs.parsers` files.
+    #[arg(long, value_name = "NAME")]
+    parser: String,
+    /// Time zone for timestamps without an offset (IANA name, UTC, local, +02:00).
+    #[arg(long, value_name = "ZONE")]
+    timezone: Option<String>,
+    /// The file to read; standard input when absent or `-`.
+    file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +63,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config),
         Command::Validate => validate(cli.config),
-        Command::Parse { parser, file } => parse(cli.config, &parser, file),
+        Command::Parse(args) => parse(cli.config, args),
     }
 }
 
@@ -141,27 +148,33 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse(path: Option<PathBuf>, parser_name: &str, file: Option<PathBuf>) -> ExitCode {
-    let resource = match path.as_ref().map(|p| config::load_file(p)) {
-        Some(Ok(config)) => config.resource,
-        Some(Err(error)) => {
+fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
+    let loaded = match path.as_ref() {
+        Some(path) => config::load_file(path),
+        None => config::load_str("", "<none>", &|name| std::env::var(name).ok()),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(EXIT_CONFIG);
         }
-        None => match config::load_str("", "<none>", &|name| std::env::var(name).ok()) {
-            Ok(config) => config.resource,
-            Err(error) => {
-                eprintln!("{error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
     };
-    let Some(parser) = Parser::by_name(parser_name) else {
-        let known = config::ParserName::BUILT_IN.join(", ");
-        eprintln!("unknown parser {parser_name:?}; built-in parsers: {known}");
+    let zone = match args.timezone.as_deref().map(pillion::parse::timestamp::parse_zone) {
+        None => jiff::tz::TimeZone::UTC,
+        Some(Ok(zone)) => zone,
+        Some(Err(message)) => {
+            eprintln!("--timezone: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = ParseOptions { zone, trace_pattern: pillion::parse::default_trace_pattern() };
+    let Some(parser) = config.logs.parsers.parser(&args.parser, options) else {
+        let known: Vec<&str> = config.logs.parsers.names().collect();
+        eprintln!("unknown parser {:?}; available parsers: {}", args.parser, known.join(", "));
         return ExitCode::from(EXIT_CONFIG);
     };
-    match parse_lines(parser, file, resource) {
+    match parse_lines(parser, args.file, config.resource) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pillion parse: {error:#}");

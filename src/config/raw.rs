@@ -90,7 +90,8 @@ pub struct LogsConfig {
     pub checkpoint_ttl: Duration,
     /// Files to tail.
     pub inputs: Vec<Spanned<InputConfig>>,
-    /// Globs of extra parser definition files; the built-in parsers are always available.
+    /// Globs of extra parser definition files (format: parsers/README.md), relative to the
+    /// config file's directory; the built-in parsers are always available.
     pub parsers: Vec<GlobPattern>,
     /// Transforms applied to every record, in order.
     pub transforms: Vec<TransformConfig>,
@@ -129,9 +130,18 @@ pub struct InputConfig {
     /// Container-runtime framing to unwrap first: none | cri | docker | auto.
     #[serde(default)]
     pub container: ContainerFormat,
-    /// How to parse each line: auto | json | logfmt | raw | a parser name.
+    /// How to parse each line: auto | json | logfmt | raw | a built-in or `logs.parsers` name.
     #[serde(default = "default_format")]
     pub format: String,
+    /// Time zone of timestamps written without an offset: an IANA name (`Europe/Paris`),
+    /// `UTC` (the default), `local`, or a fixed offset (`+02:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// A regex finding trace and span ids in the message when the parser found none, with
+    /// named captures `trace_id`, `span_id` and/or `traceparent`. Default: `trace_id=<hex>`,
+    /// `traceId: "<hex>"` (any case, `_ . -` or none, `=` or `:`), `span_id=...`, `traceparent=...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_pattern: Option<Pattern>,
     /// Join continuation lines (stack traces) into one record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiline: Option<MultilineConfig>,

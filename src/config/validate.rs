@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -16,7 +16,9 @@ use super::raw::{
     BatchConfig, ContainerFormat, InputConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind, StartAt,
     TracingConfig, TransformConfig,
 };
+use super::units::GlobPattern;
 use crate::frame::{MultilineRule, MultilineSettings};
+use crate::parse::{ParseOptions, Parser, Registry};
 use crate::record::Resource;
 
 /// The checked configuration.
@@ -45,6 +47,8 @@ pub struct LogsSettings {
     pub checkpoint_interval: std::time::Duration,
     pub checkpoint_ttl: std::time::Duration,
     pub inputs: Vec<Arc<InputSettings>>,
+    /// Every parser an input can name: the built-ins and the `logs.parsers` files.
+    pub parsers: Registry,
     pub transforms: Vec<TransformConfig>,
     /// Never empty: with none configured, a `stdout` sink.
     pub sinks: Vec<SinkSettings>,
@@ -63,45 +67,13 @@ pub struct InputSettings {
     pub exclude_names: GlobSet,
     pub start_at: StartAt,
     pub container: ContainerFormat,
-    pub parser: ParserName,
+    /// The input's parser, with its time zone and trace pattern; clone it per tailer thread.
+    pub parser: Parser,
     pub multiline: Option<MultilineSettings>,
     pub max_line_bytes: usize,
     pub poll_interval: std::time::Duration,
     pub max_open_files: usize,
     pub attributes: Vec<(String, String)>,
-}
-
-/// The parsers an input can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParserName {
-    /// JSON when the line is an object, logfmt when it is key=value pairs, else raw.
-    Auto,
-    Json,
-    Logfmt,
-    Raw,
-}
-
-impl ParserName {
-    pub const BUILT_IN: &'static [&'static str] = &["auto", "json", "logfmt", "raw"];
-
-    pub fn from_name(name: &str) -> Option<ParserName> {
-        match name {
-            "auto" => Some(ParserName::Auto),
-            "json" => Some(ParserName::Json),
-            "logfmt" => Some(ParserName::Logfmt),
-            "raw" => Some(ParserName::Raw),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ParserName::Auto => "auto",
-            ParserName::Json => "json",
-            ParserName::Logfmt => "logfmt",
-            ParserName::Raw => "raw",
-        }
-    }
 }
 
 /// One sink, checked.
@@ -155,7 +127,9 @@ pub(super) fn validate(
     let effective_yaml = serde_saphyr::to_string(&raw)
         .unwrap_or_else(|error| format!("# the effective config could not be rendered: {error}\n"));
     let mut checker = Checker { origin, issues: Vec::new() };
-    let inputs = check_inputs(&mut checker, &raw.logs.inputs);
+    let mut warnings = Vec::new();
+    let registry = load_parsers(&mut checker, &raw.logs.parsers, &mut warnings);
+    let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
     let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
     check_ports(&mut checker, &raw);
     if !checker.issues.is_empty() {
@@ -168,7 +142,7 @@ pub(super) fn validate(
     Ok(Config {
         origin: origin.to_owned(),
         effective_yaml,
-        warnings: Vec::new(),
+        warnings,
         resource: build_resource(&raw.service, env),
         admin_listen: raw.admin.listen.0,
         shutdown_timeout: raw.shutdown_timeout.get(),
@@ -178,6 +152,7 @@ pub(super) fn validate(
             checkpoint_interval: raw.logs.checkpoint_interval.get(),
             checkpoint_ttl: raw.logs.checkpoint_ttl.get(),
             inputs,
+            parsers: registry,
             transforms: raw.logs.transforms,
             sinks,
         },
@@ -186,7 +161,11 @@ pub(super) fn validate(
     })
 }
 
-fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<Arc<InputSettings>> {
+fn check_inputs(
+    checker: &mut Checker,
+    inputs: &[Spanned<InputConfig>],
+    registry: &Registry,
+) -> Vec<Arc<InputSettings>> {
     let mut names = BTreeSet::new();
     let mut checked = Vec::new();
     for (index, spanned) in inputs.iter().enumerate() {
@@ -202,9 +181,35 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
             let hint = Some("e.g. paths: [\"/var/log/app/*.log\"]");
             checker.at(spanned, field("paths"), "an input needs at least one path glob".into(), hint);
         }
-        let Some(parser) = ParserName::from_name(&input.format) else {
+        let zone = match input.timezone.as_deref().map(crate::parse::timestamp::parse_zone) {
+            None => jiff::tz::TimeZone::UTC,
+            Some(Ok(zone)) => zone,
+            Some(Err(message)) => {
+                let hint = "an IANA name such as Europe/Paris, UTC, local, or an offset such as +02:00";
+                checker.at(spanned, field("timezone"), message, Some(hint));
+                continue;
+            }
+        };
+        let trace_pattern = match &input.trace_pattern {
+            Some(pattern) => Some(pattern.regex().clone()),
+            None => crate::parse::default_trace_pattern(),
+        };
+        if let Some(pattern) = &trace_pattern {
+            if !pattern.capture_names().flatten().any(|n| matches!(n, "trace_id" | "traceparent")) {
+                let message =
+                    format!("trace_pattern {:?} has no capture named trace_id or traceparent", pattern.as_str());
+                checker.at(
+                    spanned,
+                    field("trace_pattern"),
+                    message,
+                    Some("e.g. 'trace_id=(?P<trace_id>[0-9a-f]{32})'"),
+                );
+            }
+        }
+        let Some(parser) = registry.parser(&input.format, ParseOptions { zone, trace_pattern }) else {
             let message = format!("unknown parser {:?}", input.format);
-            let hint = format!("built-in parsers: {}", ParserName::BUILT_IN.join(", "));
+            let names: Vec<&str> = registry.names().collect();
+            let hint = format!("available parsers: {}; add your own with logs.parsers", names.join(", "));
             checker.at(spanned, field("format"), message, Some(&hint));
             continue;
         };
@@ -255,6 +260,102 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
         }
     }
     checked
+}
+
+/// The built-in parsers plus the definitions in the `logs.parsers` files. Relative globs are
+/// resolved from the config file's directory. A glob that matches nothing is a warning (the
+/// directory may be filled later by a volume); a file that cannot be read or compiled is an
+/// error naming the file, the position and the problem.
+fn load_parsers(checker: &mut Checker, globs: &[GlobPattern], warnings: &mut Vec<String>) -> Registry {
+    let mut registry = match Registry::builtin() {
+        Ok(registry) => registry,
+        Err(errors) => {
+            checker.issues.extend(errors.into_iter().map(definition_issue));
+            return Registry::default();
+        }
+    };
+    let base = Path::new(checker.origin).parent().filter(|_| !checker.origin.starts_with('<'));
+    for (index, pattern) in globs.iter().enumerate() {
+        let files = match expand_glob(base, &pattern.0) {
+            Ok(files) => files,
+            Err(message) => {
+                checker.issues.push(ConfigIssue {
+                    origin: checker.origin.to_owned(),
+                    position: None,
+                    field: format!("logs.parsers[{index}]"),
+                    message,
+                    hint: None,
+                });
+                continue;
+            }
+        };
+        if files.is_empty() {
+            warnings.push(format!("{}: logs.parsers[{index}]: {:?} matches no file", checker.origin, pattern.0));
+        }
+        // `parsers: ["*.yaml"]` beside the config file would match the config itself.
+        let config_file = std::fs::canonicalize(checker.origin).ok();
+        for file in files.into_iter().filter(|f| std::fs::canonicalize(f).ok() != config_file || config_file.is_none())
+        {
+            let origin = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(error) => {
+                    let message = format!("cannot read parser definitions: {error}");
+                    checker.issues.push(ConfigIssue {
+                        origin,
+                        position: None,
+                        field: String::new(),
+                        message,
+                        hint: None,
+                    });
+                    continue;
+                }
+            };
+            if let Err(errors) = registry.add_yaml(&text, &origin) {
+                checker.issues.extend(errors.into_iter().map(definition_issue));
+            }
+        }
+    }
+    registry
+}
+
+fn definition_issue(error: crate::parse::DefinitionError) -> ConfigIssue {
+    let hint =
+        "parser definitions are described in parsers/README.md; `pillion parse --parser NAME --config FILE` tries one";
+    ConfigIssue {
+        origin: error.origin,
+        position: error.position,
+        field: error.field,
+        message: error.message,
+        hint: Some(hint.to_owned()),
+    }
+}
+
+/// The files a glob matches, sorted; walks from the glob's literal directory prefix.
+fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    // A config named without a directory (`pillion.yaml`) has the empty path as its parent.
+    let base = base.filter(|b| !b.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let full = if Path::new(pattern).is_relative() { base.join(pattern) } else { PathBuf::from(pattern) };
+    let full_text = full.to_string_lossy().into_owned();
+    let matcher = glob(&full_text)?.compile_matcher();
+    let literal: PathBuf =
+        full.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[', '{'])).collect();
+    if literal == full {
+        return Ok(if full.is_file() { vec![full] } else { Vec::new() });
+    }
+    // Without `**`, a match is exactly as deep as the pattern: do not walk further.
+    let depth =
+        if full_text.contains("**") { usize::MAX } else { full.components().count() - literal.components().count() };
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&literal)
+        .max_depth(depth)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file() && matcher.is_match(entry.path()))
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn glob(pattern: &str) -> Result<globset::Glob, String> {

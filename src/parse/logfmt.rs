@@ -1,71 +1,255 @@
 //! logfmt: `key=value key2="quoted \"value\"" bare_key` pairs, as written by Go's logfmt,
-//! logrus and slog's text handler.
+//! logrus, zerolog's console writer and slog's text handler. Read on bytes with borrowed
+//! slices; a value is copied only when it becomes an attribute and unescaped only when it has
+//! a backslash.
 
-/// One key and its value (`None` for a bare key). Values are unescaped.
-pub type Pair = (String, Option<String>);
+use std::borrow::Cow;
 
-/// Splits `line` into pairs; `None` when it is not logfmt (a token that is not a key).
-pub fn parse(line: &str) -> Option<Vec<Pair>> {
-    let bytes = line.as_bytes();
-    let mut pairs = Vec::new();
-    let mut pos = 0;
-    loop {
-        while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
-            pos += 1;
-        }
-        if pos >= bytes.len() {
-            break;
-        }
-        let key_start = pos;
-        while pos < bytes.len() && is_key_byte(bytes[pos]) {
-            pos += 1;
-        }
-        if pos == key_start {
-            return None;
-        }
-        let key = line[key_start..pos].to_owned();
-        if pos >= bytes.len() || bytes[pos].is_ascii_whitespace() {
-            pairs.push((key, None));
-            continue;
-        }
-        if bytes[pos] != b'=' {
-            return None;
-        }
-        pos += 1;
-        let (value, next) = if bytes.get(pos) == Some(&b'"') { quoted(line, pos + 1)? } else { bare(line, pos) };
-        pairs.push((key, Some(value)));
-        pos = next;
-    }
-    (!pairs.is_empty() && pairs.iter().any(|(_, value)| value.is_some())).then_some(pairs)
+use super::fields::{FieldSpec, Role, parse_traceparent};
+use super::promote::Promoted;
+use super::timestamp::TimeContext;
+use crate::record::{Record, SpanId, TraceId, Value};
+
+/// One pair: a key and its raw value (`None` for a bare key), quotes removed, escapes kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair<'a> {
+    pub key: &'a str,
+    pub value: Option<RawValue<'a>>,
 }
 
+/// A value as written: `escaped` when it was quoted and contains a backslash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawValue<'a> {
+    pub text: &'a str,
+    pub escaped: bool,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value with `\"`, `\\`, `\n`, `\t`, `\r` unescaped.
+    pub fn unescaped(&self) -> Cow<'a, str> {
+        if !self.escaped {
+            return Cow::Borrowed(self.text);
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut chars = self.text.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// Iterates over the pairs of a line; yields `Err(())` once, at the first token that is not
+/// logfmt (a key with characters keys do not have, `key="unterminated`). Every slice boundary
+/// is next to an ASCII delimiter, so slicing the `str` never splits a character.
+pub struct Pairs<'a> {
+    line: &'a str,
+    pos: usize,
+    failed: bool,
+}
+
+/// The pairs of `line`.
+pub fn pairs(line: &str) -> Pairs<'_> {
+    Pairs { line, pos: 0, failed: false }
+}
+
+/// Byte classes, looked up rather than computed: this loop runs over every byte of a line.
+const KEY: u8 = 1;
+const SPACE: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']') {
+            classes[b] = KEY;
+        } else if byte.is_ascii_whitespace() {
+            classes[b] = SPACE;
+        }
+        b += 1;
+    }
+    classes
+};
+
+#[inline]
 fn is_key_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/' | b'@' | b'[' | b']')
+    CLASSES[usize::from(b)] == KEY
 }
 
-fn bare(line: &str, start: usize) -> (String, usize) {
-    let end = line[start..].find(|c: char| c.is_ascii_whitespace()).map_or(line.len(), |i| start + i);
-    (line[start..end].to_owned(), end)
+#[inline]
+fn is_space(b: &u8) -> bool {
+    CLASSES[usize::from(*b)] == SPACE
 }
 
-/// Reads a quoted value starting after its opening quote; returns it and the offset after the
-/// closing quote. An unterminated quote is not logfmt.
-fn quoted(line: &str, start: usize) -> Option<(String, usize)> {
-    let mut value = String::new();
-    let mut chars = line[start..].char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((value, start + i + 1)),
-            '\\' => match chars.next()?.1 {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                'r' => value.push('\r'),
-                other => value.push(other),
-            },
-            other => value.push(other),
+impl<'a> Iterator for Pairs<'a> {
+    type Item = Result<Pair<'a>, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let bytes = self.line.as_bytes();
+        while self.pos < bytes.len() && is_space(&bytes[self.pos]) {
+            self.pos += 1;
+        }
+        if self.pos >= bytes.len() {
+            return None;
+        }
+        let start = self.pos;
+        while self.pos < bytes.len() && is_key_byte(bytes[self.pos]) {
+            self.pos += 1;
+        }
+        let key = &self.line[start..self.pos];
+        if key.is_empty() {
+            return self.fail();
+        }
+        match bytes.get(self.pos) {
+            None => return Some(Ok(Pair { key, value: None })),
+            Some(b) if is_space(b) => return Some(Ok(Pair { key, value: None })),
+            Some(b'=') => self.pos += 1,
+            Some(_) => return self.fail(),
+        }
+        let value = if bytes.get(self.pos) == Some(&b'"') { self.quoted() } else { Some(self.bare()) };
+        match value {
+            Some(value) => Some(Ok(Pair { key, value: Some(value) })),
+            None => self.fail(),
         }
     }
-    None
+}
+
+impl<'a> Pairs<'a> {
+    fn fail(&mut self) -> Option<Result<Pair<'a>, ()>> {
+        self.failed = true;
+        Some(Err(()))
+    }
+
+    fn bare(&mut self) -> RawValue<'a> {
+        let rest = &self.line.as_bytes()[self.pos..];
+        let len = rest.iter().position(is_space).unwrap_or(rest.len());
+        let text = &self.line[self.pos..self.pos + len];
+        self.pos += len;
+        RawValue { text, escaped: false }
+    }
+
+    /// A quoted value, starting at its opening quote; `None` when it is not terminated.
+    fn quoted(&mut self) -> Option<RawValue<'a>> {
+        let bytes = self.line.as_bytes();
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+            if bytes[i] == b'"' {
+                self.pos = i + 1;
+                // `key="v"rest`: the value must end at whitespace or the end of the line.
+                if bytes.get(self.pos).is_some_and(|b| !is_space(b)) {
+                    return None;
+                }
+                return Some(RawValue { text: &self.line[start..i], escaped });
+            }
+            escaped = true;
+            i += 2;
+        }
+    }
+}
+
+/// Whether `line` is logfmt with at least `min_values` key=value pairs.
+pub fn is_logfmt(line: &str, min_values: usize) -> bool {
+    let mut values = 0;
+    for pair in pairs(line) {
+        match pair {
+            Ok(pair) => values += usize::from(pair.value.is_some()),
+            Err(()) => return false,
+        }
+    }
+    values >= min_values.max(1)
+}
+
+/// Reads `line` into `record` in one pass; on error the caller discards the record.
+pub(super) fn parse(
+    line: &[u8],
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+) -> Result<(), String> {
+    const NOT_LOGFMT: &str = "not logfmt key=value pairs";
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    };
+    let mut promoted = Promoted::default();
+    let mut values = 0;
+    for pair in pairs(&text) {
+        let pair = pair.map_err(|()| NOT_LOGFMT.to_owned())?;
+        let Some(value) = pair.value else {
+            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
+            continue;
+        };
+        values += 1;
+        match spec.names.role_of(pair.key) {
+            Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
+            None => {
+                record.attributes.insert(pair.key.to_owned(), Value::String(value.unescaped().into_owned()));
+            }
+        }
+    }
+    if values == 0 {
+        return Err(NOT_LOGFMT.to_owned());
+    }
+    promoted.apply(record);
+    spec.convert_types(&mut record.attributes);
+    Ok(())
+}
+
+fn promote(
+    spec: &FieldSpec,
+    context: TimeContext<'_>,
+    record: &mut Record,
+    promoted: &mut Promoted,
+    (key, role, rank): (&str, Role, u8),
+    value: RawValue<'_>,
+) {
+    let (names, attributes) = (&spec.names, &mut record.attributes);
+    let text = value.unescaped();
+    match role {
+        Role::Message => return promoted.message(rank, text.into_owned(), names, attributes),
+        Role::Level => {
+            if let Some(level) = spec.level.level_of_text(&text) {
+                return promoted.level(rank, level, names, attributes);
+            }
+        }
+        Role::Time => {
+            if let Some(ts) = spec.time_format.parse(text.as_bytes(), context) {
+                return promoted.time(rank, ts, names, attributes);
+            }
+        }
+        Role::TraceId => {
+            if let Some(id) = TraceId::parse_hex(&text) {
+                return promoted.trace_id(rank, id, names, attributes);
+            }
+        }
+        Role::SpanId => {
+            if let Some(id) = SpanId::parse_hex(&text) {
+                return promoted.span_id(rank, id, names, attributes);
+            }
+        }
+        Role::TraceParent => {
+            if let Some(ids) = parse_traceparent(&text) {
+                return promoted.traceparent(rank, ids, names, attributes);
+            }
+        }
+    }
+    attributes.insert(key.to_owned(), Value::String(text.into_owned()));
 }
 
 #[cfg(test)]
@@ -73,32 +257,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn pairs_quotes_escapes_and_bare_keys() {
-        let pairs = parse(r#"level=info msg="hello \"world\"" debug user.id=42 empty="""#).expect("logfmt");
-        assert_eq!(
-            pairs,
-            vec![
-                ("level".into(), Some("info".into())),
-                ("msg".into(), Some("hello \"world\"".into())),
-                ("debug".into(), None),
-                ("user.id".into(), Some("42".into())),
-                ("empty".into(), Some(String::new())),
-            ]
-        );
+    fn collect(line: &str) -> Option<Vec<(String, Option<String>)>> {
+        pairs(line)
+            .map(|pair| pair.map(|p| (p.key.to_owned(), p.value.map(|v| v.unescaped().into_owned()))))
+            .collect::<Result<Vec<_>, ()>>()
+            .ok()
     }
 
     #[test]
-    fn prose_is_not_logfmt() {
-        assert!(parse("GET /index.html 200").is_none());
-        assert!(parse("just words").is_none());
-        assert!(parse(r#"a="unterminated"#).is_none());
+    fn pairs_quotes_escapes_and_bare_keys() {
+        let pairs = collect(r#"level=info msg="hello \"world\"" debug user.id=42 empty="" path="C:\\tmp" nl="a\nb""#)
+            .expect("logfmt");
+        let want = [
+            ("level", Some("info")),
+            ("msg", Some("hello \"world\"")),
+            ("debug", None),
+            ("user.id", Some("42")),
+            ("empty", Some("")),
+            ("path", Some("C:\\tmp")),
+            ("nl", Some("a\nb")),
+        ];
+        let want: Vec<_> = want.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect();
+        assert_eq!(pairs, want);
+    }
+
+    #[test]
+    fn what_is_not_logfmt() {
+        assert!(collect("error: connection refused").is_none());
+        assert!(collect(r#"msg="unterminated"#).is_none());
+        assert!(collect(r#"msg="a"b"#).is_none());
+        assert!(collect(r#"msg="ends with backslash\"#).is_none());
+        assert!(!is_logfmt("just words", 1));
+        assert!(is_logfmt("a=1 b=2", 2));
+        assert!(!is_logfmt("a=1 b", 2));
     }
 
     proptest! {
         #[test]
-        fn never_panics(line in ".*") {
-            let _ = parse(&line);
+        fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = pairs(&String::from_utf8_lossy(&line)).count();
         }
     }
 }

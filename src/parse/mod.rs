@@ -1,20 +1,97 @@
-//! Parsers: turn one line into a normalized [`Record`]. Built in: `json`, `logfmt`, `raw` and
-//! `auto` (JSON when the line is an object, logfmt when it is key=value pairs, otherwise raw
-//! with the timestamp and level sniffed from the start of the line). A line that fails to
-//! parse is never dropped: its raw text is the message and `attributes.parse_error` says why.
+//! Parsing: turns one line's bytes into a normalized [`Record`]. Built-in parsers are `json`,
+//! `logfmt`, `raw` and `auto` (json when the line is an object, logfmt when it is key=value
+//! pairs, otherwise raw with the timestamp and level sniffed from the start of the line), plus
+//! declarative regex parsers from YAML definitions ([`definition`], [`registry`]).
+//!
+//! A line that fails to parse is never dropped: its raw text is the message and
+//! `attributes.parse_error` says why ([`Parsed::failed`] is set so the caller can count it).
+//! A [`Parser`] is cheap to clone and is `Send + Sync`: tailer threads share one per input.
+//!
+//! # Layout
+//!
+//! - [`json`], [`logfmt`]: the structured parsers, reading borrowed slices of the line.
+//! - [`pattern`]: the regex engine behind definitions.
+//! - [`fields`], [`promote`]: the well-known fields (time, level, message, ids) and their names.
+//! - [`timestamp`]: every timestamp shape, time zones, year inference.
+//! - [`definition`], [`registry`]: parser definition files and the parsers an input can name.
 
+pub mod definition;
+pub mod fields;
+mod json;
 pub mod logfmt;
+mod pattern;
+mod promote;
+pub mod registry;
 pub mod timestamp;
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
-use crate::config::ParserName;
-use crate::record::{Attributes, Level, Record, Resource, SpanId, TraceId, Value};
+pub use definition::DefinitionError;
+pub use registry::{ParserInfo, Registry};
 
-/// A configured parser.
-#[derive(Debug, Clone, Copy)]
+use self::fields::{FieldSpec, parse_traceparent};
+use self::pattern::{Outcome, RegexSpec};
+use self::timestamp::TimeContext;
+use crate::record::{Level, Record, Resource, SpanId, TraceId, Value};
+
+/// What a named parser does.
+#[derive(Debug)]
+pub enum Spec {
+    Auto(FieldSpec),
+    Json(FieldSpec),
+    Logfmt(FieldSpec),
+    Raw,
+    Regex(RegexSpec),
+}
+
+/// Per-input settings that apply whatever the parser.
+#[derive(Debug, Clone)]
+pub struct ParseOptions {
+    /// The zone of times written without an offset (`logs.inputs[].timezone`, default UTC).
+    pub zone: TimeZone,
+    /// Finds trace and span ids in the message when the parser found none: named captures
+    /// `trace_id`, `span_id` and/or `traceparent` (`logs.inputs[].trace_pattern`; default
+    /// [`default_trace_pattern`]: `trace_id=<hex>`, `traceId: "<hex>"`, `traceparent=00-...`).
+    pub trace_pattern: Option<regex::Regex>,
+}
+
+impl Default for ParseOptions {
+    fn default() -> ParseOptions {
+        ParseOptions { zone: TimeZone::UTC, trace_pattern: default_trace_pattern() }
+    }
+}
+
+/// The ids apps print into plain-text messages: `trace_id=4bf9...` (also `traceId`, `trace.id`,
+/// `trace-id`, with `=` or `:` and optional quotes), optionally followed within a few words by
+/// `span_id=...`; or a W3C `traceparent`. It starts with literal spellings of "trace" rather
+/// than `(?i)` so that the regex engine can skip lines without one at memchr speed.
+const DEFAULT_TRACE_PATTERN: &str = r#"(?:[tT]race|TRACE)(?:(?i:[_.-]?id["']?\s*[=:]\s*["']?)(?P<trace_id>[0-9a-fA-F]{32})\b(?:.{0,100}?\b(?i:span[_.-]?id["']?\s*[=:]\s*["']?)(?P<span_id>[0-9a-fA-F]{16})\b)?|(?i:parent["']?\s*[=:]\s*["']?)(?P<traceparent>[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}))"#;
+
+static DEFAULT_TRACE_REGEX: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(DEFAULT_TRACE_PATTERN).ok());
+
+static TRACE_FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| [memchr::memmem::Finder::new("race"), memchr::memmem::Finder::new("RACE")]);
+
+/// Whether `text` may hold an id the default pattern finds ("trace", "Trace", "TRACE").
+fn mentions_trace(text: &[u8]) -> bool {
+    TRACE_FINDERS.iter().any(|finder| finder.find(text).is_some())
+}
+
+/// The trace pattern inputs use unless they configure their own.
+pub fn default_trace_pattern() -> Option<regex::Regex> {
+    DEFAULT_TRACE_REGEX.clone()
+}
+
+/// A configured parser: a named [`Spec`] and an input's [`ParseOptions`].
+#[derive(Debug, Clone)]
 pub struct Parser {
-    kind: ParserName,
+    name: Arc<str>,
+    spec: Arc<Spec>,
+    options: Arc<ParseOptions>,
 }
 
 /// A parsed line.
@@ -26,192 +103,114 @@ pub struct Parsed {
 }
 
 impl Parser {
-    pub fn new(kind: ParserName) -> Parser {
-        Parser { kind }
+    pub(crate) fn from_parts(name: Arc<str>, spec: Arc<Spec>, options: Arc<ParseOptions>) -> Parser {
+        Parser { name, spec, options }
     }
 
-    /// Looks a parser up by name (built-ins only for now).
+    /// A built-in parser by name, with default options (UTC, no trace pattern).
     pub fn by_name(name: &str) -> Option<Parser> {
-        ParserName::from_name(name).map(Parser::new)
+        Registry::builtin().ok()?.parser(name, ParseOptions::default())
     }
 
-    pub fn name(&self) -> &'static str {
-        self.kind.as_str()
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Parses `line` (invalid UTF-8 becomes U+FFFD) observed at `observed`.
     pub fn parse(&self, line: &[u8], observed: Timestamp, resource: &Resource) -> Parsed {
-        let text = String::from_utf8_lossy(line);
-        let mut record = Record::new(String::new(), observed, resource.clone());
-        let failure = match self.kind {
-            ParserName::Raw => {
-                record.message = text.to_string();
-                None
+        let context = TimeContext { observed, zone: &self.options.zone };
+        let mut record = Record::new(String::new(), observed, Arc::clone(resource));
+        let result = match &*self.spec {
+            Spec::Raw => {
+                record.message = lossy(line);
+                Ok(())
             }
-            ParserName::Json => parse_json(&text, &mut record).err(),
-            ParserName::Logfmt => parse_logfmt(&text, &mut record).err(),
-            ParserName::Auto => {
-                parse_auto(&text, &mut record);
-                None
+            Spec::Json(spec) => json::parse(line, spec, context, &mut record),
+            Spec::Logfmt(spec) => logfmt::parse(line, spec, context, &mut record),
+            Spec::Auto(spec) => {
+                parse_auto(line, spec, context, &mut record);
+                Ok(())
             }
+            Spec::Regex(spec) => match spec.parse(line, context, &mut record) {
+                Outcome::Parsed => Ok(()),
+                Outcome::NoMatch => Err(format!("line does not match parser {}", self.name)),
+            },
         };
-        let failed = failure.is_some();
-        if let Some(why) = failure {
-            record.message = text.into_owned();
+        let failed = result.is_err();
+        if let Err(why) = result {
+            record = Record::new(lossy(line), observed, Arc::clone(resource));
             record.attributes.insert("parse_error".to_owned(), Value::String(why));
         }
+        self.correlate(&mut record);
         Parsed { record, failed }
     }
-}
 
-fn parse_json(text: &str, record: &mut Record) -> Result<(), String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(map) = value else {
-        return Err("JSON line is not an object".to_owned());
-    };
-    record.attributes = map;
-    promote_fields(record);
-    Ok(())
-}
-
-fn parse_logfmt(text: &str, record: &mut Record) -> Result<(), String> {
-    let pairs = logfmt::parse(text).ok_or_else(|| "not logfmt key=value pairs".to_owned())?;
-    fill_logfmt(pairs, record);
-    Ok(())
-}
-
-fn fill_logfmt(pairs: Vec<logfmt::Pair>, record: &mut Record) {
-    for (key, value) in pairs {
-        let value = value.map_or(Value::Bool(true), Value::String);
-        record.attributes.insert(key, value);
+    /// Applies the input's trace pattern to the message when no ids were found.
+    fn correlate(&self, record: &mut Record) {
+        let Some(pattern) = &self.options.trace_pattern else {
+            return;
+        };
+        if record.trace_id.is_some() {
+            return;
+        }
+        // Most messages carry no ids: with the default pattern, a memchr-speed look for "trace"
+        // skips the regex on them.
+        if pattern.as_str() == DEFAULT_TRACE_PATTERN && !mentions_trace(record.message.as_bytes()) {
+            return;
+        }
+        let Some(captures) = pattern.captures(&record.message) else {
+            return;
+        };
+        let group = |name: &str| captures.name(name).map(|m| m.as_str());
+        let parent = group("traceparent").and_then(parse_traceparent);
+        record.trace_id = group("trace_id").and_then(TraceId::parse_hex).or(parent.map(|(t, _)| t));
+        if record.trace_id.is_some() {
+            let span = group("span_id").and_then(SpanId::parse_hex).or(parent.map(|(_, s)| s));
+            record.span_id = record.span_id.or(span);
+        }
     }
-    promote_fields(record);
 }
 
-fn parse_auto(text: &str, record: &mut Record) {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') && parse_json(text, record).is_ok() {
+/// Bytes to text; invalid UTF-8 becomes U+FFFD.
+fn lossy(line: &[u8]) -> String {
+    match std::str::from_utf8(line) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(line).into_owned(),
+    }
+}
+
+fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) {
+    let first = line.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') && json::parse(line, spec, context, record).is_ok() {
         return;
     }
     record.attributes.clear();
-    // Two or more pairs: one `a=b` in prose ("retry=3 failed") is not enough to call it logfmt.
-    if let Some(pairs) = trimmed.contains('=').then(|| logfmt::parse(text)).flatten().filter(|p| p.len() >= 2) {
-        fill_logfmt(pairs, record);
+    let text = String::from_utf8_lossy(line);
+    if memchr::memchr(b'=', line).is_some()
+        && logfmt::is_logfmt(&text, 2)
+        && logfmt::parse(line, spec, context, record).is_ok()
+    {
         return;
     }
-    record.attributes.clear();
-    record.message = text.to_owned();
-    sniff_raw(text, record);
+    // A failed attempt may have left fields behind: start again from the raw line.
+    *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
+    sniff_raw(&text, context, record);
+    record.message = text.into_owned();
 }
 
-const TIME_KEYS: &[&str] = &["timestamp", "@timestamp", "time", "ts", "t", "datetime", "date"];
-const LEVEL_KEYS: &[&str] = &["level", "lvl", "severity", "loglevel", "log.level", "severity_text", "levelname"];
-const MESSAGE_KEYS: &[&str] = &["message", "msg", "log", "body"];
-const TRACE_KEYS: &[&str] = &["trace_id", "traceId", "trace.id", "traceid", "dd.trace_id"];
-const SPAN_KEYS: &[&str] = &["span_id", "spanId", "span.id", "spanid", "dd.span_id"];
-
-/// Moves the well-known fields (time, level, message, trace and span ids) out of the
-/// attributes into the record when their values are valid; invalid ones stay as attributes.
-fn promote_fields(record: &mut Record) {
-    let attributes = &mut record.attributes;
-    if let Some(ts) = take_first(attributes, TIME_KEYS, timestamp_of) {
+/// For unstructured lines: a leading timestamp (`2026-11-25T12:00:00Z`,
+/// `2026-11-25 12:00:00,123`, `[2026-11-25 12:00:00]`, `Nov 25 12:00:00`) and a level word
+/// among the first few tokens (`ERROR`, `[warn]`, `info:`).
+fn sniff_raw(text: &str, context: TimeContext<'_>, record: &mut Record) {
+    if let Some(ts) = leading_timestamp(text, context) {
         record.timestamp = ts;
     }
-    record.level = take_first(attributes, LEVEL_KEYS, level_of).or_else(|| take_nested_level(attributes));
-    if let Some(message) = take_first(attributes, MESSAGE_KEYS, |v| v.as_str().map(str::to_owned)) {
-        record.message = message;
-    }
-    record.trace_id = take_first(attributes, TRACE_KEYS, |v| v.as_str().and_then(TraceId::parse_hex));
-    record.span_id = take_first(attributes, SPAN_KEYS, |v| v.as_str().and_then(SpanId::parse_hex));
-    if record.trace_id.is_none() {
-        if let Some((trace, span)) =
-            take_first(attributes, &["traceparent"], |v| v.as_str().and_then(parse_traceparent))
-        {
-            record.trace_id = Some(trace);
-            record.span_id = record.span_id.or(Some(span));
-        }
-    }
-}
-
-/// Removes and returns the first key whose value converts; keys that do not convert stay.
-fn take_first<T>(attributes: &mut Attributes, keys: &[&str], convert: impl Fn(&Value) -> Option<T>) -> Option<T> {
-    for key in keys {
-        if let Some(converted) = attributes.get(*key).and_then(&convert) {
-            attributes.remove(*key);
-            return Some(converted);
-        }
-    }
-    None
-}
-
-/// ECS nests the level as `{"log": {"level": "info"}}`.
-fn take_nested_level(attributes: &mut Attributes) -> Option<Level> {
-    let Some(Value::Object(log)) = attributes.get_mut("log") else {
-        return None;
-    };
-    let level = log.get("level").and_then(level_of)?;
-    log.remove("level");
-    if log.is_empty() {
-        attributes.remove("log");
-    }
-    Some(level)
-}
-
-fn timestamp_of(value: &Value) -> Option<Timestamp> {
-    match value {
-        Value::String(text) => timestamp::parse_text(text),
-        Value::Number(n) => {
-            n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64))
-        }
-        _ => None,
-    }
-}
-
-/// Level names, and the numeric levels of pino and bunyan (10 trace ... 60 fatal).
-fn level_of(value: &Value) -> Option<Level> {
-    match value {
-        Value::String(text) => Level::from_name(text),
-        Value::Number(n) => match n.as_i64()? {
-            10..=19 => Some(Level::Trace),
-            20..=29 => Some(Level::Debug),
-            30..=39 => Some(Level::Info),
-            40..=49 => Some(Level::Warn),
-            50..=59 => Some(Level::Error),
-            60..=69 => Some(Level::Fatal),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// `00-<trace-id>-<span-id>-<flags>`
-fn parse_traceparent(text: &str) -> Option<(TraceId, SpanId)> {
-    let mut parts = text.trim().split('-');
-    let version = parts.next()?;
-    let trace = TraceId::parse_hex(parts.next()?)?;
-    let span = SpanId::parse_hex(parts.next()?)?;
-    (version.len() == 2).then_some((trace, span))
-}
-
-/// For unstructured lines: a leading timestamp (`2026-11-25T12:00:00Z` or
-/// `2026-11-25 12:00:00,123`) and a level word among the first few tokens.
-fn sniff_raw(text: &str, record: &mut Record) {
-    let mut tokens = text.split_ascii_whitespace().take(5);
-    let first = tokens.next().unwrap_or("");
-    let second = tokens.clone().next().unwrap_or("");
-    let joined = format!("{first}T{}", second.replace(',', "."));
-    let date_then_time = (first.len() == 10).then(|| timestamp::parse_text(&joined)).flatten();
-    let single = || timestamp::parse_text(first.trim_matches(|c| c == '[' || c == ']')).filter(|_| first.len() >= 10);
-    if let Some(ts) = date_then_time.or_else(single) {
-        record.timestamp = ts;
-    }
-    let candidates = std::iter::once(first).chain(tokens);
-    for token in candidates {
+    for token in text.split_ascii_whitespace().take(6) {
         let word = token.trim_matches(|c: char| !c.is_ascii_alphabetic());
-        if word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg") {
-            if let Some(level) = Level::from_name(word).filter(|_| {
-                word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':')
-            }) {
+        let marked = word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':');
+        let long_enough = word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg");
+        if marked && long_enough {
+            if let Some(level) = Level::from_name(word) {
                 record.level = Some(level);
                 return;
             }
@@ -219,21 +218,56 @@ fn sniff_raw(text: &str, record: &mut Record) {
     }
 }
 
+fn leading_timestamp(text: &str, context: TimeContext<'_>) -> Option<Timestamp> {
+    let text = text.trim_start().trim_start_matches('[');
+    let mut tokens = text.splitn(3, ' ');
+    let first_token = tokens.next()?;
+    let first = first_token.trim_end_matches(']');
+    let second = tokens.next().unwrap_or("").trim_end_matches(']');
+    let bytes = first.as_bytes();
+    if bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' {
+        if first.len() == first_token.len() && second.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            // `2026-11-25 12:00:00,123`: the date, the space and the time, as one slice.
+            if let Some(ts) =
+                text.get(..first.len() + 1 + second.len()).and_then(|t| timestamp::parse_iso(t, context.zone))
+            {
+                return Some(ts);
+            }
+        }
+        return timestamp::parse_iso(first, context.zone);
+    }
+    if bytes.len() >= 19 && bytes[4] == b'-' {
+        return timestamp::parse_iso(first, context.zone);
+    }
+    if bytes.len() == 3 && bytes[0].is_ascii_uppercase() {
+        let end = text.char_indices().filter(|(_, c)| *c == ' ').nth(2).map_or(text.len(), |(i, _)| i);
+        let candidate = text.get(..end.max(15).min(text.len()))?;
+        return timestamp::parse_syslog(candidate.trim(), context);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::sync::Arc;
 
-    fn parse(kind: ParserName, line: &str) -> Parsed {
+    fn parse(name: &str, line: &str) -> Parsed {
         let observed: Timestamp = "2026-11-25T12:00:00.2Z".parse().expect("ts");
-        Parser::new(kind).parse(line.as_bytes(), observed, &Arc::new(Vec::new()))
+        let parser = Parser::by_name(name).expect("built-in");
+        parser.parse(line.as_bytes(), observed, &Arc::new(Vec::new()))
+    }
+
+    #[test]
+    fn parsers_are_send_sync_and_cheap_to_share() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Parser>();
     }
 
     #[test]
     fn json_promotes_well_known_fields() {
         let line = r#"{"ts":"2026-11-25T12:00:00.123456789Z","level":"ERROR","msg":"payment declined","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","http.status":402,"user":{"id":"u-42"}}"#;
-        let parsed = parse(ParserName::Json, line);
+        let parsed = parse("json", line);
         assert!(!parsed.failed);
         let r = parsed.record;
         assert_eq!(format!("{:.9}", r.timestamp), "2026-11-25T12:00:00.123456789Z");
@@ -248,7 +282,7 @@ mod tests {
     #[test]
     fn json_numeric_levels_epochs_traceparent_and_invalid_ids() {
         let line = r#"{"time":1732536000123,"level":50,"msg":"x","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","span_id":"nothex"}"#;
-        let r = parse(ParserName::Json, line).record;
+        let r = parse("json", line).record;
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(format!("{:.3}", r.timestamp), "2024-11-25T12:00:00.123Z");
         assert!(r.trace_id.is_some());
@@ -257,35 +291,93 @@ mod tests {
     }
 
     #[test]
+    fn json_ecs_nested_fields() {
+        let line = r#"{"@timestamp":"2026-11-25T12:00:00Z","log":{"level":"warn","logger":"app"},"message":"m","trace":{"id":"4bf92f3577b34da6a3ce929d0e0e4736"},"span":{"id":"00f067aa0ba902b7"}}"#;
+        let r = parse("json", line).record;
+        assert_eq!(r.level, Some(Level::Warn));
+        assert!(r.trace_id.is_some() && r.span_id.is_some());
+        assert_eq!(r.attributes.get("log"), Some(&serde_json::json!({"logger": "app"})));
+        assert!(!r.attributes.contains_key("trace") && !r.attributes.contains_key("span"));
+    }
+
+    #[test]
     fn bad_json_keeps_the_raw_line() {
-        let parsed = parse(ParserName::Json, "not json {");
-        assert!(parsed.failed);
-        assert_eq!(parsed.record.message, "not json {");
-        assert!(parsed.record.attributes.get("parse_error").is_some_and(Value::is_string));
-        assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
+        for line in ["not json {", r#"{"a":1} trailing"#, "[1,2]", r#"{"a":"#] {
+            let parsed = parse("json", line);
+            assert!(parsed.failed, "{line}");
+            assert_eq!(parsed.record.message, line);
+            assert!(parsed.record.attributes.get("parse_error").is_some_and(Value::is_string));
+            assert_eq!(parsed.record.attributes.len(), 1);
+            assert_eq!(parsed.record.timestamp, parsed.record.observed_timestamp);
+        }
     }
 
     #[test]
     fn logfmt_and_auto() {
-        let r = parse(ParserName::Logfmt, r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#).record;
+        let r = parse("logfmt", r#"time=2026-11-25T12:00:00Z level=warn msg="disk low" free=10%"#).record;
         assert_eq!(r.level, Some(Level::Warn));
         assert_eq!(r.message, "disk low");
-        let r = parse(ParserName::Auto, r#"{"message":"hi","level":"info"}"#).record;
+        let r = parse("auto", r#"{"message":"hi","level":"info"}"#).record;
         assert_eq!((r.message.as_str(), r.level), ("hi", Some(Level::Info)));
-        let r = parse(ParserName::Auto, "2026-11-25 12:00:00,250 ERROR [main] boom").record;
+        let r = parse("auto", "level=info msg=hello").record;
+        assert_eq!((r.message.as_str(), r.level), ("hello", Some(Level::Info)));
+        let r = parse("auto", "2026-11-25 12:00:00,250 ERROR [main] boom").record;
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(format!("{:.3}", r.timestamp), "2026-11-25T12:00:00.250Z");
-        let r = parse(ParserName::Auto, "plain words here").record;
+        let r = parse("auto", "plain words here").record;
         assert_eq!((r.message.as_str(), r.level), ("plain words here", None));
         assert!(r.attributes.is_empty());
+        let r = parse("auto", "Nov 25 11:59:00 host app[1]: [warn] low disk").record;
+        assert_eq!(format!("{:.0}", r.timestamp), "2026-11-25T11:59:00Z");
+        assert_eq!(r.level, Some(Level::Warn));
+        // Regression: a multi-byte character right after a date-like token must not be split.
+        let r = parse("auto", "2026-11-25] 1é x").record;
+        assert_eq!(r.message, "2026-11-25] 1é x");
+        let r = parse("auto", "{broken json").record;
+        assert_eq!(r.message, "{broken json");
+        assert!(r.attributes.is_empty());
+    }
+
+    #[test]
+    fn the_default_trace_pattern_finds_ids_in_messages() {
+        assert!(default_trace_pattern().is_some(), "compiles");
+        let cases = [
+            ("ERROR [main] failed trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7", true, true),
+            (r#"WARN slow "traceId": "4BF92F3577B34DA6A3CE929D0E0E4736""#, true, false),
+            ("req traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 done", true, true),
+            ("trace_id=4bf92f3577b34da6a3ce929d0e0e47361 is too long", false, false),
+            ("trace_id=00000000000000000000000000000000 is invalid", false, false),
+            ("no ids here", false, false),
+        ];
+        for (line, trace, span) in cases {
+            let r = parse("raw", line).record;
+            assert_eq!((r.trace_id.is_some(), r.span_id.is_some()), (trace, span), "{line}");
+            assert_eq!(r.message, line);
+        }
+    }
+
+    #[test]
+    fn trace_pattern_on_the_message() {
+        let options = ParseOptions {
+            trace_pattern: Some(
+                regex::Regex::new(r"trace=(?P<trace_id>[0-9a-f]{32}) span=(?P<span_id>[0-9a-f]{16})").expect("re"),
+            ),
+            ..ParseOptions::default()
+        };
+        let parser = Registry::builtin().expect("builtins").parser("raw", options).expect("raw");
+        let line = b"handled trace=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7";
+        let r = parser.parse(line, Timestamp::UNIX_EPOCH, &Arc::new(Vec::new())).record;
+        assert_eq!(r.trace_id.map(|t| t.to_string()).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(r.span_id.map(|t| t.to_string()).as_deref(), Some("00f067aa0ba902b7"));
     }
 
     proptest! {
         #[test]
         fn arbitrary_bytes_always_yield_a_record(line in proptest::collection::vec(any::<u8>(), 0..300)) {
-            for kind in [ParserName::Auto, ParserName::Json, ParserName::Logfmt, ParserName::Raw] {
-                let observed = Timestamp::UNIX_EPOCH;
-                let parsed = Parser::new(kind).parse(&line, observed, &Arc::new(Vec::new()));
+            let registry = Registry::builtin().expect("builtins");
+            for name in registry.names() {
+                let parser = registry.parser(name, ParseOptions::default()).expect("listed");
+                let parsed = parser.parse(&line, Timestamp::UNIX_EPOCH, &Arc::new(Vec::new()));
                 prop_assert!(!parsed.failed || parsed.record.attributes.contains_key("parse_error"));
             }
         }

@@ -163,7 +163,7 @@ struct Closed;
 impl Tailer {
     fn new(context: TailerContext) -> Tailer {
         let label = InputMetrics::label(&context.input.name);
-        let parser = Parser::new(context.input.parser);
+        let parser = context.input.parser.clone();
         let parser_label = ParserLabels { input: context.input.name.to_string(), parser: parser.name().to_owned() };
         let input = &context.input;
         let frame = FrameSettings {

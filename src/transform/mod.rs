@@ -202,6 +202,43 @@ mod tests {
     }
 
     #[test]
+    fn drop_by_regex_and_values_together() {
+        let t = chain(
+            "logs:\n  transforms:\n    - drop: { when: { service: web }, matches: { message: '^GET /healthz', status: '^2' } }\n",
+        );
+        let mut health = record("GET /healthz 200", Some(Level::Info));
+        health.attributes.insert("service".into(), "web".into());
+        health.attributes.insert("status".into(), 200.into());
+        assert!(!t.apply(&mut health.clone()), "all conditions hold: dropped");
+        health.attributes.insert("status".into(), 503.into());
+        assert!(t.apply(&mut health), "a failing health check is kept");
+        assert!(t.apply(&mut record("GET /healthz 200", None)), "no service attribute: kept");
+    }
+
+    #[test]
+    fn redact_attributes_and_ignore_non_strings() {
+        let t = chain(
+            "logs:\n  transforms:\n    - redact: { fields: [auth, count], builtin: [bearer_token], mask: '***' }\n",
+        );
+        let mut r = record("x", None);
+        r.attributes.insert("auth".into(), "Bearer eyJhbGciOi.x-y_z".into());
+        r.attributes.insert("count".into(), 4111.into());
+        assert!(t.apply(&mut r));
+        assert_eq!(r.attributes.get("auth"), Some(&Value::from("***")));
+        assert_eq!(r.attributes.get("count"), Some(&Value::from(4111)));
+    }
+
+    #[test]
+    fn transforms_apply_in_order() {
+        let t = chain(
+            "logs:\n  transforms:\n    - rename: { fields: { usr: user } }\n    - drop: { when: { user: bot } }\n",
+        );
+        let mut r = record("x", None);
+        r.attributes.insert("usr".into(), "bot".into());
+        assert!(!t.apply(&mut r), "the drop sees the renamed field");
+    }
+
+    #[test]
     fn sample_keeps_one_in_n_of_a_level() {
         let t = chain("logs:\n  transforms:\n    - sample: { level: debug, rate: 3 }\n");
         let kept = (0..9).filter(|_| t.apply(&mut record("x", Some(Level::Debug)))).count();
