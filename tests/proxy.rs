@@ -371,12 +371,17 @@ fn slowloris_is_cut_off_by_the_header_read_timeout() {
     assert!(upstream.seen().is_empty(), "the app never saw the request");
 }
 
-/// An absolute-form request through an HTTP proxy; returns (status, body).
+/// An absolute-form GET through an HTTP proxy; returns (status, body).
 fn via_proxy(proxy: SocketAddr, url: &str) -> (u16, String) {
+    via_proxy_with(proxy, "GET", url)
+}
+
+fn via_proxy_with(proxy: SocketAddr, method: &str, url: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(proxy).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default();
-    write!(stream, "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    write!(stream, "{method} {url} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -424,4 +429,22 @@ fn outbound_circuit_breaker_opens_and_recovers() {
     let text = metrics(admin);
     assert!(text.contains(&format!("pillion_circuit_breaker_state{{server_address=\"{app}\"}} 0")), "{text}");
     promtool_check(&text);
+}
+
+#[test]
+fn outbound_retries_idempotent_requests_only() {
+    let rt = runtime();
+    let upstream = Upstream::start(&rt);
+    let app = upstream.address;
+    let config = "admin: { listen: \"127.0.0.1:0\" }\nproxy:\n  outbound:\n    listen: \"127.0.0.1:0\"\n    retries: { attempts: 2, idempotent_only: true }\n    circuit_breaker: { consecutive_failures: 100, open_for: 1s }\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), config);
+    let mut pillion = Pillion::start(dir.path(), &path);
+    let egress = log_address(&mut pillion, "egress proxy listening");
+    upstream.healthy.store(false, Ordering::SeqCst);
+    let url = format!("http://{app}/flaky");
+    assert_eq!(via_proxy_with(egress, "GET", &url).0, 500);
+    assert_eq!(upstream.seen().len(), 3, "a GET is tried once and retried twice");
+    assert_eq!(via_proxy_with(egress, "POST", &url).0, 500);
+    assert_eq!(upstream.seen().len(), 4, "a POST is never retried");
 }

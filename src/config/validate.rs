@@ -374,7 +374,12 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
     let upstream = inbound.value.upstream.url();
     if upstream.scheme() != "http" {
         let message = format!("proxy.inbound.upstream {upstream}: only http:// is supported");
-        checker.at(inbound, "proxy.inbound.upstream".into(), message, Some("the app is on the same host: use http://127.0.0.1:PORT"));
+        checker.at(
+            inbound,
+            "proxy.inbound.upstream".into(),
+            message,
+            Some("the app is on the same host: use http://127.0.0.1:PORT"),
+        );
     }
 }
 
