@@ -347,7 +347,7 @@ fn a_100_mb_body_streams_both_ways_with_flat_memory() {
 }
 
 #[test]
-fn slowloris_is_cut_off_by_the_header_read_timeout() {
+fn slowloris_is_cut_off_and_oversized_heads_are_refused() {
     let rt = runtime();
     let upstream = Upstream::start(&rt);
     let timeouts = "    timeouts: { header_read: 300ms, request: 5s, idle: 30s }\n";
@@ -369,6 +369,11 @@ fn slowloris_is_cut_off_by_the_header_read_timeout() {
     });
     assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}");
     assert!(upstream.seen().is_empty(), "the app never saw the request");
+
+    // A request head over the limit is refused with 431, and the app never sees it.
+    let huge = "x".repeat(70 * 1024);
+    assert_eq!(http_get(proxy, "/", &[("x-huge", &huge)]).0, 431);
+    assert!(upstream.seen().is_empty());
 }
 
 /// An absolute-form GET through an HTTP proxy; returns (status, body).
