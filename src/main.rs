@@ -14,10 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use pillion::config::{self, Config, ConfigError};
 
-/// mimalloc: the proxy's request path allocates small, short-lived objects (headers, spans) on
-/// every request; with glibc malloc they cost about a tenth of its CPU (bench/proxy.sh).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pillion::parse::Parser;
 use pillion::record::Source;
 use pillion::telemetry::logging::{self, LogFormat};
