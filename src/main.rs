@@ -13,7 +13,6 @@ use clap::{Parser as ClapParser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pillion::config::{self, Config, ConfigError};
-
 use pillion::parse::Parser;
 use pillion::record::Source;
 use pillion::telemetry::logging::{self, LogFormat};
