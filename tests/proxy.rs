@@ -158,7 +158,7 @@ fn spans_export_over_http_protobuf_to_v1_traces() {
     let upstream = Upstream::start(&rt);
     let (collector, received, paths) = http_receiver(&rt);
     let extra = format!("tracing:\n  otlp: {{ endpoint: \"http://{collector}\", protocol: http/protobuf }}\n");
-    let (_dir, _pillion, admin, proxy) = start(&inbound_config(upstream.address, &extra));
+    let (_dir, mut pillion, admin, proxy) = start(&inbound_config(upstream.address, &extra));
     let (status, _, _) = http_get(proxy, "/health", &[]);
     assert_eq!(status, 200);
     let spans = eventually(Duration::from_secs(15), "a span over HTTP", || {
@@ -170,6 +170,12 @@ fn spans_export_over_http_protobuf_to_v1_traces() {
     eventually(Duration::from_secs(5), "export counted", || {
         metrics(admin).contains("pillion_spans_exported_total 1").then_some(())
     });
+
+    // Spans still queued at shutdown are exported before pillion exits.
+    assert_eq!(http_get(proxy, "/last", &[]).0, 200);
+    pillion.signal("TERM");
+    assert!(pillion.wait(Duration::from_secs(10)).success());
+    assert!(received.all().iter().any(|(_, span)| span.name == "GET /last"), "the last span was flushed");
 }
 
 #[test]

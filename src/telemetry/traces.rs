@@ -3,6 +3,7 @@
 //! exports over OTLP (gRPC or HTTP/protobuf). A full channel drops the span and counts it, and a
 //! failed export counts its batch as dropped, so a slow or absent collector never holds a request.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -107,7 +108,7 @@ pub struct Tracing {
     pub propagator: TextMapCompositePropagator,
     provider: SdkTracerProvider,
     stop: CancellationToken,
-    exporter: JoinHandle<()>,
+    exporter: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Tracing {
@@ -140,15 +141,18 @@ impl Tracing {
             propagator: super::propagation::build(&config.propagators),
             provider,
             stop,
-            exporter: task,
+            exporter: Mutex::new(Some(task)),
         })
     }
 
-    /// Exports what is queued (within `timeout`), then stops.
-    pub async fn shutdown(self, timeout: Duration) {
+    /// Exports what is queued (within `timeout`), then stops. Spans that end later are dropped.
+    pub async fn shutdown(&self, timeout: Duration) {
         self.stop.cancel();
-        if tokio::time::timeout(timeout, self.exporter).await.is_err() {
-            tracing::warn!("span export did not finish before the shutdown deadline");
+        let exporter = self.exporter.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(exporter) = exporter {
+            if tokio::time::timeout(timeout, exporter).await.is_err() {
+                tracing::warn!("span export did not finish before the shutdown deadline");
+            }
         }
         let _ = self.provider.shutdown();
     }
