@@ -85,12 +85,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if let Some(warning) = &loaded.warning {
         tracing::warn!("{warning}");
     }
-    let checkpoints = Arc::new(loaded.offsets);
     let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
+    acks.restore(&loaded.entries, unix_now());
     let transforms = Arc::new(Transforms::new(&logs.transforms)?);
 
     let sink_failed = CancellationToken::new();
-    let sinks = sink::start(&logs.sinks, &acks, &metrics.sink, &sink_failed)?;
+    let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
     let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
     let fanout = sink::spawn_fanout(fanout_input, &sinks);
     let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
@@ -103,7 +103,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             resource: config.resource.clone(),
             acks: Arc::clone(&acks),
             metrics: metrics.input.clone(),
-            checkpoints: Arc::clone(&checkpoints),
             output: tail_output.clone(),
             shutdown: shutdown.clone(),
         };
@@ -115,8 +114,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     drop(tail_output);
 
     let checkpoint_stop = CancellationToken::new();
-    let checkpointer =
-        spawn_checkpointer(store.clone(), Arc::clone(&acks), logs.checkpoint_interval, checkpoint_stop.clone());
+    let checkpointer = spawn_checkpointer(
+        store.clone(),
+        Arc::clone(&acks),
+        (logs.checkpoint_interval, logs.checkpoint_ttl),
+        checkpoint_stop.clone(),
+    );
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -233,10 +236,16 @@ async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>
     }
 }
 
+/// Seconds since the Unix epoch (checkpoint entries record since when a file is gone).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Persists the ledger every `interval` when it changed, forgetting files gone for `ttl`.
 fn spawn_checkpointer(
     store: CheckpointStore,
     acks: Arc<Acknowledgements>,
-    interval: Duration,
+    (interval, ttl): (Duration, Duration),
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -246,6 +255,10 @@ fn spawn_checkpointer(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => {}
+            }
+            let forgotten = acks.expire(unix_now(), ttl.as_secs());
+            if forgotten > 0 {
+                tracing::info!(forgotten, "checkpoints of files gone longer than checkpoint_ttl forgotten");
             }
             let Some(offsets) = acks.snapshot_if_changed() else {
                 continue;

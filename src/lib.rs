@@ -17,8 +17,9 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML schema, `${VAR}` interpolation, units, and the validated [`config::Config`].
-//! - [`tail`]: file discovery and reading, rotation and truncation, checkpoint persistence.
-//! - [`frame`]: splitting bytes into lines with bounded memory.
+//! - [`tail`]: file discovery, identity (fingerprints), rotation, truncation, compressed
+//!   rotated files, checkpoint persistence.
+//! - [`frame`]: bytes into records with bounded memory: lines, CRI/Docker unwrapping, multiline.
 //! - [`parse`]: the parsers that turn a line into a record.
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.

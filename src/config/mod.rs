@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn effective_config_redacts_every_secret() {
-        let yaml = "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: https://u:pw-in-url@loki:3100\n      auth: { bearer_token: tok-123, password: pw-456 }\n      headers: { X-Api-Key: key-789 }\n    - name: es\n      type: elasticsearch\n      endpoint: http://es:9200\n      auth: { api_key: ${ES_KEY} }\n";
+        let yaml = "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: https://u:pw-in-url@loki:3100\n      auth: { username: u, password: pw-456 }\n      headers: { X-Api-Key: key-789, X-Token: tok-123 }\n    - name: es\n      type: elasticsearch\n      endpoint: http://es:9200\n      auth: { api_key: ${ES_KEY} }\n";
         let env = |name: &str| (name == "ES_KEY").then(|| "apikey-000".to_owned());
         let config = load_str(yaml, "x.yaml", &env).expect("valid");
         let shown = &config.effective_yaml;

@@ -85,6 +85,8 @@ pub struct LogsConfig {
     pub data_dir: PathBuf,
     /// How often acknowledged offsets are persisted (also on shutdown).
     pub checkpoint_interval: Duration,
+    /// Checkpoints of files gone (deleted or rotated out of the globs) for this long are forgotten.
+    pub checkpoint_ttl: Duration,
     /// Files to tail.
     pub inputs: Vec<Spanned<InputConfig>>,
     /// Globs of extra parser definition files; the built-in parsers are always available.
@@ -100,6 +102,7 @@ impl Default for LogsConfig {
         LogsConfig {
             data_dir: PathBuf::from("./data"),
             checkpoint_interval: Duration::from_secs(1),
+            checkpoint_ttl: Duration::from_secs(24 * 3600),
             inputs: Vec::new(),
             parsers: Vec::new(),
             transforms: Vec::new(),
@@ -134,9 +137,13 @@ pub struct InputConfig {
     /// Longer lines are truncated and flagged, never buffered whole.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: ByteSize,
-    /// How often files are checked for new data and new files are looked for.
+    /// How often files are checked for new data and new files are looked for (file-system
+    /// events only wake the poller early; polling works where inotify sees nothing).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Duration,
+    /// At most this many files are kept open; idle, fully read files are closed first.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: NonZeroUsize,
     /// Attributes added to every record from this input.
     #[serde(default)]
     pub attributes: BTreeMap<String, ScalarText>,
@@ -152,6 +159,10 @@ fn default_max_line_bytes() -> ByteSize {
 
 fn default_poll_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_max_open_files() -> NonZeroUsize {
+    NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Where to start reading a file pillion has no checkpoint for.
@@ -174,18 +185,34 @@ pub enum ContainerFormat {
     Auto,
 }
 
-/// `multiline:` — how continuation lines are joined.
+/// `multiline:` — how continuation lines are joined. Give `start` or `preset`.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
     /// A line matching this regex starts a new record; other lines append to the current one.
-    pub start: Pattern,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Pattern>,
+    /// A built-in rule instead of `start`: java | python | go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<MultilinePreset>,
     /// At most this many lines per record.
     #[serde(default = "default_multiline_max_lines")]
     pub max_lines: NonZeroUsize,
     /// A record with no new line for this long is complete.
     #[serde(default = "default_multiline_timeout")]
     pub timeout: Duration,
+}
+
+/// Built-in multiline rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultilinePreset {
+    /// Java/JVM stack traces (`at ...`, `Caused by:`, `... N more`).
+    Java,
+    /// Python tracebacks, chained exceptions included.
+    Python,
+    /// Go panics with their goroutine dumps.
+    Go,
 }
 
 fn default_multiline_max_lines() -> NonZeroUsize {
@@ -302,6 +329,10 @@ pub struct SinkConfig {
     /// Loki: Record fields sent as structured metadata.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub structured_metadata: Vec<String>,
+    /// Loki: distinct values a label may take before it is demoted to structured metadata
+    /// (with a warning), so that a misconfigured label cannot create thousands of streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_label_values: Option<NonZeroUsize>,
     /// Loki: tenant, sent as X-Scope-OrgID. Empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -314,6 +345,10 @@ pub struct SinkConfig {
     /// Elasticsearch: bulk operation, `create` (data streams) or `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<BulkOp>,
+    /// Elasticsearch: document `_id`s: `auto` (Elasticsearch assigns them) or `deterministic`
+    /// (from the file identity and offset, so that a retried request cannot index a line twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<DocumentId>,
     /// Request body compression: gzip | none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
@@ -388,6 +423,15 @@ pub enum LineFormat {
 pub enum BulkOp {
     Create,
     Index,
+}
+
+/// How Elasticsearch document ids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentId {
+    #[default]
+    Auto,
+    Deterministic,
 }
 
 /// Request body compression.

@@ -13,9 +13,10 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
-    BatchConfig, ContainerFormat, InputConfig, MultilineConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig,
-    SinkKind, StartAt, TracingConfig, TransformConfig,
+    BatchConfig, ContainerFormat, InputConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind, StartAt,
+    TracingConfig, TransformConfig,
 };
+use crate::frame::{MultilineRule, MultilineSettings};
 use crate::record::Resource;
 
 /// The checked configuration.
@@ -42,6 +43,7 @@ pub struct Config {
 pub struct LogsSettings {
     pub data_dir: PathBuf,
     pub checkpoint_interval: std::time::Duration,
+    pub checkpoint_ttl: std::time::Duration,
     pub inputs: Vec<Arc<InputSettings>>,
     pub transforms: Vec<TransformConfig>,
     /// Never empty: with none configured, a `stdout` sink.
@@ -62,9 +64,10 @@ pub struct InputSettings {
     pub start_at: StartAt,
     pub container: ContainerFormat,
     pub parser: ParserName,
-    pub multiline: Option<MultilineConfig>,
+    pub multiline: Option<MultilineSettings>,
     pub max_line_bytes: usize,
     pub poll_interval: std::time::Duration,
+    pub max_open_files: usize,
     pub attributes: Vec<(String, String)>,
 }
 
@@ -173,6 +176,7 @@ pub(super) fn validate(
         logs: LogsSettings {
             data_dir: raw.logs.data_dir,
             checkpoint_interval: raw.logs.checkpoint_interval.get(),
+            checkpoint_ttl: raw.logs.checkpoint_ttl.get(),
             inputs,
             transforms: raw.logs.transforms,
             sinks,
@@ -212,6 +216,24 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
             let message = format!("poll_interval {} is too short", input.poll_interval);
             checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
         }
+        let multiline = input.multiline.as_ref().and_then(|m| {
+            let rule = match (&m.start, m.preset) {
+                (Some(start), None) => MultilineRule::start(start.regex().clone()),
+                (None, Some(preset)) => MultilineRule::preset(preset),
+                (start, _) => {
+                    let message =
+                        if start.is_some() { "give either start or preset, not both" } else { "give start or preset" };
+                    checker.at(
+                        spanned,
+                        field("multiline"),
+                        message.into(),
+                        Some("e.g. `preset: java` or `start: '^\\d{4}-'`"),
+                    );
+                    return None;
+                }
+            };
+            Some(MultilineSettings { rule: Arc::new(rule), max_lines: m.max_lines.get(), timeout: m.timeout.get() })
+        });
         let compiled = compile_globs(input);
         match compiled {
             Ok((include, exclude_paths, exclude_names)) => checked.push(Arc::new(InputSettings {
@@ -223,13 +245,10 @@ fn check_inputs(checker: &mut Checker, inputs: &[Spanned<InputConfig>]) -> Vec<A
                 start_at: input.start_at,
                 container: input.container,
                 parser,
-                multiline: input.multiline.as_ref().map(|m| MultilineConfig {
-                    start: m.start.clone(),
-                    max_lines: m.max_lines,
-                    timeout: m.timeout,
-                }),
+                multiline,
                 max_line_bytes: input.max_line_bytes.as_usize(),
                 poll_interval: input.poll_interval.get(),
+                max_open_files: input.max_open_files.get(),
                 attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             })),
             Err(message) => checker.at(spanned, field("paths"), message, None),
@@ -267,10 +286,12 @@ fn fields_set(sink: &SinkConfig) -> Vec<&'static str> {
         ("encoding", sink.encoding.is_some()),
         ("labels", !sink.labels.is_empty()),
         ("structured_metadata", !sink.structured_metadata.is_empty()),
+        ("max_label_values", sink.max_label_values.is_some()),
         ("tenant", sink.tenant.is_some()),
         ("line_format", sink.line_format.is_some()),
         ("index", sink.index.is_some()),
         ("op", sink.op.is_some()),
+        ("id", sink.id.is_some()),
         ("compression", sink.compression.is_some()),
         ("protocol", sink.protocol.is_some()),
         ("path", sink.path.is_some()),
@@ -289,9 +310,17 @@ const HTTP_FIELDS: &[&str] = &["endpoint", "auth", "tls", "headers", "request_ti
 fn sink_fields(kind: SinkKind) -> (Vec<&'static str>, &'static [&'static str]) {
     let mut allowed: Vec<&'static str> = match kind {
         SinkKind::Loki => {
-            vec!["encoding", "labels", "structured_metadata", "tenant", "line_format", "compression"]
+            vec![
+                "encoding",
+                "labels",
+                "structured_metadata",
+                "max_label_values",
+                "tenant",
+                "line_format",
+                "compression",
+            ]
         }
-        SinkKind::Elasticsearch => vec!["index", "op", "compression"],
+        SinkKind::Elasticsearch => vec!["index", "op", "id", "compression"],
         SinkKind::Otlp => vec!["protocol", "compression"],
         SinkKind::Stdout => return (Vec::new(), &[]),
         SinkKind::File => return (vec!["path"], &["path"]),
@@ -324,8 +353,8 @@ fn check_sinks(
         let (allowed, required) = sink_fields(sink.kind);
         let set = fields_set(sink);
         for name in set.iter().filter(|name| !allowed.contains(name)) {
-            let message = format!("`{name}` does not apply to {} {kind} sink", article(kind));
-            let hint = format!("{} {kind} sink takes: name, type, batch{}", article(kind), list_suffix(&allowed));
+            let message = format!("`{name}` does not apply to a {kind} sink");
+            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
             checker.at(spanned, field(name), message, Some(&hint));
         }
         for name in required.iter().filter(|name| !set.contains(name)) {
@@ -342,6 +371,7 @@ fn check_sinks(
                 checker.at(spanned, field("path"), message, Some("write the sink file outside the input globs"));
             }
         }
+        check_network_sink(checker, spanned, index);
         let target = match sink.kind {
             SinkKind::Stdout => SinkTarget::Stdout,
             SinkKind::File => SinkTarget::File(FileSinkSettings { path: sink.path.clone().unwrap_or_default() }),
@@ -352,6 +382,65 @@ fn check_sinks(
         checked.push(SinkSettings { name: Arc::from(sink.name.as_str()), batch: sink.batch, target });
     }
     checked
+}
+
+/// Cross-field checks of the network sinks: one way of authenticating, certificate and key
+/// together, compression only where it applies, index templates that close their braces.
+fn check_network_sink(checker: &mut Checker, spanned: &Spanned<SinkConfig>, index: usize) {
+    let sink = &spanned.value;
+    let field = |name: &str| format!("logs.sinks[{index}].{name}");
+    if let Some(auth) = &sink.auth {
+        let methods = [
+            auth.bearer_token.is_some(),
+            auth.bearer_token_file.is_some(),
+            auth.api_key.is_some(),
+            auth.username.is_some(),
+        ];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            let hint = Some("choose one of bearer_token, bearer_token_file, api_key, username/password");
+            checker.at(spanned, field("auth"), "more than one way of authenticating".into(), hint);
+        }
+        if (auth.password.is_some() || auth.password_file.is_some()) && auth.username.is_none() {
+            checker.at(spanned, field("auth.username"), "a password needs a username".into(), None);
+        }
+        if auth.api_key.is_some() && sink.kind != SinkKind::Elasticsearch {
+            checker.at(spanned, field("auth.api_key"), "api_key is for Elasticsearch sinks".into(), None);
+        }
+    }
+    if sink.tls.as_ref().is_some_and(|tls| tls.cert_file.is_some() != tls.key_file.is_some()) {
+        let hint = Some("mTLS needs both the client certificate and its key");
+        checker.at(spanned, field("tls"), "cert_file and key_file go together".into(), hint);
+    }
+    if sink.kind == SinkKind::Loki
+        && sink.encoding != Some(super::raw::LokiEncoding::Json)
+        && sink.compression == Some(super::raw::Compression::Gzip)
+    {
+        let hint = Some("protobuf pushes are always snappy-compressed; gzip applies to `encoding: json`");
+        checker.at(spanned, field("compression"), "gzip does not apply to protobuf pushes".into(), hint);
+    }
+    if let Some(Err(message)) = sink.index.as_deref().map(check_index_template) {
+        checker.at(spanned, field("index"), message, Some("e.g. index: logs-{service_name}-default"));
+    }
+}
+
+/// `{field}` placeholders must close and name something.
+fn check_index_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in index {template:?}"))?;
+        if after[..close].trim().is_empty() || after[..close].contains('{') {
+            return Err(format!("invalid placeholder in index {template:?}"));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched `}}` in index {template:?}"));
+    }
+    if template.trim().is_empty() {
+        return Err("an empty index name".into());
+    }
+    Ok(())
 }
 
 fn article(word: &str) -> &'static str {
@@ -481,6 +570,18 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("x.yaml:3:7: logs.sinks[0].index: `index` does not apply to a loki sink"));
         assert!(found[1].contains("logs.sinks[0].endpoint: a loki sink needs `endpoint`"));
+    }
+
+    #[test]
+    fn network_sink_cross_field_checks() {
+        let yaml = "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: http://l\n      compression: gzip\n      auth: { bearer_token: a, username: u }\n      tls: { cert_file: /c.pem }\n    - name: e\n      type: elasticsearch\n      endpoint: http://e\n      index: 'logs-{service_name'\n      id: deterministic\n";
+        let found = issues(yaml);
+        assert!(found.iter().any(|m| m.contains("more than one way of authenticating")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("cert_file and key_file go together")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("gzip does not apply to protobuf")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("unclosed `{` in index")), "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(check_index_template("logs-{service_name}-%Y.%m.%d").is_ok());
     }
 
     #[test]

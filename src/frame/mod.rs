@@ -1,196 +1,409 @@
-//! Line framing: turns the bytes read from a file into complete lines with their offsets.
-//! `\n` and `\r\n` end a line; a partial last line is held until its newline arrives; a line
-//! longer than `max_line_bytes` keeps only its first `max_line_bytes` and is flagged
-//! `truncated`, so memory per file is bounded whatever the input.
+//! Framing: turns the bytes read from a file into the raw content of records, with the file
+//! offsets they span. Three stages, each optional but the first: [`line`] splits lines
+//! (`\n`, `\r\n`, partial last line held, `max_line_bytes` truncation), [`container`] unwraps
+//! CRI or Docker json-file entries and merges their partial parts, [`multiline`] joins
+//! continuation lines (stack traces). A record's `end` is the end of its last line, so an
+//! acknowledged record never covers a line that was not in it. Memory per file is bounded by
+//! `max_line_bytes` per stage, whatever the input.
 
-use memchr::memchr;
+pub mod container;
+pub mod line;
+pub mod multiline;
 
-/// One complete line.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Line<'a> {
-    /// The line without its line ending, at most `max_line_bytes` long.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+pub use container::Stream;
+pub use line::{Line, LineFramer};
+pub use multiline::MultilineRule;
+
+use crate::config::raw::ContainerFormat;
+
+/// How one input's files are framed.
+#[derive(Debug, Clone)]
+pub struct FrameSettings {
+    pub max_line_bytes: usize,
+    pub container: ContainerFormat,
+    pub multiline: Option<MultilineSettings>,
+}
+
+/// Multiline joining, validated.
+#[derive(Debug, Clone)]
+pub struct MultilineSettings {
+    pub rule: Arc<MultilineRule>,
+    pub max_lines: usize,
+    /// A record with no new line for this long is complete.
+    pub timeout: Duration,
+}
+
+/// One framed record's content.
+#[derive(Debug, PartialEq)]
+pub struct Framed<'a> {
     pub bytes: &'a [u8],
-    /// File offset of the line's first byte.
+    /// File offset of the record's first byte.
     pub start: u64,
-    /// File offset just past the line's `\n`: where reading resumes after this line.
+    /// File offset just past its last line: where reading resumes after it.
     pub end: u64,
-    /// The line was longer than `max_line_bytes` and was cut.
+    /// Content beyond `max_line_bytes` was dropped.
     pub truncated: bool,
+    /// The container runtime's time and stream, when unwrapped from one.
+    pub time: Option<Timestamp>,
+    pub stream: Option<Stream>,
 }
 
-/// Splits a stream of chunks into lines, carrying a partial line between chunks.
-#[derive(Debug)]
-pub struct LineFramer {
-    max_line_bytes: usize,
-    partial: Vec<u8>,
-    /// A line is in progress (its start has been seen, its newline not yet).
-    in_line: bool,
-    partial_start: u64,
-    /// Bytes of the line in progress were dropped beyond `max_line_bytes`.
-    overflowed: bool,
-}
-
-impl LineFramer {
-    pub fn new(max_line_bytes: usize) -> LineFramer {
-        LineFramer {
-            max_line_bytes: max_line_bytes.max(1),
-            partial: Vec::new(),
-            in_line: false,
-            partial_start: 0,
-            overflowed: false,
+impl<'a> Framed<'a> {
+    fn from_line(line: &Line<'a>) -> Framed<'a> {
+        Framed {
+            bytes: line.bytes,
+            start: line.start,
+            end: line.end,
+            truncated: line.truncated,
+            time: None,
+            stream: None,
         }
     }
+}
 
-    /// Feeds `chunk`, which was read at file offset `offset`, calling `emit` for every line it
-    /// completes. Bytes after the last newline are kept for the next call.
-    pub fn push(&mut self, chunk: &[u8], offset: u64, mut emit: impl FnMut(Line<'_>)) {
-        let mut pos = 0;
-        while pos < chunk.len() {
-            let Some(newline) = memchr(b'\n', &chunk[pos..]) else {
-                self.hold(&chunk[pos..], offset + pos as u64);
-                return;
-            };
-            let line_end = pos + newline;
-            let end = offset + line_end as u64 + 1;
-            if self.in_line {
-                self.append_bounded(&chunk[pos..line_end]);
-                let truncated = self.overflowed;
-                let bytes = if truncated { &self.partial[..] } else { strip_cr(&self.partial) };
-                emit(Line { bytes, start: self.partial_start, end, truncated });
-                self.reset();
+/// A record being assembled from several pieces, at most `max_bytes` long.
+#[derive(Debug, Default)]
+struct Pending {
+    active: bool,
+    bytes: Vec<u8>,
+    start: u64,
+    end: u64,
+    truncated: bool,
+    time: Option<Timestamp>,
+    stream: Option<Stream>,
+    lines: usize,
+}
+
+impl Pending {
+    fn begin(&mut self, piece: &Framed<'_>, max_bytes: usize) {
+        self.active = true;
+        self.bytes.clear();
+        self.start = piece.start;
+        self.truncated = false;
+        self.time = piece.time;
+        self.stream = piece.stream;
+        self.lines = 0;
+        self.append(b"", piece, max_bytes);
+    }
+
+    fn append(&mut self, separator: &[u8], piece: &Framed<'_>, max_bytes: usize) {
+        self.end = piece.end;
+        self.lines += 1;
+        self.truncated |= piece.truncated;
+        for part in [separator, piece.bytes] {
+            let room = max_bytes.saturating_sub(self.bytes.len());
+            if part.len() > room {
+                self.bytes.extend_from_slice(&part[..room]);
+                self.truncated = true;
             } else {
-                let whole = &chunk[pos..line_end];
-                let truncated = whole.len() > self.max_line_bytes;
-                let bytes = if truncated { &whole[..self.max_line_bytes] } else { strip_cr(whole) };
-                emit(Line { bytes, start: offset + pos as u64, end, truncated });
+                self.bytes.extend_from_slice(part);
             }
-            pos = line_end + 1;
         }
     }
 
-    /// Emits the held partial line as if it had ended (for a file that will not grow again).
-    /// Its `end` is `eof_offset`.
-    pub fn flush(&mut self, eof_offset: u64, mut emit: impl FnMut(Line<'_>)) {
-        if self.in_line {
-            let truncated = self.overflowed;
-            emit(Line { bytes: &self.partial, start: self.partial_start, end: eof_offset, truncated });
-            self.reset();
+    fn emit(&mut self, next: &mut impl FnMut(Framed<'_>)) {
+        if !self.active {
+            return;
         }
-    }
-
-    /// Bytes of a partial line held in memory.
-    pub fn held_bytes(&self) -> usize {
-        self.partial.len()
-    }
-
-    /// Forgets any partial line (after a truncation).
-    pub fn reset(&mut self) {
-        self.partial.clear();
-        self.in_line = false;
-        self.overflowed = false;
-        if self.partial.capacity() > 64 * 1024 {
-            self.partial.shrink_to(64 * 1024);
-        }
-    }
-
-    fn hold(&mut self, bytes: &[u8], offset: u64) {
-        if !self.in_line {
-            self.in_line = true;
-            self.partial_start = offset;
-        }
-        self.append_bounded(bytes);
-    }
-
-    fn append_bounded(&mut self, bytes: &[u8]) {
-        let room = self.max_line_bytes.saturating_sub(self.partial.len());
-        if bytes.len() > room {
-            self.partial.extend_from_slice(&bytes[..room]);
-            self.overflowed = true;
-        } else {
-            self.partial.extend_from_slice(bytes);
+        self.active = false;
+        next(Framed {
+            bytes: &self.bytes,
+            start: self.start,
+            end: self.end,
+            truncated: self.truncated,
+            time: self.time,
+            stream: self.stream,
+        });
+        self.bytes.clear();
+        if self.bytes.capacity() > 64 * 1024 {
+            self.bytes.shrink_to(64 * 1024);
         }
     }
 }
 
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
+#[derive(Debug)]
+struct Multiline {
+    settings: MultilineSettings,
+    pending: Pending,
+    /// A line arrived since the last [`Assembler::flush_idle`].
+    touched: bool,
+    last_line_at: Option<Instant>,
+}
+
+/// Frames one file: lines, then container unwrapping, then multiline joining.
+#[derive(Debug)]
+pub struct Assembler {
+    framer: LineFramer,
+    container: ContainerFormat,
+    max_line_bytes: usize,
+    /// Partial container entries being merged, per stream (stdout, stderr): the runtime
+    /// interleaves the two streams' parts.
+    merges: [Pending; 2],
+    multiline: Option<Multiline>,
+}
+
+impl Assembler {
+    pub fn new(settings: &FrameSettings) -> Assembler {
+        Assembler {
+            framer: LineFramer::new(settings.max_line_bytes),
+            container: settings.container,
+            max_line_bytes: settings.max_line_bytes.max(1),
+            merges: [Pending::default(), Pending::default()],
+            multiline: settings.multiline.clone().map(|settings| Multiline {
+                settings,
+                pending: Pending::default(),
+                touched: false,
+                last_line_at: None,
+            }),
+        }
+    }
+
+    /// Feeds `chunk`, read at file `offset`, calling `emit` for every record it completes.
+    pub fn push(&mut self, chunk: &[u8], offset: u64, emit: &mut impl FnMut(Framed<'_>)) {
+        let Assembler { framer, container, max_line_bytes, merges, multiline } = self;
+        framer.push(chunk, offset, |line| {
+            unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
+                join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
+            })
+        });
+    }
+
+    /// The file will not grow again (rotated away and finished): emits everything held,
+    /// including a last line without a newline, which ends at `eof_offset`.
+    pub fn flush(&mut self, eof_offset: u64, emit: &mut impl FnMut(Framed<'_>)) {
+        let Assembler { framer, container, max_line_bytes, merges, multiline } = self;
+        framer.flush(eof_offset, |line| {
+            unwrap_container(*container, merges, *max_line_bytes, &line, &mut |framed| {
+                join_lines(multiline.as_mut(), *max_line_bytes, framed, emit)
+            })
+        });
+        for merge in merges {
+            merge.emit(&mut |framed| join_lines(multiline.as_mut(), *max_line_bytes, framed, emit));
+        }
+        if let Some(multiline) = multiline {
+            multiline.pending.emit(emit);
+        }
+    }
+
+    /// Emits a multiline record that has had no new line for the configured timeout.
+    pub fn flush_idle(&mut self, now: Instant, emit: &mut impl FnMut(Framed<'_>)) {
+        let Some(multiline) = &mut self.multiline else {
+            return;
+        };
+        if std::mem::take(&mut multiline.touched) || multiline.last_line_at.is_none() {
+            multiline.last_line_at = Some(now);
+            return;
+        }
+        let idle = multiline.last_line_at.is_some_and(|at| now.duration_since(at) >= multiline.settings.timeout);
+        if idle && multiline.pending.active {
+            multiline.pending.emit(emit);
+        }
+    }
+
+    /// Forgets everything held (the file was truncated).
+    pub fn reset(&mut self) {
+        self.framer.reset();
+        self.merges = [Pending::default(), Pending::default()];
+        if let Some(multiline) = &mut self.multiline {
+            multiline.pending = Pending::default();
+        }
+    }
+
+    /// Bytes held in memory for records not yet complete.
+    pub fn held_bytes(&self) -> usize {
+        let multiline = self.multiline.as_ref().map_or(0, |m| m.pending.bytes.len());
+        let merges: usize = self.merges.iter().map(|m| m.bytes.len()).sum();
+        self.framer.held_bytes() + merges + multiline
+    }
+
+    /// Where the earliest record still held (a partial container entry or a multiline record)
+    /// starts: a checkpoint must not pass it.
+    pub fn held_from(&self) -> Option<u64> {
+        let multiline = self.multiline.as_ref().map(|m| &m.pending);
+        self.merges.iter().chain(multiline).filter(|p| p.active).map(|p| p.start).min()
+    }
+}
+
+/// The container stage: unwraps `line` and merges partial entries.
+fn unwrap_container(
+    format: ContainerFormat,
+    merges: &mut [Pending; 2],
+    max_bytes: usize,
+    line: &Line<'_>,
+    next: &mut impl FnMut(Framed<'_>),
+) {
+    if format == ContainerFormat::None {
+        next(Framed::from_line(line));
+        return;
+    }
+    let Some(entry) = container::unwrap(format, line.bytes) else {
+        // Not container framing: pending partial entries end here.
+        for merge in merges {
+            merge.emit(next);
+        }
+        next(Framed::from_line(line));
+        return;
+    };
+    let merge = &mut merges[usize::from(entry.stream == Some(Stream::Stderr))];
+    let framed = Framed {
+        bytes: &entry.content,
+        start: line.start,
+        end: line.end,
+        truncated: line.truncated,
+        time: entry.time,
+        stream: entry.stream,
+    };
+    if !merge.active && !entry.partial {
+        next(framed);
+        return;
+    }
+    if merge.active {
+        merge.append(b"", &framed, max_bytes);
+    } else {
+        merge.begin(&framed, max_bytes);
+    }
+    if !entry.partial {
+        merge.emit(next);
+    }
+}
+
+/// The multiline stage.
+fn join_lines(
+    multiline: Option<&mut Multiline>,
+    max_bytes: usize,
+    framed: Framed<'_>,
+    emit: &mut impl FnMut(Framed<'_>),
+) {
+    let Some(multiline) = multiline else {
+        emit(framed);
+        return;
+    };
+    multiline.touched = true;
+    let pending = &mut multiline.pending;
+    let text = String::from_utf8_lossy(framed.bytes);
+    let continues =
+        pending.active && pending.lines < multiline.settings.max_lines && multiline.settings.rule.continues(&text);
+    if continues {
+        pending.append(b"\n", &framed, max_bytes);
+    } else {
+        pending.emit(emit);
+        pending.begin(&framed, max_bytes);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
+    use crate::config::raw::MultilinePreset;
 
-    fn frame(chunks: &[&[u8]], max: usize) -> Vec<(Vec<u8>, u64, u64, bool)> {
-        let mut framer = LineFramer::new(max);
+    type Out = Vec<(String, u64, u64, bool)>;
+
+    fn settings(container: ContainerFormat, multiline: Option<MultilineRule>, max: usize) -> FrameSettings {
+        FrameSettings {
+            max_line_bytes: max,
+            container,
+            multiline: multiline.map(|rule| MultilineSettings {
+                rule: Arc::new(rule),
+                max_lines: 5,
+                timeout: Duration::from_millis(10),
+            }),
+        }
+    }
+
+    fn run(settings: &FrameSettings, chunks: &[&[u8]]) -> (Out, Assembler) {
+        let mut assembler = Assembler::new(settings);
         let mut out = Vec::new();
         let mut offset = 0;
         for chunk in chunks {
-            framer.push(chunk, offset, |l| out.push((l.bytes.to_vec(), l.start, l.end, l.truncated)));
+            assembler.push(chunk, offset, &mut |f| {
+                out.push((String::from_utf8_lossy(f.bytes).into_owned(), f.start, f.end, f.truncated))
+            });
             offset += chunk.len() as u64;
         }
-        out
+        (out, assembler)
+    }
+
+    fn texts(out: &Out) -> Vec<&str> {
+        out.iter().map(|(text, ..)| text.as_str()).collect()
     }
 
     #[test]
-    fn splits_lines_and_strips_crlf() {
-        let out = frame(&[b"a\r\nbb\n"], 100);
-        assert_eq!(out, vec![(b"a".to_vec(), 0, 3, false), (b"bb".to_vec(), 3, 6, false)]);
+    fn cri_partials_are_merged_into_one_record() {
+        let input = b"2026-11-25T12:00:00Z stdout P hello \n2026-11-25T12:00:01Z stdout P big \n2026-11-25T12:00:02Z stdout F world\n2026-11-25T12:00:03Z stderr F next\n";
+        let (out, _) = run(&settings(ContainerFormat::Cri, None, 1024), &[input]);
+        assert_eq!(texts(&out), vec!["hello big world", "next"]);
+        let second_line_end = input.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2).map(|(i, _)| i as u64 + 1);
+        assert_eq!((out[0].1, Some(out[0].2)), (0, second_line_end), "the merged record ends at its last part");
     }
 
     #[test]
-    fn holds_partial_lines_across_chunks() {
-        let out = frame(&[b"hel", b"lo\nwor", b"ld"], 100);
-        assert_eq!(out, vec![(b"hello".to_vec(), 0, 6, false)]);
-        let out = frame(&[b"hel", b"lo\nwor", b"ld\n"], 100);
-        assert_eq!(out[1], (b"world".to_vec(), 6, 12, false));
+    fn cri_merges_are_bounded_and_flagged() {
+        let input = b"2026-11-25T12:00:00Z stdout P 0123456789\n2026-11-25T12:00:00Z stdout P 0123456789\n2026-11-25T12:00:00Z stdout F end\n";
+        let (out, _) = run(&settings(ContainerFormat::Cri, None, 64), &[input]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, "01234567890123456789end");
+        let part = "x".repeat(25);
+        let long = format!("2026-11-25T12:00:00Z stdout P {part}\n").repeat(3) + "2026-11-25T12:00:00Z stdout F .\n";
+        let (out, _) = run(&settings(ContainerFormat::Cri, None, 60), &[long.as_bytes()]);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].3 && out[0].0.len() == 60, "{out:?}");
     }
 
     #[test]
-    fn truncates_long_lines_without_buffering_them() {
-        let mut framer = LineFramer::new(4);
+    fn docker_partials_are_merged_and_keep_the_first_stream() {
+        let input = concat!(
+            r#"{"log":"part one, ","stream":"stderr","time":"2026-11-25T12:00:00Z"}"#,
+            "\n",
+            r#"{"log":"part two\n","stream":"stderr","time":"2026-11-25T12:00:01Z"}"#,
+            "\n",
+            r#"{"log":"whole\n","stream":"stdout","time":"2026-11-25T12:00:02Z"}"#,
+            "\n"
+        );
+        let mut assembler = Assembler::new(&settings(ContainerFormat::Docker, None, 1024));
         let mut out = Vec::new();
-        framer.push(b"abcdefgh", 0, |l| out.push(l.bytes.to_vec()));
-        assert!(framer.held_bytes() <= 4);
-        framer.push(b"ijk\nxy\n", 8, |l| out.push(l.bytes.to_vec()));
-        assert_eq!(out, vec![b"abcd".to_vec(), b"xy".to_vec()]);
-        assert_eq!(frame(&[b"abcdefgh\n"], 4), vec![(b"abcd".to_vec(), 0, 9, true)]);
+        assembler.push(input.as_bytes(), 0, &mut |f| {
+            out.push((String::from_utf8_lossy(f.bytes).into_owned(), f.stream, f.time.map(|t| t.to_string())))
+        });
+        assert_eq!(out[0], ("part one, part two".into(), Some(Stream::Stderr), Some("2026-11-25T12:00:00Z".into())));
+        assert_eq!(out[1].0, "whole");
     }
 
     #[test]
-    fn flush_emits_the_partial_line() {
-        let mut framer = LineFramer::new(100);
-        framer.push(b"a\nbc", 0, |_| {});
-        let mut out = Vec::new();
-        framer.flush(4, |l| out.push((l.bytes.to_vec(), l.start, l.end)));
-        assert_eq!(out, vec![(b"bc".to_vec(), 2, 4)]);
+    fn multiline_records_end_at_their_last_line_and_flush_on_timeout() {
+        let rule = MultilineRule::preset(MultilinePreset::Java);
+        let input = b"one\ntwo\nboom.Exception: x\n\tat a\nnext\n\tat b\n";
+        let (out, mut assembler) = run(&settings(ContainerFormat::None, Some(rule), 1024), &[input]);
+        assert_eq!(out, vec![("one".into(), 0, 4, false), ("two\nboom.Exception: x\n\tat a".into(), 4, 32, false)]);
+        let mut late = Vec::new();
+        let now = Instant::now();
+        assembler.flush_idle(now, &mut |f| late.push(f.end));
+        assert!(late.is_empty(), "a line just arrived");
+        assembler.flush_idle(now + Duration::from_millis(20), &mut |f| late.push(f.end));
+        assert_eq!(late, vec![input.len() as u64]);
     }
 
-    proptest! {
-        /// However the input is chunked, the same lines come out, and offsets tile the input.
-        #[test]
-        fn chunking_does_not_change_lines(data in proptest::collection::vec(any::<u8>(), 0..400), cuts in proptest::collection::vec(0usize..400, 0..8)) {
-            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points { chunks.push(&data[last..p]); last = p; }
-            chunks.push(&data[last..]);
-            let whole = frame(&[&data], 16);
-            let pieces = frame(&chunks, 16);
-            prop_assert_eq!(&whole, &pieces);
-            let mut expected_start = 0;
-            for (bytes, start, end, truncated) in &whole {
-                prop_assert_eq!(*start, expected_start);
-                prop_assert!(bytes.len() <= 16);
-                let body = &data[*start as usize..(*end - 1) as usize];
-                if *truncated {
-                    prop_assert_eq!(&bytes[..], &body[..16]);
-                } else {
-                    prop_assert_eq!(&bytes[..], body.strip_suffix(b"\r").unwrap_or(body));
-                }
-                expected_start = *end;
-            }
-        }
+    #[test]
+    fn multiline_records_are_cut_at_max_lines() {
+        let rule = MultilineRule::start(regex::Regex::new("^S").expect("regex"));
+        let (out, mut assembler) = run(&settings(ContainerFormat::None, Some(rule), 1024), &[b"S\n1\n2\n3\n4\n5\n6\n"]);
+        assert_eq!(texts(&out), vec!["S\n1\n2\n3\n4"]);
+        let mut rest = Vec::new();
+        assembler.flush(14, &mut |f| rest.push(String::from_utf8_lossy(f.bytes).into_owned()));
+        assert_eq!(rest, vec!["5\n6"]);
+    }
+
+    #[test]
+    fn flush_emits_a_last_line_without_newline() {
+        let (out, mut assembler) = run(&settings(ContainerFormat::None, None, 1024), &[b"a\nbc"]);
+        assert_eq!(texts(&out), vec!["a"]);
+        let mut rest = Vec::new();
+        assembler.flush(4, &mut |f| rest.push((f.bytes.to_vec(), f.start, f.end)));
+        assert_eq!(rest, vec![(b"bc".to_vec(), 2, 4)]);
+        assert_eq!(assembler.held_bytes(), 0);
     }
 }

@@ -3,12 +3,25 @@
 //! gives every sink every batch, so each sink progresses independently within the shared
 //! memory bound; the checkpoint moves once all of them acknowledged.
 //!
-//! Available now: `stdout` and `file` (NDJSON). `loki`, `elasticsearch` and `otlp` are parsed
-//! and validated but refused at start-up until their issue lands.
+//! `stdout` and `file` write NDJSON locally. The network sinks (`loki`, `elasticsearch`,
+//! `otlp`) share one machinery: [`batch`] (request-sized batches, settlement back to the
+//! pipeline's acknowledgements), [`service`] (the run loop: batch, build request, send),
+//! [`retry`] (the status decision and backoff), [`http`] (client, TLS, auth), and
+//! [`dead_letter`]; each backend adds only its protocol: encoder and answer classifier.
 
+mod batch;
+mod dead_letter;
+pub mod elasticsearch;
+mod fields;
 mod file;
+mod http;
+pub mod loki;
+pub mod otlp;
+mod retry;
+mod service;
 mod stdout;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::raw::{OtlpProtocol, SinkConfig};
 use crate::config::{SinkSettings, SinkTarget};
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::telemetry::metrics::SinkMetrics;
@@ -26,8 +40,10 @@ const SINK_QUEUE_BATCHES: usize = 16;
 /// Why a sink failed or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink {sink:?}: type {kind} is not implemented in this version of pillion; use stdout or file for now")]
-    Unsupported { sink: String, kind: &'static str },
+    #[error("sink {sink:?}: {message}")]
+    Setup { sink: String, message: String },
+    #[error("a sink's request workers stopped unexpectedly")]
+    Stopped,
     #[error("sink {sink:?}: cannot write to {target}: {source}")]
     Io { sink: String, target: String, source: std::io::Error },
 }
@@ -61,9 +77,13 @@ impl SinkContext {
     }
 }
 
-/// Starts every configured sink.
+/// Concurrent requests per network sink when `concurrency` is not set.
+pub const DEFAULT_CONCURRENCY: usize = 2;
+
+/// Starts every configured sink. Dead letters go under `data_dir`.
 pub fn start(
     settings: &[SinkSettings],
+    data_dir: &Path,
     acks: &Arc<Acknowledgements>,
     metrics: &SinkMetrics,
     failed: &CancellationToken,
@@ -72,20 +92,68 @@ pub fn start(
     for sink in settings {
         let (sender, receiver) = mpsc::channel(SINK_QUEUE_BATCHES);
         let context = SinkContext { name: Arc::clone(&sink.name), acks: Arc::clone(acks), metrics: metrics.clone() };
-        let unsupported = |kind| SinkError::Unsupported { sink: sink.name.to_string(), kind };
         let task = match &sink.target {
             SinkTarget::Stdout => spawn_reporting(stdout::run(context, receiver), failed),
             SinkTarget::File(file) => {
                 let writer = file::FileWriter::open(&sink.name, &file.path)?;
                 spawn_reporting(file::run(context, writer, receiver), failed)
             }
-            SinkTarget::Loki(_) => return Err(unsupported("loki")),
-            SinkTarget::Elasticsearch(_) => return Err(unsupported("elasticsearch")),
-            SinkTarget::Otlp(_) => return Err(unsupported("otlp")),
+            SinkTarget::Loki(config) | SinkTarget::Elasticsearch(config) | SinkTarget::Otlp(config) => {
+                let network = network_sink(sink, config, data_dir, acks, metrics)?;
+                spawn_reporting(service::run(network, receiver), failed)
+            }
         };
         running.push(RunningSink { name: Arc::clone(&sink.name), sender, task });
     }
     Ok(running)
+}
+
+/// Assembles a network sink: its protocol (encoder and classifier), its transport, and the
+/// shared batching, retry and dead-letter machinery.
+fn network_sink(
+    sink: &SinkSettings,
+    config: &SinkConfig,
+    data_dir: &Path,
+    acks: &Arc<Acknowledgements>,
+    metrics: &SinkMetrics,
+) -> Result<service::NetworkSink, SinkError> {
+    let setup = |message: &str| SinkError::Setup { sink: sink.name.to_string(), message: message.to_owned() };
+    let endpoint = config.endpoint.as_ref().ok_or_else(|| setup("no endpoint"))?.url();
+    let (protocol, transport, ordered): (Arc<dyn service::Protocol>, Arc<dyn http::Transport>, bool) =
+        match &sink.target {
+            SinkTarget::Loki(_) => {
+                let tenant = config.tenant.as_deref().filter(|t| !t.trim().is_empty());
+                let headers: Vec<(&'static str, String)> =
+                    tenant.map(|t| ("X-Scope-OrgID", t.trim().to_owned())).into_iter().collect();
+                let push = http::join(endpoint, "/loki/api/v1/push");
+                let ready = http::join(endpoint, "/ready");
+                let transport = http::HttpTransport::new(config, push, Some(ready), &headers)?;
+                (Arc::new(loki::Loki::new(config)), Arc::new(transport), true)
+            }
+            SinkTarget::Elasticsearch(_) => {
+                let bulk = http::join(endpoint, "/_bulk");
+                let transport = http::HttpTransport::new(config, bulk, Some(endpoint.clone()), &[])?;
+                (Arc::new(elasticsearch::Elasticsearch::new(config)), Arc::new(transport), false)
+            }
+            _ => {
+                let transport: Arc<dyn http::Transport> = match config.protocol.unwrap_or_default() {
+                    OtlpProtocol::Grpc => Arc::new(otlp::GrpcTransport::new(config, endpoint)?),
+                    OtlpProtocol::HttpProtobuf => {
+                        Arc::new(http::HttpTransport::new(config, http::join(endpoint, "/v1/logs"), None, &[])?)
+                    }
+                };
+                (Arc::new(otlp::Otlp::new(config)), transport, false)
+            }
+        };
+    Ok(service::NetworkSink {
+        ledger: Arc::new(batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics)),
+        dead_letters: Arc::new(dead_letter::DeadLetters::new(data_dir, Arc::clone(&sink.name))),
+        protocol,
+        transport,
+        limits: sink.batch,
+        concurrency: config.concurrency.map_or(DEFAULT_CONCURRENCY, |n| n.get()),
+        ordered,
+    })
 }
 
 /// Spawns a sink task that cancels `failed` if it ends with an error.

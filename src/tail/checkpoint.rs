@@ -3,6 +3,11 @@
 //! leaves either the old or the new checkpoint, never a torn one. A corrupt or unreadable
 //! file is reported and treated as empty: pillion then starts per `start_at` rather than
 //! crash-looping.
+//!
+//! Version 2 keys each entry by the full file identity (device, inode and first-line
+//! checksum, see [`super::fingerprint`]) and records since when a file is gone, so that
+//! entries are forgotten a TTL later. Version 1 (device and inode only) is still read: its
+//! entries match a file by device and inode whatever its checksum.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -21,6 +26,23 @@ const FILE_NAME: &str = "checkpoints.json";
 enum Document {
     #[serde(rename = "1")]
     V1 { files: Vec<EntryV1> },
+    #[serde(rename = "2")]
+    V2 { files: Vec<EntryV2> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EntryV2 {
+    dev: u64,
+    inode: u64,
+    /// Checksum of the first line; 0: identified by device and inode only.
+    checksum: u64,
+    path: String,
+    offset: u64,
+    /// Checksum of the bytes just before `offset`, to recognize a copy of the file.
+    #[serde(default)]
+    tail: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gone_since: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,8 +69,15 @@ pub struct CheckpointStore {
 /// What loading found: the offsets, and a warning when the file had to be ignored.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub offsets: HashMap<FileKey, (String, u64)>,
+    pub entries: Vec<FileOffset>,
     pub warning: Option<String>,
+}
+
+impl Loaded {
+    /// The entries by identity.
+    pub fn by_key(&self) -> HashMap<FileKey, FileOffset> {
+        self.entries.iter().map(|e| (e.key, e.clone())).collect()
+    }
 }
 
 impl CheckpointStore {
@@ -66,17 +95,38 @@ impl CheckpointStore {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Loaded::default(),
-            Err(error) => return Loaded { offsets: HashMap::new(), warning: Some(unreadable(&path, &error)) },
+            Err(error) => {
+                return Loaded { entries: Vec::new(), warning: Some(unreadable(&path, &error)) };
+            }
         };
         match serde_json::from_str::<Document>(&text) {
             Ok(Document::V1 { files }) => Loaded {
-                offsets: files
+                entries: files
                     .into_iter()
-                    .map(|e| (FileKey { dev: e.dev, inode: e.inode }, (e.path, e.offset)))
+                    .map(|e| FileOffset {
+                        key: FileKey { dev: e.dev, inode: e.inode, checksum: 0 },
+                        path: e.path,
+                        offset: e.offset,
+                        tail: 0,
+                        gone_since: None,
+                    })
                     .collect(),
                 warning: None,
             },
-            Err(error) => Loaded { offsets: HashMap::new(), warning: Some(unreadable(&path, &error)) },
+            Ok(Document::V2 { files }) => Loaded {
+                entries: files
+                    .into_iter()
+                    .map(|e| FileOffset {
+                        key: FileKey { dev: e.dev, inode: e.inode, checksum: e.checksum },
+                        path: e.path,
+                        offset: e.offset,
+                        tail: e.tail,
+                        gone_since: e.gone_since,
+                    })
+                    .collect(),
+                warning: None,
+            },
+            Err(error) => Loaded { entries: Vec::new(), warning: Some(unreadable(&path, &error)) },
         }
     }
 
@@ -85,10 +135,18 @@ impl CheckpointStore {
         let path = self.path();
         let wrap = |source| CheckpointError::Write { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(wrap)?;
-        let document = Document::V1 {
+        let document = Document::V2 {
             files: offsets
                 .iter()
-                .map(|o| EntryV1 { dev: o.key.dev, inode: o.key.inode, path: o.path.clone(), offset: o.offset })
+                .map(|o| EntryV2 {
+                    dev: o.key.dev,
+                    inode: o.key.inode,
+                    checksum: o.key.checksum,
+                    path: o.path.clone(),
+                    offset: o.offset,
+                    tail: o.tail,
+                    gone_since: o.gone_since,
+                })
                 .collect(),
         };
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| wrap(std::io::Error::other(e)))?;
@@ -114,15 +172,33 @@ mod tests {
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = CheckpointStore::new(&dir.path().join("data"));
-        assert!(store.load().offsets.is_empty());
-        let key = FileKey { dev: 3, inode: 4 };
-        store.save(&[FileOffset { key, path: "/x.log".into(), offset: 42 }]).expect("save");
-        assert_eq!(store.load().offsets.get(&key), Some(&("/x.log".to_owned(), 42)));
-        for garbage in ["", "{", "{\"version\":\"99\"}", "\u{0}\u{1}"] {
+        assert!(store.load().entries.is_empty());
+        let key = FileKey { dev: 3, inode: 4, checksum: 5 };
+        let entry = FileOffset { key, path: "/x.log".into(), offset: 42, tail: 9, gone_since: Some(7) };
+        store.save(std::slice::from_ref(&entry)).expect("save");
+        assert_eq!(store.load().entries, vec![entry]);
+        let text = fs::read_to_string(store.path()).expect("read");
+        assert!(text.contains("\"version\": \"2\""), "{text}");
+        for garbage in ["", "{", "{\"version\":\"99\"}", "\u{0}\u{1}", "{\"version\":\"2\",\"files\":[{\"dev\":1}]}"] {
             fs::write(store.path(), garbage).expect("write");
             let loaded = store.load();
-            assert!(loaded.offsets.is_empty());
+            assert!(loaded.entries.is_empty());
             assert!(loaded.warning.is_some(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn version_1_is_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::new(dir.path());
+        let v1 = r#"{"version":"1","files":[{"dev":3,"inode":4,"path":"/x.log","offset":42}]}"#;
+        fs::write(store.path(), v1).expect("write");
+        let loaded = store.load();
+        assert!(loaded.warning.is_none());
+        let key = FileKey { dev: 3, inode: 4, checksum: 0 };
+        assert_eq!(
+            loaded.entries,
+            vec![FileOffset { key, path: "/x.log".into(), offset: 42, tail: 0, gone_since: None }]
+        );
     }
 }

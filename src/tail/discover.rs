@@ -44,6 +44,16 @@ fn non_empty(dir: PathBuf) -> PathBuf {
     }
 }
 
+/// The directories discovery walks, and whether below them too (for file-system events).
+pub fn roots(input: &InputSettings) -> Vec<(PathBuf, bool)> {
+    input
+        .paths
+        .iter()
+        .map(|pattern| walk_root(pattern))
+        .map(|root| (root.dir, root.max_depth.is_none_or(|d| d > 1)))
+        .collect()
+}
+
 /// The files that `input` selects right now, sorted, without duplicates.
 pub fn discover(input: &InputSettings) -> Vec<PathBuf> {
     let mut found = Vec::new();

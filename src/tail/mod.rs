@@ -1,50 +1,91 @@
-//! The tailer: one thread per input that discovers files, follows appends, frames and parses
-//! lines, and sends batches downstream. Blocking on a full channel is the backpressure: when
-//! sinks are slow the tailer stops reading and the file on disk is the buffer.
+//! The tailer: one thread per input that discovers files, follows each one across renames,
+//! truncations and compression, frames what it reads, and sends batches downstream.
 //!
-//! This is the foundation's simple tailer. File identity is device + inode; a file renamed
-//! away is read to its end and then closed; a file shorter than the read offset was
-//! truncated and is read again from 0. Reading resumes from the acknowledged checkpoint.
+//! # How a file is followed
+//!
+//! - **Discovery** walks the `paths` globs every `poll_interval` (stat polling is the source
+//!   of truth); file-system events only wake the poller early ([`watch`]). A file is known by
+//!   its identity (device, inode and first-line checksum, see [`fingerprint`]), never by path.
+//! - **Rename rotation** (logrotate `create`): the renamed file keeps its identity. If it
+//!   still matches the globs it is simply followed under its new name; if not, or once it is
+//!   deleted, it is read to its end through the descriptor already open (even if deleted),
+//!   kept for a grace period in case the app still writes to it, then closed.
+//! - **Copy-and-truncate**: a file shorter than the read offset, or whose first line changed,
+//!   was truncated: its content is read again from 0. The copy (`app.log.1`, a new inode with
+//!   the old first line) is recognized as a copy of the truncated file and resumes where the
+//!   reading of the original stopped, so the lines written between the last read and the
+//!   truncation are not lost and nothing is read twice. A copy seen before its original was
+//!   truncated waits (up to the fingerprint timeout) for the truncation.
+//! - **Compressed rotated files** (`.gz`, read through `MultiGzDecoder` once their size is
+//!   stable): a `.gz` whose first line is that of a file still being read is skipped (the
+//!   open descriptor delivers that content); one whose original is gone resumes at the
+//!   original's checkpoint (decompressing and discarding what was delivered); one never
+//!   seen is read from the start.
+//! - **Truncated while down**: at start-up a checkpointed file shorter than its checkpoint, or
+//!   whose first line changed, is read from 0.
+//!
+//! # Delivery, backpressure, memory
+//!
+//! Each read (at most [`READ_CHUNK`] bytes) becomes at most one batch whose acknowledgement
+//! token ends at its last complete record; the checkpoint is the longest fully acknowledged
+//! prefix (see [`crate::pipeline`]). When the downstream queue is full the tailer waits: the
+//! file is the buffer. Memory per file is bounded by the framing stages (`max_line_bytes`
+//! each); at most `max_open_files` descriptors are open: idle, fully read files are closed
+//! first (least recently active) and reopened when they grow. Files rotated away keep their
+//! descriptor until read to the end.
+//!
+//! # Known losses, counted
+//!
+//! Bytes of a file deleted (or truncated, with no copy in the globs) before they were read
+//! cannot be read by anyone: they are counted in `pillion_input_lost_bytes_total` and logged.
+//! A file closed for the open-files limit that is written to and deleted within one poll
+//! interval is such a case.
 
 pub mod checkpoint;
 mod discover;
+pub mod fingerprint;
+mod read;
+mod reader;
+mod scan;
+#[cfg(test)]
+mod tests;
+mod watch;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{InputSettings, raw::StartAt};
-use crate::frame::{Line, LineFramer};
+use crate::config::InputSettings;
+use crate::frame::{Assembler, FrameSettings};
 use crate::parse::Parser;
 use crate::pipeline::{Acknowledgements, Batch, FileKey};
-use crate::record::{Record, Resource, Source, Value};
+use crate::record::Resource;
 use crate::telemetry::metrics::{InputLabel, InputMetrics, ParserLabels};
 use crate::transform::Transforms;
 
+use reader::Reader;
+
 /// Bytes read from one file per read call; one read makes at most one batch.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads per file per round, so that one busy file does not starve the others.
 const READS_PER_ROUND: usize = 16;
 /// How long a rotated-away file stays open at EOF in case the app still writes to it.
 const ROTATION_GRACE: Duration = Duration::from_secs(5);
+/// Longest sleep between checks of the shutdown token.
+const WAKE_CHECK: Duration = Duration::from_millis(50);
 
 /// Everything a tailer thread needs.
 pub struct TailerContext {
     pub input: Arc<InputSettings>,
     pub transforms: Arc<Transforms>,
     pub resource: Resource,
+    /// The acknowledgement ledger, with the checkpoint entries restored into it.
     pub acks: Arc<Acknowledgements>,
     pub metrics: InputMetrics,
-    /// Offsets from the checkpoint file at start-up.
-    pub checkpoints: Arc<HashMap<FileKey, (String, u64)>>,
     pub output: mpsc::Sender<Batch>,
     pub shutdown: CancellationToken,
 }
@@ -55,30 +96,64 @@ pub fn spawn(context: TailerContext) -> std::io::Result<std::thread::JoinHandle<
     std::thread::Builder::new().name(name).spawn(move || Tailer::new(context).run())
 }
 
-struct TailedFile {
+/// One file being followed.
+struct Tracked {
     key: FileKey,
     path: PathBuf,
     path_text: Arc<str>,
-    file: File,
-    /// Offset of the next byte to read.
+    compressed: bool,
+    /// `None` when closed: for the open-files limit (reopened when it grows) or finished.
+    reader: Option<Reader>,
+    /// Offset of the next byte to read (decompressed bytes for a `.gz`).
     read_offset: u64,
-    framer: LineFramer,
-    /// When the path stopped leading to this file (renamed or deleted); closed at EOF after
-    /// a grace period.
+    /// Offset just past the last record sent downstream: where a copy of this file resumes.
+    emitted_end: u64,
+    /// [`fingerprint::tail`] at `emitted_end`.
+    emitted_tail: u64,
+    /// Size at the last scan.
+    size: u64,
+    assembler: Assembler,
+    /// When the path stopped leading to this file (renamed out of the globs or deleted).
     rotated_at: Option<Instant>,
+    /// Read to its end and closed for good.
+    finished: bool,
+    /// Last time data was read, for closing the least recently active file first.
+    last_active: Instant,
+}
+
+/// A file discovered but not tracked yet.
+struct Waiting {
+    since: Instant,
+    size: u64,
 }
 
 struct Tailer {
     context: TailerContext,
     parser: Parser,
+    frame: FrameSettings,
     label: InputLabel,
     parser_label: ParserLabels,
-    files: HashMap<FileKey, TailedFile>,
+    files: HashMap<FileKey, Tracked>,
+    /// `(dev, inode)` of every tracked file.
+    by_inode: HashMap<(u64, u64), FileKey>,
+    /// Files without a fingerprint yet, suspected copies, and `.gz` files whose size is not
+    /// stable yet.
+    waiting: HashMap<(u64, u64), Waiting>,
+    /// `.gz` files whose content arrives through their original's open descriptor.
+    covered: HashSet<(u64, u64)>,
+    /// How far this run read files it no longer tracks (truncated or finished): a copy of one
+    /// resumes there.
+    read_ends: HashMap<FileKey, (u64, u64)>,
+    /// Identities whose content was truncated in this run: the same inode showing the same
+    /// first line again is new content.
+    replaced: HashSet<FileKey>,
+    open_files: usize,
     buffer: Vec<u8>,
     first_scan: bool,
+    wakeup: watch::Wakeup,
 }
 
-/// The downstream channel is closed: the pipeline is shutting down.
+/// The downstream channel is closed, or shutdown began while it was full.
 struct Closed;
 
 impl Tailer {
@@ -86,14 +161,28 @@ impl Tailer {
         let label = InputMetrics::label(&context.input.name);
         let parser = Parser::new(context.input.parser);
         let parser_label = ParserLabels { input: context.input.name.to_string(), parser: parser.name().to_owned() };
+        let input = &context.input;
+        let frame = FrameSettings {
+            max_line_bytes: input.max_line_bytes,
+            container: input.container,
+            multiline: input.multiline.clone(),
+        };
         Tailer {
-            context,
             parser,
+            frame,
             label,
             parser_label,
             files: HashMap::new(),
+            by_inode: HashMap::new(),
+            waiting: HashMap::new(),
+            covered: HashSet::new(),
+            read_ends: HashMap::new(),
+            replaced: HashSet::new(),
+            open_files: 0,
             buffer: vec![0; READ_CHUNK],
             first_scan: true,
+            wakeup: watch::Wakeup::new(),
+            context,
         }
     }
 
@@ -101,282 +190,121 @@ impl Tailer {
         let poll = self.context.input.poll_interval;
         let mut last_scan: Option<Instant> = None;
         while !self.context.shutdown.is_cancelled() {
-            if last_scan.is_none_or(|at| at.elapsed() >= poll) {
+            if last_scan.is_none_or(|at| at.elapsed() >= poll) || self.wakeup.take_rescan() {
+                self.watch_roots();
                 self.scan();
                 last_scan = Some(Instant::now());
             }
             match self.read_round() {
                 Err(Closed) => break,
                 Ok(true) => continue,
-                Ok(false) => self.idle(poll),
+                Ok(false) => {
+                    let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
+                    self.wakeup.wait(due.min(WAKE_CHECK));
+                }
             }
         }
         tracing::debug!(input = %self.context.input.name, "tailer stopped");
     }
 
-    /// Sleeps until the next poll, waking early for shutdown.
-    fn idle(&self, poll: Duration) {
-        let deadline = Instant::now() + poll;
-        while !self.context.shutdown.is_cancelled() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+    fn watch_roots(&mut self) {
+        for (dir, recursive) in discover::roots(&self.context.input) {
+            self.wakeup.watch(&dir, recursive);
         }
     }
 
-    /// Finds new, renamed, rotated and truncated files.
-    fn scan(&mut self) {
-        let found = discover::discover(&self.context.input);
-        let mut live: HashMap<FileKey, PathBuf> = HashMap::with_capacity(found.len());
-        for path in found {
-            match std::fs::metadata(&path) {
-                Ok(meta) => {
-                    live.insert(FileKey { dev: meta.dev(), inode: meta.ino() }, path);
-                }
-                Err(error) => tracing::debug!(path = %path.display(), %error, "file vanished during discovery"),
-            }
-        }
-        for (key, tailed) in &mut self.files {
-            match live.get(key) {
-                Some(path) if *path != tailed.path => {
-                    tracing::info!(from = %tailed.path.display(), to = %path.display(), "file renamed");
-                    tailed.path = path.clone();
-                    tailed.path_text = Arc::from(path.to_string_lossy().as_ref());
-                    self.context.acks.open(*key, &tailed.path_text, 0);
-                }
-                Some(_) => {}
-                None if tailed.rotated_at.is_none() => {
-                    tracing::info!(path = %tailed.path.display(), "file rotated away; reading it to the end");
-                    tailed.rotated_at = Some(Instant::now());
-                }
-                None => {}
-            }
-        }
-        for (key, path) in live {
-            if !self.files.contains_key(&key) {
-                self.open(key, path);
-            }
-        }
-        self.check_truncation();
-        self.first_scan = false;
-        self.update_gauges();
+    /// A file without a fingerprint falls back to device and inode after this long.
+    fn fingerprint_timeout(&self) -> Duration {
+        (self.context.input.poll_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
-    fn open(&mut self, key: FileKey, path: PathBuf) {
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot open file");
-                return;
-            }
-        };
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let offset = self.start_offset(&key, &path, size);
-        let mut tailed = TailedFile {
-            key,
-            path_text: Arc::from(path.to_string_lossy().as_ref()),
-            path,
-            file,
-            read_offset: offset,
-            framer: LineFramer::new(self.context.input.max_line_bytes),
-            rotated_at: None,
-        };
-        if let Err(error) = tailed.file.seek(SeekFrom::Start(offset)) {
-            tracing::warn!(path = %tailed.path.display(), %error, "cannot seek");
+    fn rotation_grace(&self) -> Duration {
+        (self.context.input.poll_interval * 2).max(ROTATION_GRACE)
+    }
+
+    fn count_lost(&self, path: &std::path::Path, bytes: u64, why: &str) {
+        if bytes == 0 {
             return;
         }
-        self.context.acks.open(key, &tailed.path_text, offset);
-        tracing::info!(input = %self.context.input.name, path = %tailed.path.display(), offset, "tailing file");
-        self.files.insert(key, tailed);
+        tracing::warn!(path = %path.display(), bytes, "{why}: these bytes were never read and are lost");
+        self.context.metrics.lost_bytes.get_or_create(&self.label).inc_by(bytes);
     }
 
-    /// The checkpoint if there is one (0 if the file shrank while pillion was down), else
-    /// `start_at` for files present at start-up, else the beginning (a file created while
-    /// pillion runs is read whole, or its first lines would be lost).
-    fn start_offset(&self, key: &FileKey, path: &Path, size: u64) -> u64 {
-        if let Some((_, offset)) = self.context.checkpoints.get(key) {
-            if *offset <= size {
-                return *offset;
-            }
-            tracing::warn!(path = %path.display(), checkpoint = offset, size, "file is shorter than its checkpoint: truncated while pillion was down; reading from the start");
-            self.context.metrics.truncations.get_or_create(&self.label).inc();
-            return 0;
+    /// Starts following a file at `offset`.
+    fn track(&mut self, key: FileKey, path: PathBuf, size: u64, offset: u64, compressed: bool, reader: Option<Reader>) {
+        let path_text: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+        if reader.is_some() {
+            self.open_files += 1;
         }
-        match self.context.input.start_at {
-            StartAt::End if self.first_scan => size,
-            _ => 0,
-        }
+        let tracked = Tracked {
+            key,
+            path,
+            path_text,
+            compressed,
+            reader,
+            read_offset: offset,
+            emitted_end: offset,
+            emitted_tail: 0,
+            size,
+            assembler: Assembler::new(&self.frame),
+            rotated_at: None,
+            finished: false,
+            last_active: Instant::now(),
+        };
+        self.by_inode.insert((key.dev, key.inode), key);
+        self.files.insert(key, tracked);
     }
 
-    fn check_truncation(&mut self) {
-        for tailed in self.files.values_mut() {
-            let Ok(size) = tailed.file.metadata().map(|m| m.len()) else {
-                continue;
-            };
-            if size >= tailed.read_offset {
-                continue;
-            }
-            tracing::warn!(path = %tailed.path.display(), size, offset = tailed.read_offset, "file truncated; reading from the start");
-            self.context.metrics.truncations.get_or_create(&self.label).inc();
-            tailed.framer.reset();
-            tailed.read_offset = 0;
-            if let Err(error) = tailed.file.seek(SeekFrom::Start(0)) {
-                tracing::warn!(path = %tailed.path.display(), %error, "cannot seek");
-            }
+    /// Stops following `key`; the ledger keeps its progress until it expires.
+    fn untrack(&mut self, key: &FileKey) -> Option<Tracked> {
+        let tracked = self.files.remove(key)?;
+        if tracked.reader.is_some() {
+            self.open_files -= 1;
         }
+        if self.by_inode.get(&(key.dev, key.inode)) == Some(key) {
+            self.by_inode.remove(&(key.dev, key.inode));
+        }
+        if self.read_ends.len() >= 4096 {
+            self.read_ends.clear();
+        }
+        self.read_ends.insert(*key, (tracked.emitted_end, tracked.emitted_tail));
+        Some(tracked)
+    }
+
+    /// Frees a descriptor by closing the least recently active file that is fully read and
+    /// still reachable by its path. `false` when none can be closed.
+    fn make_room(&mut self) -> bool {
+        if self.open_files < self.context.input.max_open_files {
+            return true;
+        }
+        let victim = self
+            .files
+            .values()
+            .filter(|t| t.reader.is_some() && t.rotated_at.is_none() && !t.compressed && t.read_offset >= t.size)
+            .min_by_key(|t| t.last_active)
+            .map(|t| t.key);
+        let Some(tracked) = victim.and_then(|key| self.files.get_mut(&key)) else {
+            return false;
+        };
+        tracked.reader = None;
+        self.open_files -= 1;
+        true
     }
 
     fn update_gauges(&self) {
         let metrics = &self.context.metrics;
-        metrics.files.get_or_create(&self.label).set(self.files.len() as i64);
+        let live = self.files.values().filter(|t| !t.finished).count();
+        metrics.files.get_or_create(&self.label).set(i64::try_from(live).unwrap_or(i64::MAX));
         let lag: u64 = self
             .files
             .values()
-            .map(|t| {
-                let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.read_offset);
-                let acked = self.context.acks.acked_offset(&t.key).unwrap_or(0);
-                size.saturating_sub(acked)
-            })
+            .filter(|t| !t.compressed && !t.finished)
+            .map(|t| t.size.saturating_sub(self.context.acks.acked_offset(&t.key).unwrap_or(t.size)))
             .sum();
         metrics.lag_bytes.get_or_create(&self.label).set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
-
-    /// Reads what is new in every file. `Ok(true)` when anything was read.
-    fn read_round(&mut self) -> Result<bool, Closed> {
-        let mut progressed = false;
-        let keys: Vec<FileKey> = self.files.keys().copied().collect();
-        for key in keys {
-            let mut at_eof = false;
-            for _ in 0..READS_PER_ROUND {
-                match self.read_chunk(&key)? {
-                    0 => {
-                        at_eof = true;
-                        break;
-                    }
-                    _ => progressed = true,
-                }
-            }
-            if at_eof {
-                self.close_if_finished(&key)?;
-            }
-        }
-        Ok(progressed)
-    }
-
-    /// Closes a rotated-away file once it has been at EOF for the grace period (the app may
-    /// write to its old file descriptor until it reopens), flushing a final unterminated line.
-    fn close_if_finished(&mut self, key: &FileKey) -> Result<(), Closed> {
-        let grace = (self.context.input.poll_interval * 2).max(ROTATION_GRACE);
-        let due = self.files.get(key).and_then(|t| t.rotated_at).is_some_and(|at| at.elapsed() >= grace);
-        if !due {
-            return Ok(());
-        }
-        let Some(mut tailed) = self.files.remove(key) else {
-            return Ok(());
-        };
-        let mut lines = LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
-        tailed.framer.flush(tailed.read_offset, |line| lines.accept(line));
-        tracing::info!(path = %tailed.path.display(), "finished rotated file");
-        self.send(key, 0, lines)
-    }
-
-    /// Reads one chunk of `key` and sends its complete lines as one batch; returns bytes read.
-    fn read_chunk(&mut self, key: &FileKey) -> Result<usize, Closed> {
-        let Some(tailed) = self.files.get_mut(key) else {
-            return Ok(0);
-        };
-        let read = match tailed.file.read(&mut self.buffer) {
-            Ok(n) => n,
-            Err(error) => {
-                tracing::warn!(path = %tailed.path.display(), %error, "read failed");
-                return Ok(0);
-            }
-        };
-        if read == 0 {
-            return Ok(0);
-        }
-        let chunk_offset = tailed.read_offset;
-        tailed.read_offset += read as u64;
-        let mut lines = LineCollector::new(&self.parser, &self.context, Arc::clone(&tailed.path_text));
-        tailed.framer.push(&self.buffer[..read], chunk_offset, |line| lines.accept(line));
-        self.send(key, read, lines)?;
-        Ok(read)
-    }
-
-    /// Counts what was read, applies transforms and sends the batch downstream.
-    fn send(&self, key: &FileKey, bytes_read: usize, lines: LineCollector) -> Result<(), Closed> {
-        let metrics = &self.context.metrics;
-        metrics.bytes.get_or_create(&self.label).inc_by(bytes_read as u64);
-        metrics.lines.get_or_create(&self.label).inc_by(lines.records.len() as u64);
-        if lines.truncated > 0 {
-            metrics.lines_truncated.get_or_create(&self.label).inc_by(lines.truncated);
-        }
-        if lines.parse_errors > 0 {
-            metrics.parse_errors.get_or_create(&self.parser_label).inc_by(lines.parse_errors);
-        }
-        let Some(end) = lines.end_offset else {
-            return Ok(());
-        };
-        let token = self.context.acks.issue(*key, end);
-        let mut records = lines.records;
-        records.retain_mut(|record| self.context.transforms.apply(record));
-        if records.is_empty() {
-            self.context.acks.ack_all(&token);
-            return Ok(());
-        }
-        let batch = Batch { records, ack: Some(token) };
-        self.context.output.blocking_send(batch).map_err(|_| Closed)
-    }
 }
 
-/// Turns framed lines into records for one batch.
-struct LineCollector<'a> {
-    parser: &'a Parser,
-    context: &'a TailerContext,
-    path: Arc<str>,
-    observed: Timestamp,
-    records: Vec<Record>,
-    end_offset: Option<u64>,
-    truncated: u64,
-    parse_errors: u64,
-}
-
-impl<'a> LineCollector<'a> {
-    fn new(parser: &'a Parser, context: &'a TailerContext, path: Arc<str>) -> LineCollector<'a> {
-        LineCollector {
-            parser,
-            context,
-            path,
-            observed: Timestamp::now(),
-            records: Vec::new(),
-            end_offset: None,
-            truncated: 0,
-            parse_errors: 0,
-        }
-    }
-
-    fn accept(&mut self, line: Line<'_>) {
-        let mut parsed = self.parser.parse(line.bytes, self.observed, &self.context.resource);
-        self.parse_errors += u64::from(parsed.failed);
-        let record = &mut parsed.record;
-        let input = Arc::clone(&self.context.input.name);
-        record.source = Some(Source { input, path: Arc::clone(&self.path), offset: line.start });
-        add_input_attributes(record, &self.context.input.attributes);
-        if line.truncated {
-            self.truncated += 1;
-            record.attributes.insert("truncated".to_owned(), Value::Bool(true));
-        }
-        self.end_offset = Some(line.end);
-        self.records.push(parsed.record);
-    }
-}
-
-fn add_input_attributes(record: &mut Record, attributes: &[(String, String)]) {
-    for (key, value) in attributes {
-        if !record.attributes.contains_key(key) {
-            record.attributes.insert(key.clone(), Value::String(value.clone()));
-        }
-    }
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -2,6 +2,7 @@
 //! One [`Metrics`] is created at start-up and handed to each part; nothing is global.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +62,9 @@ pub struct InputMetrics {
     pub lag_bytes: Family<InputLabel, Gauge>,
     pub lines_truncated: Family<InputLabel, Counter>,
     pub truncations: Family<InputLabel, Counter>,
+    pub rotations: Family<InputLabel, Counter>,
+    pub invalid_utf8: Family<InputLabel, Counter>,
+    pub lost_bytes: Family<InputLabel, Counter>,
     pub parse_errors: Family<ParserLabels, Counter>,
 }
 
@@ -70,6 +74,14 @@ pub struct SinkMetrics {
     pub events: Family<SinkOutcomeLabels, Counter>,
     pub bytes: Family<SinkLabel, Counter>,
     pub request_duration: HistogramFamily<SinkLabel>,
+    /// Requests built (a batch of records sent as one request, counted once however often retried).
+    pub batches: Family<SinkLabel, Counter>,
+    /// Request attempts that failed retryably and were scheduled again.
+    pub retries: Family<SinkLabel, Counter>,
+    /// Requests currently in flight (including those waiting out a backoff).
+    pub in_flight: Family<SinkLabel, Gauge>,
+    /// Seconds since the oldest pipeline batch this sink has not yet acknowledged arrived.
+    pub oldest_unacked_age: Family<SinkLabel, Gauge<f64, AtomicU64>>,
 }
 
 fn sink_duration_histogram() -> Histogram {
@@ -82,6 +94,10 @@ impl Default for SinkMetrics {
             events: Family::default(),
             bytes: Family::default(),
             request_duration: Family::new_with_constructor(sink_duration_histogram),
+            batches: Family::default(),
+            retries: Family::default(),
+            in_flight: Family::default(),
+            oldest_unacked_age: Family::default(),
         }
     }
 }
@@ -111,6 +127,21 @@ impl Metrics {
             input.truncations.clone(),
         );
         registry.register(
+            "pillion_input_rotations",
+            "Files rotated away (renamed or deleted) while being tailed",
+            input.rotations.clone(),
+        );
+        registry.register(
+            "pillion_input_invalid_utf8_lines",
+            "Lines with invalid UTF-8 (replaced by U+FFFD)",
+            input.invalid_utf8.clone(),
+        );
+        registry.register(
+            "pillion_input_lost_bytes",
+            "Bytes that could not be read: a file deleted or truncated before pillion read them",
+            input.lost_bytes.clone(),
+        );
+        registry.register(
             "pillion_parse_errors",
             "Lines that did not parse with their input's parser (shipped raw)",
             input.parse_errors.clone(),
@@ -126,6 +157,22 @@ impl Metrics {
         proxy.register(&mut registry);
         let spans = SpanMetrics::default();
         spans.register(&mut registry);
+        registry.register("pillion_sink_batches", "Requests built by network sinks", sink.batches.clone());
+        registry.register(
+            "pillion_sink_retries",
+            "Request attempts that failed and were retried",
+            sink.retries.clone(),
+        );
+        registry.register(
+            "pillion_sink_in_flight_requests",
+            "Requests in flight, including those waiting to be retried",
+            sink.in_flight.clone(),
+        );
+        registry.register(
+            "pillion_sink_oldest_unacknowledged_age_seconds",
+            "Age of the oldest batch the sink has not yet acknowledged",
+            sink.oldest_unacked_age.clone(),
+        );
         registry.register_collector(Box::new(super::process::ProcessCollector));
         Arc::new(Metrics { registry, input, sink, proxy, spans })
     }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod receiver;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pillion");
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

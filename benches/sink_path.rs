@@ -1,0 +1,257 @@
+//! The whole log path as a user runs it: the release `pillion` binary tails a file of JSON lines
+//! (already in the page cache), parses every line and ships it with the Loki protobuf + snappy
+//! sink to a local receiver that only drains request bodies. Reports MiB/s, lines/s, the CPU
+//! seconds and peak RSS of pillion, and the same file through `cat file > /dev/null`, as
+//! medians over several runs.
+//!
+//! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
+//! override). Under `cargo test` it does one 2 MB run as a smoke test.
+
+use std::convert::Infallible;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pillion");
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let env_number =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let megabytes = if benching { env_number("PILLION_BENCH_MB", 200) } else { 2 };
+    let runs = if benching { env_number("PILLION_BENCH_RUNS", 5) } else { 1 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("logs/app.log");
+    let lines = write_lines(&log, megabytes * 1_000_000);
+    let bytes = std::fs::metadata(&log).expect("log").len();
+    println!("input: {lines} JSON lines, {:.1} MiB", bytes as f64 / MIB);
+
+    let receiver = Drain::start();
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let cat = time_cat(&log);
+        let result = run_pillion(dir.path(), &receiver, lines);
+        println!(
+            "run {run}: {:.1} MiB/s, {:.0} lines/s, {:.2} CPU s, peak RSS {:.1} MiB, wall {:.2} s, wire {:.1} MiB in {} requests; cat {:.0} MiB/s",
+            bytes as f64 / MIB / result.seconds,
+            lines as f64 / result.seconds,
+            result.cpu_seconds,
+            result.peak_rss_kib as f64 / 1024.0,
+            result.seconds,
+            result.wire_bytes as f64 / MIB,
+            result.requests,
+            bytes as f64 / MIB / cat,
+        );
+        results.push((result, cat));
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let seconds = median(results.iter().map(|(r, _)| r.seconds).collect());
+    println!(
+        "median of {runs}: {:.1} MiB/s, {:.0} lines/s, {:.2} CPU s, peak RSS {:.1} MiB; cat > /dev/null {:.0} MiB/s",
+        bytes as f64 / MIB / seconds,
+        lines as f64 / seconds,
+        median(results.iter().map(|(r, _)| r.cpu_seconds).collect()),
+        median(results.iter().map(|(r, _)| r.peak_rss_kib as f64).collect()) / 1024.0,
+        bytes as f64 / MIB / median(results.iter().map(|(_, c)| *c).collect()),
+    );
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Writes JSON lines of a typical service log until `target` bytes; returns the line count.
+fn write_lines(path: &Path, target: u64) -> u64 {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let mut out = BufWriter::new(std::fs::File::create(path).expect("create"));
+    let (mut written, mut count) = (0u64, 0u64);
+    let levels = ["info", "info", "info", "warn", "error", "debug"];
+    while written < target {
+        let line = format!(
+            r#"{{"ts":"2026-11-25T12:{:02}:{:02}.{:03}Z","level":"{}","msg":"request completed","method":"GET","path":"/api/cart/{count}","status":200,"duration_ms":12.4,"user":"u-{}","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}"#,
+            (count / 60_000) % 60,
+            (count / 1000) % 60,
+            count % 1000,
+            levels[(count % 6) as usize],
+            count % 1000,
+        );
+        out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).expect("write");
+        written += line.len() as u64 + 1;
+        count += 1;
+    }
+    out.flush().expect("flush");
+    count
+}
+
+/// Seconds `cat file > /dev/null` takes (the page-cache read floor).
+fn time_cat(path: &Path) -> f64 {
+    let started = Instant::now();
+    let devnull = std::fs::File::create("/dev/null").expect("devnull");
+    let status = Command::new("cat").arg(path).stdout(devnull).status().expect("cat");
+    assert!(status.success());
+    started.elapsed().as_secs_f64()
+}
+
+struct RunResult {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_kib: u64,
+    wire_bytes: u64,
+    requests: u64,
+}
+
+fn run_pillion(dir: &Path, receiver: &Drain, lines: u64) -> RunResult {
+    let data = dir.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    let config = dir.join("bench.yaml");
+    let admin = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+service: {{ name: bench }}
+admin: {{ listen: "{admin}" }}
+worker_threads: 2
+logs:
+  data_dir: {}
+  inputs:
+    - {{ name: app, paths: ["{}/logs/*.log"], format: json, poll_interval: 100ms }}
+  sinks:
+    - name: loki
+      type: loki
+      endpoint: http://{}
+      labels: [service_name, level]
+"#,
+            data.display(),
+            dir.display(),
+            receiver.address
+        ),
+    )
+    .expect("config");
+    let (bytes_before, requests_before) = receiver.totals();
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("PILLION_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn pillion");
+    let pid = child.id();
+    let mut peak_rss_kib = 0;
+    let deadline = started + Duration::from_secs(600);
+    while sent(admin) < lines {
+        peak_rss_kib = peak_rss_kib.max(proc_status(pid, "VmHWM:"));
+        assert!(Instant::now() < deadline, "pillion did not deliver everything in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds(pid);
+    peak_rss_kib = peak_rss_kib.max(proc_status(pid, "VmHWM:"));
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = child.wait();
+    let (bytes_after, requests_after) = receiver.totals();
+    RunResult {
+        seconds,
+        cpu_seconds,
+        peak_rss_kib,
+        wire_bytes: bytes_after - bytes_before,
+        requests: requests_after - requests_before,
+    }
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of /proc/pid/stat; index 11 and 12 after the name.
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let hz = 100.0; // USER_HZ on Linux
+    ticks as f64 / hz
+}
+
+/// A receiver that only drains request bodies, counting wire bytes and requests.
+struct Drain {
+    address: std::net::SocketAddr,
+    bytes: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Drain {
+    fn start() -> Drain {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let address = listener.local_addr().expect("addr");
+        let (bytes, requests): (Arc<AtomicU64>, Arc<AtomicU64>) = (Arc::default(), Arc::default());
+        let counters = (Arc::clone(&bytes), Arc::clone(&requests));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let counters = counters.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                                let counters = counters.clone();
+                                async move {
+                                    let mut body = request.into_body();
+                                    while let Some(Ok(frame)) = body.frame().await {
+                                        if let Some(data) = frame.data_ref() {
+                                            counters.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                        }
+                                    }
+                                    counters.1.fetch_add(1, Ordering::Relaxed);
+                                    let mut response = hyper::Response::new(Empty::<Bytes>::new());
+                                    *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+                                    Ok::<_, Infallible>(response)
+                                }
+                            });
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    });
+                }
+            });
+        });
+        Drain { address, bytes, requests }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (self.bytes.load(Ordering::Relaxed), self.requests.load(Ordering::Relaxed))
+    }
+}
+
+/// pillion's count of records the sink delivered, from its /metrics.
+fn sent(admin: std::net::SocketAddr) -> u64 {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(admin) else { return 0 };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    let sample = r#"pillion_sink_events_total{sink="loki",outcome="sent"} "#;
+    text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0)
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}

@@ -1,0 +1,70 @@
+//! Record fields by name, for Loki labels and structured metadata and Elasticsearch index
+//! templates: `level`, `message`, `trace_id`, `span_id`, `input`, `path`, then resource
+//! attributes and record attributes. A name with `_` also matches a key with `.` in its place
+//! (`service_name` finds `service.name`), since label names cannot contain dots.
+
+use std::borrow::Cow;
+
+use crate::record::{Record, Value};
+
+/// The value of field `name` of `record` as text, if it has one.
+pub(crate) fn field<'a>(record: &'a Record, name: &str) -> Option<Cow<'a, str>> {
+    match name {
+        "level" => return record.level.map(|level| Cow::Borrowed(level.as_str())),
+        "message" => return Some(Cow::Borrowed(&record.message)),
+        "trace_id" => return record.trace_id.map(|id| Cow::Owned(id.to_string())),
+        "span_id" => return record.span_id.map(|id| Cow::Owned(id.to_string())),
+        "input" | "source_input" => return record.source.as_ref().map(|s| Cow::Borrowed(&*s.input)),
+        "path" | "filename" | "source_path" | "log_file_path" => {
+            return record.source.as_ref().map(|s| Cow::Borrowed(&*s.path));
+        }
+        _ => {}
+    }
+    if let Some((_, value)) = record.resource.iter().find(|(key, _)| same_name(key, name)) {
+        return Some(Cow::Borrowed(value));
+    }
+    let value = record
+        .attributes
+        .get(name)
+        .or_else(|| record.attributes.iter().find_map(|(key, value)| same_name(key, name).then_some(value)))?;
+    Some(value_text(value))
+}
+
+/// An attribute value as text: strings as they are, everything else as JSON.
+pub(crate) fn value_text(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(text) => Cow::Borrowed(text),
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// `key` equals `name`, where a `.` in `key` may be written `_` in `name`.
+fn same_name(key: &str, name: &str) -> bool {
+    key.len() == name.len() && key.bytes().zip(name.bytes()).all(|(k, n)| k == n || (k == b'.' && n == b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::record::{Level, Source};
+
+    #[test]
+    fn finds_fields_resource_and_attributes() {
+        let resource = Arc::new(vec![("service.name".to_owned(), "checkout".to_owned())]);
+        let mut record = Record::new("hi".into(), jiff::Timestamp::UNIX_EPOCH, resource);
+        record.level = Some(Level::Warn);
+        record.attributes.insert("http.status".into(), 402.into());
+        record.attributes.insert("user".into(), "u-1".into());
+        record.source = Some(Source { input: "app".into(), path: "/a.log".into(), offset: 7 });
+        assert_eq!(field(&record, "level").as_deref(), Some("warn"));
+        assert_eq!(field(&record, "service_name").as_deref(), Some("checkout"));
+        assert_eq!(field(&record, "service.name").as_deref(), Some("checkout"));
+        assert_eq!(field(&record, "http_status").as_deref(), Some("402"));
+        assert_eq!(field(&record, "user").as_deref(), Some("u-1"));
+        assert_eq!(field(&record, "filename").as_deref(), Some("/a.log"));
+        assert_eq!(field(&record, "nope"), None);
+    }
+}
