@@ -247,7 +247,12 @@ impl SpanProcessor for ChannelProcessor {
     }
 }
 
-/// Collects spans into batches (full, or `delay` after the first span) and exports each one.
+/// How often the export thread looks at the queue. It polls rather than waits on the channel
+/// so that a request ending a span never has to wake another thread.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Takes what is queued every [`POLL`], exports full batches at once and a partial batch once
+/// its first span has waited `delay`; on `stop`, exports everything left.
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
     mut receiver: mpsc::Receiver<SpanData>,
@@ -256,32 +261,33 @@ async fn export_loop(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(settings.batch);
+    let mut oldest: Option<tokio::time::Instant> = None;
+    let mut ticker = tokio::time::interval(POLL.min(settings.delay));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            received = receiver.recv_many(&mut batch, settings.batch) => if received == 0 { break },
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        if stopping {
+            receiver.close();
         }
-        let deadline = tokio::time::Instant::now() + settings.delay;
-        while batch.len() < settings.batch {
-            let room = settings.batch - batch.len();
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
+        while let Ok(span) = receiver.try_recv() {
+            oldest.get_or_insert_with(tokio::time::Instant::now);
+            batch.push(span);
+            if batch.len() == settings.batch {
+                export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+                oldest = None;
             }
         }
-        export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
-    }
-    receiver.close();
-    while let Ok(span) = receiver.try_recv() {
-        batch.push(span);
-        if batch.len() == settings.batch {
+        let due = oldest.is_some_and(|since| since.elapsed() >= settings.delay);
+        if !batch.is_empty() && (due || stopping) {
             export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+            oldest = None;
         }
-    }
-    if !batch.is_empty() {
-        export(&exporter, batch, &settings, &metrics).await;
+        if stopping {
+            return;
+        }
     }
 }
 
