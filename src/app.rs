@@ -138,6 +138,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let deadline = started_deadline(config.shutdown_timeout);
     proxies.drain(deadline).await;
+    if let Some(span_export) = &span_export {
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(2));
+        span_export.shutdown(budget).await;
+    }
     let drained = tokio::time::timeout_at(deadline, drain(tailers, fanout, sink_tasks)).await;
     if drained.is_err() {
         tracing::warn!(
@@ -150,9 +154,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     match tokio::task::spawn_blocking(move || store.save(&final_offsets)).await {
         Ok(saved) => saved?,
         Err(error) => tracing::error!(%error, "the final checkpoint writer panicked"),
-    }
-    if let Some(span_export) = span_export.and_then(Arc::into_inner) {
-        span_export.shutdown(Duration::from_secs(2)).await;
     }
     admin_task.abort();
     tracing::info!("checkpoints written; bye");

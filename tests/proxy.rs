@@ -158,7 +158,7 @@ fn spans_export_over_http_protobuf_to_v1_traces() {
     let upstream = Upstream::start(&rt);
     let (collector, received, paths) = http_receiver(&rt);
     let extra = format!("tracing:\n  otlp: {{ endpoint: \"http://{collector}\", protocol: http/protobuf }}\n");
-    let (_dir, _pillion, admin, proxy) = start(&inbound_config(upstream.address, &extra));
+    let (_dir, mut pillion, admin, proxy) = start(&inbound_config(upstream.address, &extra));
     let (status, _, _) = http_get(proxy, "/health", &[]);
     assert_eq!(status, 200);
     let spans = eventually(Duration::from_secs(15), "a span over HTTP", || {
@@ -170,6 +170,12 @@ fn spans_export_over_http_protobuf_to_v1_traces() {
     eventually(Duration::from_secs(5), "export counted", || {
         metrics(admin).contains("pillion_spans_exported_total 1").then_some(())
     });
+
+    // Spans still queued at shutdown are exported before pillion exits.
+    assert_eq!(http_get(proxy, "/last", &[]).0, 200);
+    pillion.signal("TERM");
+    assert!(pillion.wait(Duration::from_secs(10)).success());
+    assert!(received.all().iter().any(|(_, span)| span.name == "GET /last"), "the last span was flushed");
 }
 
 #[test]
@@ -347,7 +353,7 @@ fn a_100_mb_body_streams_both_ways_with_flat_memory() {
 }
 
 #[test]
-fn slowloris_is_cut_off_by_the_header_read_timeout() {
+fn slowloris_is_cut_off_and_oversized_heads_are_refused() {
     let rt = runtime();
     let upstream = Upstream::start(&rt);
     let timeouts = "    timeouts: { header_read: 300ms, request: 5s, idle: 30s }\n";
@@ -369,14 +375,24 @@ fn slowloris_is_cut_off_by_the_header_read_timeout() {
     });
     assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}");
     assert!(upstream.seen().is_empty(), "the app never saw the request");
+
+    // A request head over the limit is refused with 431, and the app never sees it.
+    let huge = "x".repeat(70 * 1024);
+    assert_eq!(http_get(proxy, "/", &[("x-huge", &huge)]).0, 431);
+    assert!(upstream.seen().is_empty());
 }
 
-/// An absolute-form request through an HTTP proxy; returns (status, body).
+/// An absolute-form GET through an HTTP proxy; returns (status, body).
 fn via_proxy(proxy: SocketAddr, url: &str) -> (u16, String) {
+    via_proxy_with(proxy, "GET", url)
+}
+
+fn via_proxy_with(proxy: SocketAddr, method: &str, url: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(proxy).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let host = url.trim_start_matches("http://").split('/').next().unwrap_or_default();
-    write!(stream, "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    write!(stream, "{method} {url} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -424,4 +440,22 @@ fn outbound_circuit_breaker_opens_and_recovers() {
     let text = metrics(admin);
     assert!(text.contains(&format!("pillion_circuit_breaker_state{{server_address=\"{app}\"}} 0")), "{text}");
     promtool_check(&text);
+}
+
+#[test]
+fn outbound_retries_idempotent_requests_only() {
+    let rt = runtime();
+    let upstream = Upstream::start(&rt);
+    let app = upstream.address;
+    let config = "admin: { listen: \"127.0.0.1:0\" }\nproxy:\n  outbound:\n    listen: \"127.0.0.1:0\"\n    retries: { attempts: 2, idempotent_only: true }\n    circuit_breaker: { consecutive_failures: 100, open_for: 1s }\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), config);
+    let mut pillion = Pillion::start(dir.path(), &path);
+    let egress = log_address(&mut pillion, "egress proxy listening");
+    upstream.healthy.store(false, Ordering::SeqCst);
+    let url = format!("http://{app}/flaky");
+    assert_eq!(via_proxy_with(egress, "GET", &url).0, 500);
+    assert_eq!(upstream.seen().len(), 3, "a GET is tried once and retried twice");
+    assert_eq!(via_proxy_with(egress, "POST", &url).0, 500);
+    assert_eq!(upstream.seen().len(), 4, "a POST is never retried");
 }

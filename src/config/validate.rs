@@ -566,6 +566,16 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
         let message = format!("proxy.inbound.listen {listen} is also admin.listen");
         checker.at(inbound, "proxy.inbound.listen".into(), message, Some("give the admin server its own port"));
     }
+    let upstream = inbound.value.upstream.url();
+    if upstream.scheme() != "http" {
+        let message = format!("proxy.inbound.upstream {upstream}: only http:// is supported");
+        checker.at(
+            inbound,
+            "proxy.inbound.upstream".into(),
+            message,
+            Some("the app is on the same host: use http://127.0.0.1:PORT"),
+        );
+    }
 }
 
 /// Resource attributes: `service.*` from config, else the standard environment variables;
@@ -686,6 +696,13 @@ mod tests {
         let found = issues(yaml);
         assert!(found.iter().any(|m| m.contains("duplicate input name")), "{found:?}");
         assert!(found.iter().any(|m| m.contains("unknown parser \"nginx\"")), "{found:?}");
+    }
+
+    #[test]
+    fn proxy_upstream_must_be_plain_http() {
+        let yaml = "proxy:\n  inbound: { listen: \"127.0.0.1:0\", upstream: \"https://app:8443\" }\n";
+        let found = issues(yaml);
+        assert!(found.iter().any(|m| m.contains("proxy.inbound.upstream") && m.contains("only http://")), "{found:?}");
     }
 
     #[test]

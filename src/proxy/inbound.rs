@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access_log::{AccessEntry, AccessLog};
 use super::body::{Completion, ProxyBody};
-use super::conn::{self, Activity, TrackedIo};
+use super::conn::{self, Activity};
 use super::headers;
 use super::metrics::{ErrorType, MethodLabel, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
@@ -123,7 +123,7 @@ impl InboundServer {
                 let activity = Arc::clone(&per_request);
                 async move { Ok::<_, Infallible>(proxy(inbound, client, activity, request).await) }
             });
-            let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&activity)));
+            let io = TokioIo::new(stream);
             let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
             let idle = self.idle;
             tokio::spawn(async move {

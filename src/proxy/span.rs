@@ -4,12 +4,13 @@
 //! extract as no parent) and its own context replaces those headers before forwarding.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use http::header::{HOST, USER_AGENT};
-use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_semantic_conventions::attribute as semconv;
 
@@ -25,7 +26,7 @@ pub struct RequestInfo<'a> {
     pub method_label: &'static str,
     pub path: &'a str,
     /// `http.route` for server spans; `None` for client spans.
-    pub route: Option<&'a str>,
+    pub route: Option<&'a Arc<str>>,
     /// `server.address` (and port) for client spans; the Host header's for server spans.
     pub server: Option<(&'a str, Option<u16>)>,
     pub client: Option<SocketAddr>,
@@ -71,7 +72,7 @@ fn attributes(headers: &HeaderMap, info: &RequestInfo) -> Vec<KeyValue> {
     attributes.push(KeyValue::new(semconv::URL_PATH, info.path.to_owned()));
     attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
     if let Some(route) = info.route {
-        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.to_owned()));
+        attributes.push(KeyValue::new(semconv::HTTP_ROUTE, StringValue::from(Arc::clone(route))));
     }
     let host_header = headers.get(HOST).and_then(|h| h.to_str().ok()).map(split_host_port);
     if let Some((host, port)) = info.server.or(host_header) {

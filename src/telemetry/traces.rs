@@ -1,8 +1,10 @@
 //! Span export for proxied requests: the OpenTelemetry SDK tracer (parent-based ratio
-//! sampling) hands each finished span to a bounded channel, and one task batches them and
-//! exports over OTLP (gRPC or HTTP/protobuf). A full channel drops the span and counts it, and a
+//! sampling) hands each finished span to a bounded channel, and an export thread (its own
+//! single-threaded runtime, so encoding batches never takes a request worker's time) batches
+//! them and exports over OTLP (gRPC or HTTP/protobuf). A full channel drops the span and counts it, and a
 //! failed export counts its batch as dropped, so a slow or absent collector never holds a request.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -13,8 +15,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::raw::{OtlpProtocol, TracingConfig};
@@ -52,6 +53,8 @@ impl SpanMetrics {
 pub enum TracingError {
     #[error("tracing.otlp.endpoint {endpoint}: {source}")]
     Exporter { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
+    #[error("cannot start the span export thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Where and how spans are exported, resolved from config and the OTEL_* environment.
@@ -107,11 +110,12 @@ pub struct Tracing {
     pub propagator: TextMapCompositePropagator,
     provider: SdkTracerProvider,
     stop: CancellationToken,
-    exporter: JoinHandle<()>,
+    /// Resolves when the export thread has exported what was queued and stopped.
+    exported: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Tracing {
-    /// Builds the exporter and spawns the export task (on the current tokio runtime).
+    /// Builds the exporter on a new export thread and returns the tracer that feeds it.
     pub fn start(
         config: &TracingConfig,
         resource: &ResourceAttributes,
@@ -122,12 +126,10 @@ impl Tracing {
         let resource = Resource::builder_empty()
             .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
             .build();
-        let mut exporter = build_exporter(&settings)
-            .map_err(|source| TracingError::Exporter { endpoint: settings.endpoint.clone(), source })?;
-        exporter.set_resource(&resource);
         let (sender, receiver) = mpsc::channel(settings.queue);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(export_loop(exporter, receiver, settings.clone(), metrics.clone(), stop.clone()));
+        let exported =
+            spawn_export_thread(settings.clone(), resource.clone(), receiver, metrics.clone(), stop.clone())?;
         let provider = SdkTracerProvider::builder()
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))))
             .with_resource(resource)
@@ -140,17 +142,63 @@ impl Tracing {
             propagator: super::propagation::build(&config.propagators),
             provider,
             stop,
-            exporter: task,
+            exported: Mutex::new(Some(exported)),
         })
     }
 
-    /// Exports what is queued (within `timeout`), then stops.
-    pub async fn shutdown(self, timeout: Duration) {
+    /// Exports what is queued (within `timeout`), then stops. Spans that end later are dropped.
+    pub async fn shutdown(&self, timeout: Duration) {
         self.stop.cancel();
-        if tokio::time::timeout(timeout, self.exporter).await.is_err() {
-            tracing::warn!("span export did not finish before the shutdown deadline");
+        let exported = self.exported.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(exported) = exported {
+            if tokio::time::timeout(timeout, exported).await.is_err() {
+                tracing::warn!("span export did not finish before the shutdown deadline");
+            }
         }
         let _ = self.provider.shutdown();
+    }
+}
+
+/// Starts the export thread and waits until its exporter is built; the returned receiver
+/// resolves once the thread has finished exporting.
+fn spawn_export_thread(
+    settings: ExportSettings,
+    resource: Resource,
+    receiver: mpsc::Receiver<SpanData>,
+    metrics: SpanMetrics,
+    stop: CancellationToken,
+) -> Result<oneshot::Receiver<()>, TracingError> {
+    let (built_sender, built) = std::sync::mpsc::sync_channel(1);
+    let (done_sender, done) = oneshot::channel();
+    let thread = move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = built_sender.send(Err(TracingError::Thread(error)));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            // Built here: the gRPC channel's background task lives on this runtime.
+            let mut exporter = match build_exporter(&settings) {
+                Ok(exporter) => exporter,
+                Err(source) => {
+                    let endpoint = settings.endpoint.clone();
+                    let _ = built_sender.send(Err(TracingError::Exporter { endpoint, source }));
+                    return;
+                }
+            };
+            exporter.set_resource(&resource);
+            let _ = built_sender.send(Ok(()));
+            export_loop(exporter, receiver, settings, metrics, stop).await;
+        });
+        let _ = done_sender.send(());
+    };
+    std::thread::Builder::new().name("pillion-spans".into()).spawn(thread).map_err(TracingError::Thread)?;
+    match built.recv() {
+        Ok(Ok(())) => Ok(done),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(TracingError::Thread(std::io::Error::other("the span export thread exited at start"))),
     }
 }
 
@@ -199,7 +247,12 @@ impl SpanProcessor for ChannelProcessor {
     }
 }
 
-/// Collects spans into batches (full, or `delay` after the first span) and exports each one.
+/// How often the export thread looks at the queue. It polls rather than waits on the channel
+/// so that a request ending a span never has to wake another thread.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Takes what is queued every [`POLL`], exports full batches at once and a partial batch once
+/// its first span has waited `delay`; on `stop`, exports everything left.
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
     mut receiver: mpsc::Receiver<SpanData>,
@@ -208,32 +261,33 @@ async fn export_loop(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(settings.batch);
+    let mut oldest: Option<tokio::time::Instant> = None;
+    let mut ticker = tokio::time::interval(POLL.min(settings.delay));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            received = receiver.recv_many(&mut batch, settings.batch) => if received == 0 { break },
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        if stopping {
+            receiver.close();
         }
-        let deadline = tokio::time::Instant::now() + settings.delay;
-        while batch.len() < settings.batch {
-            let room = settings.batch - batch.len();
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
+        while let Ok(span) = receiver.try_recv() {
+            oldest.get_or_insert_with(tokio::time::Instant::now);
+            batch.push(span);
+            if batch.len() == settings.batch {
+                export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+                oldest = None;
             }
         }
-        export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
-    }
-    receiver.close();
-    while let Ok(span) = receiver.try_recv() {
-        batch.push(span);
-        if batch.len() == settings.batch {
+        let due = oldest.is_some_and(|since| since.elapsed() >= settings.delay);
+        if !batch.is_empty() && (due || stopping) {
             export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
+            oldest = None;
         }
-    }
-    if !batch.is_empty() {
-        export(&exporter, batch, &settings, &metrics).await;
+        if stopping {
+            return;
+        }
     }
 }
 
