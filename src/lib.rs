@@ -25,7 +25,7 @@
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.
 //! - [`pipeline`]: batches downstream, acknowledgements upstream.
-//! - [`sink`]: where records go (stdout, file; Loki, Elasticsearch and OTLP to come).
+//! - [`sink`]: where records go: stdout, file, Loki, Elasticsearch, OTLP; batching, retries, dead letters.
 //! - [`proxy`]: the inbound reverse proxy and outbound egress proxy: RED metrics, routes, spans.
 //! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
 //! - [`admin`]: the admin HTTP server.
