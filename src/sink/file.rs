@@ -47,11 +47,14 @@ pub(super) async fn run(
             }
         }
         let mut backoff = Duration::from_millis(100);
+        // Bytes of `buffer` already in the file: a retry after a partial write resumes there,
+        // so a line is never split or written twice.
+        let mut written = 0;
         loop {
             let mut current = writer.take().ok_or_else(|| lost_writer(&context))?;
             let (returned, result) = tokio::task::spawn_blocking(move || {
-                let result = current.file.write_all(&buffer);
-                (current, (result, buffer))
+                let result = write_from(&mut current.file, &buffer, &mut written).map(|()| written);
+                (current, (result.map_err(|e| (e, written)), buffer))
             })
             .await
             .map_err(|_| lost_writer(&context))?;
@@ -60,8 +63,9 @@ pub(super) async fn run(
             let path = returned.path.display().to_string();
             writer = Some(returned);
             match result {
-                Ok(()) => break,
-                Err(error) => {
+                Ok(_) => break,
+                Err((error, done)) => {
+                    written = done;
                     tracing::warn!(sink = %context.name, %path, %error, retry_in = ?backoff, "write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -79,10 +83,62 @@ pub(super) async fn run(
     Ok(())
 }
 
+/// Writes `buffer[*written..]`, advancing `written` as bytes reach the file.
+fn write_from(file: &mut impl Write, buffer: &[u8], written: &mut usize) -> std::io::Result<()> {
+    while *written < buffer.len() {
+        match file.write(&buffer[*written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 fn lost_writer(context: &SinkContext) -> SinkError {
     SinkError::Io {
         sink: context.name.to_string(),
         target: "file".into(),
         source: std::io::Error::other("the writer task panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `budget` bytes, then fails once (a full disk), then accepts everything.
+    struct FlakyDisk {
+        data: Vec<u8>,
+        budget: usize,
+        failed: bool,
+    }
+
+    impl Write for FlakyDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.failed && self.budget == 0 {
+                self.failed = true;
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            let n = if self.failed { buf.len() } else { buf.len().min(self.budget).min(3) };
+            self.budget = self.budget.saturating_sub(n);
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_retry_after_a_partial_write_resumes_where_it_stopped() {
+        let buffer = b"{\"a\":1}\n{\"b\":2}\n".to_vec();
+        let mut disk = FlakyDisk { data: Vec::new(), budget: 7, failed: false };
+        let mut written = 0;
+        assert!(write_from(&mut disk, &buffer, &mut written).is_err());
+        assert_eq!(written, 7);
+        write_from(&mut disk, &buffer, &mut written).expect("second attempt");
+        assert_eq!(disk.data, buffer, "no byte written twice or skipped");
     }
 }
