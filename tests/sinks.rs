@@ -219,7 +219,10 @@ fn checkpoint_never_passes_what_a_down_sink_has_not_acknowledged() {
     eventually(Duration::from_secs(10), "loki retries", || (loki.push_requests() >= 3).then_some(()));
     std::thread::sleep(Duration::from_millis(400)); // several checkpoint intervals
     assert_eq!(checkpoint(dir.path()), 0, "checkpoint moved past records loki has not acknowledged");
-    assert!(metric(admin, r#"pillion_sink_oldest_unacknowledged_age_seconds{sink="loki"}"#) > 0.0);
+    // The gauge is refreshed every 500 ms while the sink waits.
+    eventually(Duration::from_secs(5), "a non-zero oldest-unacknowledged age for loki", || {
+        (metric(admin, r#"pillion_sink_oldest_unacknowledged_age_seconds{sink="loki"}"#) > 0.0).then_some(())
+    });
     loki.set_outage(None);
     loki.wait_for_lines(500, Duration::from_secs(30));
     eventually(Duration::from_secs(5), "checkpoint at the end", || {
