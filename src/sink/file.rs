@@ -48,7 +48,8 @@ pub(super) async fn run(
         }
         let mut backoff = Duration::from_millis(100);
         // Bytes of `buffer` already in the file: a retry after a partial write resumes there,
-        // so a line is never split or written twice.
+        // so no byte is written twice. (A crash between the partial write and the retry still
+        // leaves a partial line; the batch is then sent again after restart: at least once.)
         let mut written = 0;
         loop {
             let mut current = writer.take().ok_or_else(|| lost_writer(&context))?;
