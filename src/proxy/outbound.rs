@@ -147,24 +147,12 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let method = method_label(request.method());
     let destination = destination(request.uri());
 
-    // RED: in flight until the response body is done.
-    let finish = ClientFinish {
-        in_flight: ClientInFlight::new(&outbound.metrics, method),
-        outbound: Arc::clone(&outbound),
-        started,
-        method,
-        destination: Arc::clone(&destination),
-        span: None,
+    // RED: in flight until the response body is done. Circuit breaker: fail fast while the
+    // destination is known to be down.
+    let finish = match ClientFinish::admit(&outbound, started, method, &destination) {
+        Ok(finish) => finish,
+        Err(rejected) => return *rejected,
     };
-
-    // Circuit breaker: fail fast while the destination is known to be down.
-    if outbound.breakers.admit(&destination) == Admission::Rejected {
-        return finish.failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::CircuitOpen,
-            "circuit open: the destination is failing\n",
-        );
-    }
 
     // Trace: a CLIENT span, child of the app's context, whose context travels on.
     let span = outbound.tracing.as_ref().map(|tracing| {
@@ -252,21 +240,10 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
         return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
     };
     let destination: Arc<str> = Arc::from(authority.as_str());
-    let finish = ClientFinish {
-        in_flight: ClientInFlight::new(&outbound.metrics, "CONNECT"),
-        outbound: Arc::clone(&outbound),
-        started,
-        method: "CONNECT",
-        destination: Arc::clone(&destination),
-        span: None,
+    let finish = match ClientFinish::admit(&outbound, started, "CONNECT", &destination) {
+        Ok(finish) => finish,
+        Err(rejected) => return *rejected,
     };
-    if outbound.breakers.admit(&destination) == Admission::Rejected {
-        return finish.failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::CircuitOpen,
-            "circuit open: the destination is failing\n",
-        );
-    }
     let connected = tokio::time::timeout(outbound.timeout, TcpStream::connect(authority.as_str())).await;
     let upstream = match connected {
         Ok(Ok(stream)) => stream,
@@ -326,6 +303,29 @@ struct ClientFinish {
 }
 
 impl ClientFinish {
+    /// Counts the request in flight, then asks the destination's circuit breaker: `Err` is the
+    /// fast 503 to return while the circuit is open.
+    fn admit(
+        outbound: &Arc<Outbound>,
+        started: Instant,
+        method: &'static str,
+        destination: &Arc<str>,
+    ) -> Result<ClientFinish, Box<Response<ProxyBody>>> {
+        let finish = ClientFinish {
+            in_flight: ClientInFlight::new(&outbound.metrics, method),
+            outbound: Arc::clone(outbound),
+            started,
+            method,
+            destination: Arc::clone(destination),
+            span: None,
+        };
+        if outbound.breakers.admit(destination) == Admission::Rejected {
+            let text = "circuit open: the destination is failing\n";
+            return Err(Box::new(finish.failed(StatusCode::SERVICE_UNAVAILABLE, ErrorType::CircuitOpen, text)));
+        }
+        Ok(finish)
+    }
+
     fn with_status(self, status: u16) -> ClientFinished {
         ClientFinished { finish: self, status, error: ErrorType::of_status(status) }
     }
