@@ -50,18 +50,7 @@ impl AdminServer {
     pub fn spawn(self, state: AdminState, shutdown: CancellationToken) -> JoinHandle<()> {
         let state = Arc::new(state);
         tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    accepted = self.listener.accept() => accepted,
-                };
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        tracing::warn!(%error, "admin accept failed");
-                        continue;
-                    }
-                };
+            while let Some((stream, _)) = crate::net::accept(&self.listener, &shutdown, "admin").await {
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {

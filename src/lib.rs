@@ -37,6 +37,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod frame;
+mod net;
 pub mod parse;
 pub mod pipeline;
 pub mod proxy;

@@ -102,18 +102,7 @@ impl InboundServer {
     async fn serve(self, shutdown: CancellationToken, drain: Duration) {
         let builder = server_builder(self.header_read);
         let graceful = GracefulShutdown::new();
-        loop {
-            let (stream, client) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, client)) = crate::net::accept(&self.listener, &shutdown, "proxy").await {
             let _ = stream.set_nodelay(true);
             let activity = Activity::new();
             let inbound = Arc::clone(&self.inbound);

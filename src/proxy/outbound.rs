@@ -96,18 +96,7 @@ impl OutboundServer {
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let graceful = GracefulShutdown::new();
-            loop {
-                let (stream, _) = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    accepted = self.listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            tracing::warn!(%error, "egress accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
+            while let Some((stream, _)) = crate::net::accept(&self.listener, &shutdown, "egress").await {
                 let _ = stream.set_nodelay(true);
                 let outbound = Arc::clone(&self.outbound);
                 let service = service_fn(move |request| {
