@@ -108,12 +108,18 @@ fn run(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn run_config(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .thread_name("pillion-worker")
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // One worker: a current-thread runtime runs every task on this thread. It has no worker
+    // thread to wake and hand tasks to, and no work-stealing bookkeeping on every task switch
+    // (measured on the proxy: see bench/proxy-results.md).
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.worker_threads);
+        builder
+    };
+    let runtime =
+        builder.thread_name("pillion-worker").enable_all().build().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;

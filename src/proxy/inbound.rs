@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -31,6 +29,7 @@ use super::headers;
 use super::metrics::{ErrorType, MethodLabel, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
 use super::span::{self, RequestInfo, RequestSpan};
+use super::upstream::{Affinity, ForwardError, Lease, Upstream};
 use super::{ProxyError, upgrade};
 use crate::config::raw::InboundConfig;
 use crate::telemetry::traces::Tracing;
@@ -42,8 +41,7 @@ const POOL_IDLE_PER_HOST: usize = 256;
 
 /// What every inbound request shares.
 pub struct Inbound {
-    upstream: Authority,
-    client: Client<HttpConnector, Incoming>,
+    upstream: Arc<Upstream>,
     routes: Routes,
     metrics: ProxyMetrics,
     tracing: Option<Arc<Tracing>>,
@@ -60,7 +58,7 @@ pub struct InboundServer {
 }
 
 impl InboundServer {
-    /// Binds `config.listen` and prepares the pooled client to `config.upstream`.
+    /// Binds `config.listen` and prepares the connections to `config.upstream`.
     pub async fn bind(
         config: &InboundConfig,
         metrics: ProxyMetrics,
@@ -72,9 +70,9 @@ impl InboundServer {
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let upstream = upstream_authority(config.upstream.url())?;
         let timeouts = &config.timeouts;
+        let upstream = Upstream::new(upstream, timeouts.request.get(), timeouts.idle.get(), POOL_IDLE_PER_HOST);
         let inbound = Inbound {
-            upstream,
-            client: upstream_client(timeouts.request.get(), timeouts.idle.get()),
+            upstream: Arc::new(upstream),
             routes: Routes::new(&config.routes, config.max_routes.get()),
             metrics,
             tracing,
@@ -102,15 +100,18 @@ impl InboundServer {
     async fn serve(self, shutdown: CancellationToken, drain: Duration) {
         let builder = server_builder(self.header_read);
         let graceful = GracefulShutdown::new();
+        let expiry = tokio::spawn(expire_idle(Arc::clone(&self.inbound.upstream)));
         while let Some((stream, client)) = crate::net::accept(&self.listener, &shutdown, "proxy").await {
             let _ = stream.set_nodelay(true);
             let activity = Activity::new();
             let inbound = Arc::clone(&self.inbound);
             let per_request = Arc::clone(&activity);
+            let affinity = Affinity::new(&inbound.upstream);
             let service = service_fn(move |request| {
                 let inbound = Arc::clone(&inbound);
                 let activity = Arc::clone(&per_request);
-                async move { Ok::<_, Infallible>(proxy(inbound, client, activity, request).await) }
+                let affinity = Arc::clone(&affinity);
+                async move { Ok::<_, Infallible>(proxy(inbound, client, activity, affinity, request).await) }
             });
             let io = TokioIo::new(stream);
             let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
@@ -125,6 +126,7 @@ impl InboundServer {
             });
         }
         drop(self.listener);
+        expiry.abort();
         tracing::info!("proxy stopped accepting; draining in-flight requests");
         if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
             tracing::warn!("proxy drain timed out; closing the remaining connections");
@@ -145,16 +147,14 @@ fn server_builder(header_read: Duration) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// A pooled keep-alive HTTP/1.1 client to the app.
-fn upstream_client(connect_timeout: Duration, idle: Duration) -> Client<HttpConnector, Incoming> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+/// Closes shared idle app connections once they have been unused for the idle timeout.
+async fn expire_idle(upstream: Arc<Upstream>) {
+    let mut ticks = tokio::time::interval(upstream.idle_timeout() / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        upstream.expire_idle();
+    }
 }
 
 fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
@@ -177,6 +177,7 @@ async fn proxy(
     inbound: Arc<Inbound>,
     client: SocketAddr,
     activity: Arc<Activity>,
+    affinity: Arc<Affinity>,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -208,7 +209,8 @@ async fn proxy(
 
     // Access log: keep the path, when there is one to write.
     let path = inbound.access_log.as_ref().map(|_| request.uri().path().to_owned());
-    let finish = Finish { inbound: Arc::clone(&inbound), in_flight, started, method, route, span, client, path };
+    let mut finish =
+        Finish { inbound: Arc::clone(&inbound), in_flight, started, method, route, span, client, path, lease: None };
 
     // Headers: hop-by-hop out (an Upgrade handshake kept), X-Forwarded-* and Forwarded in.
     let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
@@ -223,14 +225,13 @@ async fn proxy(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
 
     // Route to the app over HTTP/1.1, whatever the client spoke.
-    *request.uri_mut() = upstream_uri(&inbound.upstream, request.uri());
     *request.version_mut() = Version::HTTP_11;
 
     // Forward within the request timeout: 502 if the app cannot be reached, 504 if it is slow.
-    let forwarded = tokio::time::timeout(inbound.request_timeout, inbound.client.request(request)).await;
-    let mut response = match forwarded {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) if error.is_connect() => {
+    let forwarded = tokio::time::timeout(inbound.request_timeout, inbound.upstream.send(&affinity, request)).await;
+    let (mut response, lease) = match forwarded {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error @ ForwardError::Connect(_))) => {
             tracing::debug!(%error, "app unreachable");
             return finish.failed(
                 StatusCode::BAD_GATEWAY,
@@ -261,21 +262,18 @@ async fn proxy(
     if let (Some(client_side), Some(app_side)) = (client_upgrade, upstream_upgrade) {
         tokio::spawn(upgrade::splice(client_side, app_side));
     }
+    // The app connection is reusable once this response is complete, unless it was upgraded.
+    if switching {
+        lease.discard();
+    } else {
+        finish.lease = Some(lease);
+    }
 
     // Response: hop-by-hop out, body streamed; metrics, span and access log when it is done.
     let response_upgrade = if switching { headers::upgrade_protocol(response.headers()) } else { None };
     headers::strip_hop_by_hop(response.headers_mut(), response_upgrade.as_ref());
     let status = response.status();
     response.map(|body| ProxyBody::upstream(body).on_complete(Box::new(finish.with_status(status))))
-}
-
-/// `http://app:port/path?query`.
-fn upstream_uri(upstream: &Authority, original: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(upstream.clone());
-    parts.path_and_query = Some(original.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
 }
 
 /// Everything recorded once a request is over.
@@ -288,6 +286,8 @@ struct Finish {
     span: Option<RequestSpan>,
     client: SocketAddr,
     path: Option<String>,
+    /// The app connection, given back when the response is complete.
+    lease: Option<Lease>,
 }
 
 impl Finish {
@@ -371,10 +371,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        let upstream: Authority = "127.0.0.1:8080".parse().expect("authority");
-        let uri = upstream_uri(&upstream, &"/a/b?x=1".parse().expect("uri"));
-        assert_eq!(uri.to_string(), "http://127.0.0.1:8080/a/b?x=1");
+    fn upstream_authority_has_a_port() {
         let url = url::Url::parse("http://localhost").expect("url");
         assert_eq!(upstream_authority(&url).expect("authority").as_str(), "localhost:80");
     }

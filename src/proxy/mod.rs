@@ -1,6 +1,8 @@
 //! The HTTP proxy: `inbound` fronts the app's port, `outbound` is the app's egress proxy. Both
 //! record RED metrics (`metrics`, with bounded `route` labels) and spans (`span`) for every
 //! request, stream bodies (`body`), and handle hop-by-hop and forwarding headers (`headers`).
+//! The inbound proxy reaches the app over keep-alive connections tied to client connections
+//! (`upstream`).
 
 pub mod access_log;
 pub mod body;
@@ -13,6 +15,7 @@ pub mod outbound;
 pub mod route;
 pub mod span;
 pub mod upgrade;
+pub mod upstream;
 
 use std::net::SocketAddr;
 
