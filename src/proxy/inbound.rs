@@ -324,8 +324,8 @@ impl Completion for Finished {
             finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
         metrics.server_duration.get_or_create(&labels).observe(duration.as_secs_f64(), exemplar, None);
         let ids = finish.span.as_ref().and_then(|span| span.ids);
-        if let Some(span) = finish.span {
-            span.finish(status, error);
+        if let (Some(span), Some(tracing)) = (finish.span, &finish.inbound.tracing) {
+            span.finish(tracing, status, error);
         }
         if let (Some(log), Some(path)) = (&finish.inbound.access_log, &finish.path) {
             log.write(&AccessEntry {

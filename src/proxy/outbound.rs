@@ -340,8 +340,8 @@ impl Completion for ClientFinished {
         let exemplar =
             finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
         metrics.client_duration.get_or_create(&labels).observe(finish.started.elapsed().as_secs_f64(), exemplar, None);
-        if let Some(span) = finish.span {
-            span.finish(status, error);
+        if let (Some(span), Some(tracing)) = (finish.span, &finish.outbound.tracing) {
+            span.finish(tracing, status, error);
         }
         drop(finish.in_flight);
     }

@@ -1,18 +1,22 @@
-//! Span export for proxied requests: the OpenTelemetry SDK tracer (parent-based ratio
-//! sampling) hands each finished span to a bounded channel, and an export thread (its own
-//! single-threaded runtime, so encoding batches never takes a request worker's time) batches
-//! them and exports over OTLP (gRPC or HTTP/protobuf). A full channel drops the span and counts it, and a
-//! failed export counts its batch as dropped, so a slow or absent collector never holds a request.
+//! Span export for proxied requests: the request path samples (parent-based ratio, the SDK's
+//! sampler), draws ids (the SDK's generator) and hands each finished, sampled span as a small
+//! [`ExportSpan`] record to a bounded channel; an export thread (its own single-threaded runtime,
+//! so building and encoding batches never takes a request worker's time) turns the records into
+//! the SDK's `SpanData`, batches them and exports over OTLP (gRPC or HTTP/protobuf). A full
+//! channel drops the span and counts it, and a failed export counts its batch as dropped, so a
+//! slow or absent collector never holds a request.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::{SpanId, SpanKind, TraceId};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingResult, ShouldSample, SpanData, SpanExporter,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -104,18 +108,30 @@ impl ExportSettings {
     }
 }
 
-/// The running tracing pipeline: a tracer and propagator for the proxy, and the export task.
+/// The instrumentation scope of pillion's spans.
+pub type Scope = InstrumentationScope;
+
+/// A finished span waiting for export, as compact as its producer could make it; the export
+/// thread turns it into the SDK's `SpanData`.
+pub trait ExportSpan: Send {
+    fn into_span_data(self: Box<Self>, scope: &Scope) -> SpanData;
+}
+
+/// The running tracing pipeline: sampler, id generator and propagator for the proxy, and the
+/// export thread.
 pub struct Tracing {
-    pub tracer: SdkTracer,
     pub propagator: TextMapCompositePropagator,
-    provider: SdkTracerProvider,
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    queue: mpsc::Sender<Box<dyn ExportSpan>>,
+    dropped: Counter,
     stop: CancellationToken,
     /// Resolves when the export thread has exported what was queued and stopped.
     exported: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Tracing {
-    /// Builds the exporter on a new export thread and returns the tracer that feeds it.
+    /// Builds the exporter on a new export thread and returns what feeds it.
     pub fn start(
         config: &TracingConfig,
         resource: &ResourceAttributes,
@@ -128,22 +144,39 @@ impl Tracing {
             .build();
         let (sender, receiver) = mpsc::channel(settings.queue);
         let stop = CancellationToken::new();
-        let exported =
-            spawn_export_thread(settings.clone(), resource.clone(), receiver, metrics.clone(), stop.clone())?;
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))))
-            .with_resource(resource)
-            .with_span_processor(ChannelProcessor { sender, dropped: metrics.dropped.clone() })
-            .build();
-        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "pillion");
+        let exported = spawn_export_thread(settings.clone(), resource, receiver, metrics.clone(), stop.clone())?;
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, "exporting spans");
         Ok(Tracing {
-            tracer,
             propagator: super::propagation::build(&config.propagators),
-            provider,
+            sampler: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))),
+            ids: RandomIdGenerator::default(),
+            queue: sender,
+            dropped: metrics.dropped.clone(),
             stop,
             exported: Mutex::new(Some(exported)),
         })
+    }
+
+    pub fn new_trace_id(&self) -> TraceId {
+        self.ids.new_trace_id()
+    }
+
+    pub fn new_span_id(&self) -> SpanId {
+        self.ids.new_span_id()
+    }
+
+    /// The sampler's decision for a span in `parent`'s trace (the sampler reads neither the
+    /// span's name nor its attributes).
+    pub fn should_sample(&self, parent: &Context, trace_id: TraceId, kind: &SpanKind) -> SamplingResult {
+        self.sampler.should_sample(Some(parent), trace_id, "", kind, &[], &[])
+    }
+
+    /// Queues a finished, sampled span without ever waiting: when the queue is full the span is
+    /// dropped and counted.
+    pub fn export(&self, span: Box<dyn ExportSpan>) {
+        if self.queue.try_send(span).is_err() {
+            self.dropped.inc();
+        }
     }
 
     /// Exports what is queued (within `timeout`), then stops. Spans that end later are dropped.
@@ -155,7 +188,6 @@ impl Tracing {
                 tracing::warn!("span export did not finish before the shutdown deadline");
             }
         }
-        let _ = self.provider.shutdown();
     }
 }
 
@@ -164,7 +196,7 @@ impl Tracing {
 fn spawn_export_thread(
     settings: ExportSettings,
     resource: Resource,
-    receiver: mpsc::Receiver<SpanData>,
+    receiver: mpsc::Receiver<Box<dyn ExportSpan>>,
     metrics: SpanMetrics,
     stop: CancellationToken,
 ) -> Result<oneshot::Receiver<()>, TracingError> {
@@ -219,34 +251,6 @@ fn build_exporter(
     }
 }
 
-/// Hands each finished, sampled span to the export task without ever waiting.
-#[derive(Debug)]
-struct ChannelProcessor {
-    sender: mpsc::Sender<SpanData>,
-    dropped: Counter,
-}
-
-impl SpanProcessor for ChannelProcessor {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.sender.try_send(span).is_err() {
-            self.dropped.inc();
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
 /// How often the export thread looks at the queue. It polls rather than waits on the channel
 /// so that a request ending a span never has to wake another thread.
 const POLL: Duration = Duration::from_millis(50);
@@ -255,11 +259,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// its first span has waited `delay`; on `stop`, exports everything left.
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
-    mut receiver: mpsc::Receiver<SpanData>,
+    mut receiver: mpsc::Receiver<Box<dyn ExportSpan>>,
     settings: ExportSettings,
     metrics: SpanMetrics,
     stop: CancellationToken,
 ) {
+    let scope = InstrumentationScope::builder("pillion").build();
     let mut batch = Vec::with_capacity(settings.batch);
     let mut oldest: Option<tokio::time::Instant> = None;
     let mut ticker = tokio::time::interval(POLL.min(settings.delay));
@@ -274,7 +279,7 @@ async fn export_loop(
         }
         while let Ok(span) = receiver.try_recv() {
             oldest.get_or_insert_with(tokio::time::Instant::now);
-            batch.push(span);
+            batch.push(span.into_span_data(&scope));
             if batch.len() == settings.batch {
                 export(&exporter, std::mem::take(&mut batch), &settings, &metrics).await;
                 oldest = None;
