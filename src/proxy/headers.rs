@@ -52,34 +52,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
 /// Adds the client to `X-Forwarded-For` and `Forwarded`, and the scheme and host the client used.
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str, authority: Option<&str>) {
     let ip = client.ip();
-    append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+    let ip_text = ip.to_string();
+    append_list(headers, X_FORWARDED_FOR, &ip_text);
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned).or(authority.map(str::to_owned));
-    if let Some(host) = &host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
-            if let Ok(value) = HeaderValue::from_str(host) {
-                headers.insert(X_FORWARDED_HOST, value);
-            }
+    // The Host header's value as is (no copy), else the request target's authority.
+    let host_header = headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned();
+    let host_value = host_header.or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+    let host = match &host_value {
+        Some(value) => value.to_str().ok(),
+        None => authority,
+    };
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match ip {
+        IpAddr::V4(_) => element.push_str(&ip_text),
+        IpAddr::V6(_) => {
+            element.push_str("\"[");
+            element.push_str(&ip_text);
+            element.push_str("]\"");
         }
     }
-    let mut element = format!("for={}", forwarded_node(ip));
     if let Some(host) = host.filter(|h| is_token(h)) {
         element.push_str(";host=");
-        element.push_str(&host);
+        element.push_str(host);
     }
     element.push_str(";proto=");
     element.push_str(proto);
-    append_list(headers, FORWARDED, &element);
-}
-
-/// RFC 7239 §6: IPv6 addresses are bracketed and quoted.
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    if let Some(value) = &host_value {
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, value.clone());
+        }
     }
+    append_list(headers, FORWARDED, &element);
 }
 
 fn is_token(text: &str) -> bool {
@@ -88,8 +94,19 @@ fn is_token(text: &str) -> bool {
 
 /// Appends `item` to a comma-separated header, merging repeated header lines into one.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let existing: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
-    let joined = if existing.is_empty() { item.to_owned() } else { format!("{}, {item}", existing.join(", ")) };
+    let mut existing = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).peekable();
+    if existing.peek().is_none() {
+        if let Ok(value) = HeaderValue::from_str(item) {
+            headers.insert(name, value);
+        }
+        return;
+    }
+    let mut joined = String::new();
+    for value in existing {
+        joined.push_str(value);
+        joined.push_str(", ");
+    }
+    joined.push_str(item);
     if let Ok(value) = HeaderValue::from_str(&joined) {
         headers.insert(name, value);
     }
