@@ -6,6 +6,7 @@
 # (robust when the machine is shared) and peak RSS. Loopback only; every run stops by itself.
 #
 # Usage: bench/proxy.sh      env: RATE=2000 DURATION=10 REPS=3 CONNS=32
+#        PILLION_BIN=path/to/pillion to measure a given build (default: build this tree)
 # Needs: h2load (apt-get install nghttp2-client), nginx (apt-get install nginx-light), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,12 @@ RATE_CLIENTS=20
 command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client" >&2; exit 2; }
 command -v nginx >/dev/null || { echo "nginx not found: apt-get install nginx-light" >&2; exit 2; }
 
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/pillion"
+if [ -n "${PILLION_BIN:-}" ]; then
+    bin="$(realpath "$PILLION_BIN")"
+else
+    cargo build --release --quiet
+    bin="${CARGO_TARGET_DIR:-target}/release/pillion"
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -76,6 +81,7 @@ for port in $UP $NGINX $PILLION; do
 done
 nginx_worker="$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)"
 cpu_ticks() { [ -z "$1" ] && { echo 0; return; }; awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { [ -z "$1" ] && { echo 0; return; }; awk '{print $14}' "/proc/$1/stat"; }
 
 url() { echo "http://127.0.0.1:$1/api/users/42"; }
 for port in $UP $PILLION $NGINX; do h2load --h1 -D 2 -c "$CONNS" -t 1 "$(url "$port")" >/dev/null; done # warm up
@@ -86,19 +92,22 @@ for rep in $(seq "$REPS"); do
         h2load --h1 -D "$DURATION" -c "$RATE_CLIENTS" -t 1 --rps $((RATE / RATE_CLIENTS)) \
             --log-file "$work/$label-rate-$rep.log" "$(url "$port")" >"$work/$label-rate-$rep.txt"
         # Saturation: CONNS connections as fast as the proxy answers; CPU ticks around it.
-        before="$(cpu_ticks "${pid#0}")"
+        before="$(cpu_ticks "${pid#0}")" before_user="$(user_ticks "${pid#0}")"
         h2load --h1 -D "$DURATION" -c "$CONNS" -t 1 "$(url "$port")" >"$work/$label-max-$rep.txt"
         echo "$(( $(cpu_ticks "${pid#0}") - before ))" >"$work/$label-max-$rep.ticks"
+        echo "$(( $(user_ticks "${pid#0}") - before_user ))" >"$work/$label-max-$rep.user"
     done
 done
 
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 pillion_kib="$(hwm "$pillion_pid")" nginx_kib="$(hwm "$nginx_worker")"
+# The binary's own pages (text, read-only data) count in RSS too: show what is anonymous.
+rss_split="$(awk '/RssAnon|RssFile/ {printf "%s %.1f MiB ", $1, $2 / 1024}' "/proc/$pillion_pid/status")"
 spans="$(curl -sf "http://127.0.0.1:$ADMIN/metrics" | grep -E '^pillion_spans_(exported|dropped)_total' | tr '\n' ' ')"
 
-python3 - "$work" "$REPS" "$RATE" "$CONNS" "$DURATION" "$pillion_kib" "$nginx_kib" "$(getconf CLK_TCK)" "$spans" <<'PY'
+python3 - "$work" "$REPS" "$RATE" "$CONNS" "$DURATION" "$pillion_kib" "$nginx_kib" "$(getconf CLK_TCK)" "$spans" "$rss_split" <<'PY'
 import re, statistics, sys
-work, reps, rate, conns, duration, pillion_kib, nginx_kib, clk_tck, spans = sys.argv[1:10]
+work, reps, rate, conns, duration, pillion_kib, nginx_kib, clk_tck, spans, rss_split = sys.argv[1:11]
 reps, clk_tck = int(reps), int(clk_tck)
 def percentiles(label, rep):
     latencies = []
@@ -115,7 +124,7 @@ def summary(label, mode, rep):
     rps = float(re.search(r"finished in [0-9.]+s, ([0-9.]+) req/s", text).group(1))
     done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
     return rps, int(done.group(3)), int(done.group(4)) + int(done.group(5))
-rows = {}
+rows, users = {}, {}
 for label in ("direct", "pillion", "nginx"):
     p50 = statistics.median(percentiles(label, r)[0] for r in range(1, reps + 1))
     p99 = statistics.median(percentiles(label, r)[1] for r in range(1, reps + 1))
@@ -125,7 +134,11 @@ for label in ("direct", "pillion", "nginx"):
     cpu_us = statistics.median(
         int(open(f"{work}/{label}-max-{r}.ticks").read()) / clk_tck * 1e6 / max(1, maxes[r - 1][1])
         for r in range(1, reps + 1))
+    user_us = statistics.median(
+        int(open(f"{work}/{label}-max-{r}.user").read()) / clk_tck * 1e6 / max(1, maxes[r - 1][1])
+        for r in range(1, reps + 1))
     rows[label] = (p50, p99, rps, cpu_us, failures)
+    users[label] = user_us
 print(f"\n{reps} runs of {duration}s per cell, medians; fixed rate {rate} req/s over 20 connections; "
       f"saturation with {conns} connections; one worker per proxy.\n")
 print(f"| path | p50 @ {rate}/s | p99 @ {rate}/s | added p99 | saturation req/s | vs nginx | proxy CPU per request | peak RSS | failed |")
@@ -139,4 +152,6 @@ for label in ("direct", "pillion", "nginx"):
     rss = {"pillion": f"{int(pillion_kib) / 1024:.1f} MiB", "nginx": f"{int(nginx_kib) / 1024:.1f} MiB (worker)"}.get(label, "")
     print(f"| {label} | {p50} us | {p99} us | {added} | {rps:.0f} | {ratio} | {cpu} | {rss} | {failures} |")
 print(f"\npillion: {spans}")
+print(f"pillion at the end: {rss_split}")
+print("CPU per request in user space: " + ", ".join(f"{label} {users[label]:.1f} us" for label in ("pillion", "nginx")))
 PY
