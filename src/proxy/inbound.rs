@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use opentelemetry::trace::SpanKind;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -26,7 +25,7 @@ use super::access_log::{AccessEntry, AccessLog};
 use super::body::{Completion, ProxyBody};
 use super::conn::{self, Activity};
 use super::headers;
-use super::metrics::{ErrorType, MethodLabel, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
+use super::metrics::{ErrorType, MethodGauges, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
 use super::span::{self, RequestInfo, RequestSpan};
 use super::upstream::{Affinity, ForwardError, Lease, Upstream};
@@ -44,6 +43,8 @@ pub struct Inbound {
     upstream: Arc<Upstream>,
     routes: Routes,
     metrics: ProxyMetrics,
+    /// `http_server_active_requests`, per method.
+    active: MethodGauges,
     tracing: Option<Arc<Tracing>>,
     access_log: Option<AccessLog>,
     request_timeout: Duration,
@@ -74,6 +75,7 @@ impl InboundServer {
         let inbound = Inbound {
             upstream: Arc::new(upstream),
             routes: Routes::new(&config.routes, config.max_routes.get()),
+            active: MethodGauges::new(&metrics.server_active),
             metrics,
             tracing,
             access_log,
@@ -187,7 +189,7 @@ async fn proxy(
     let route = inbound.routes.route(request.uri().path());
 
     // RED: the request is in flight until its response body is done (or it is abandoned).
-    let in_flight = InFlight::new(&inbound.metrics, method, activity);
+    let in_flight = InFlight::new(inbound.active.get(method), activity);
 
     // Trace: continue the caller's trace or start one; the app receives our span's context.
     let span = inbound.tracing.as_ref().map(|tracing| {
@@ -346,22 +348,21 @@ impl Completion for Finished {
 /// Counts a request in `http_server_active_requests` and in its connection until dropped,
 /// whether the request finished or the client went away first.
 struct InFlight {
-    active: Family<MethodLabel, Gauge>,
-    method: &'static str,
+    active: Gauge,
     activity: Arc<Activity>,
 }
 
 impl InFlight {
-    fn new(metrics: &ProxyMetrics, method: &'static str, activity: Arc<Activity>) -> InFlight {
-        metrics.server_active.get_or_create(&MethodLabel { method }).inc();
+    fn new(active: &Gauge, activity: Arc<Activity>) -> InFlight {
+        active.inc();
         activity.request_started();
-        InFlight { active: metrics.server_active.clone(), method, activity }
+        InFlight { active: active.clone(), activity }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.active.get_or_create(&MethodLabel { method: self.method }).dec();
+        self.active.dec();
         self.activity.request_finished();
     }
 }

@@ -195,6 +195,29 @@ impl ProxyMetrics {
     }
 }
 
+/// Every value [`method_label`] gives.
+pub const METHOD_LABELS: [&str; 10] =
+    ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "_OTHER"];
+
+/// A gauge per method label, looked up in its family once: a request adjusts its method's gauge
+/// without the family's lock and hashing. Gauges appear in the family on first use, as before.
+pub struct MethodGauges {
+    family: Family<MethodLabel, Gauge>,
+    gauges: [std::sync::OnceLock<Gauge>; METHOD_LABELS.len()],
+}
+
+impl MethodGauges {
+    pub fn new(family: &Family<MethodLabel, Gauge>) -> MethodGauges {
+        MethodGauges { family: family.clone(), gauges: Default::default() }
+    }
+
+    /// The gauge of `method`, a value of [`method_label`].
+    pub fn get(&self, method: &'static str) -> &Gauge {
+        let index = METHOD_LABELS.iter().position(|label| *label == method).unwrap_or(METHOD_LABELS.len() - 1);
+        self.gauges[index].get_or_init(|| self.family.get_or_create(&MethodLabel { method }).clone())
+    }
+}
+
 /// The method as a bounded label value: the standard methods, else `_OTHER` (semantic conventions).
 pub fn method_label(method: &http::Method) -> &'static str {
     match *method {

@@ -237,13 +237,32 @@ impl RequestSpan {
 
     /// The trace id as exemplar text, when sampled.
     pub fn trace_id_hex(&self) -> Option<String> {
-        self.ids.map(|(trace, _)| trace.to_string())
+        self.ids.map(|(trace, _)| lower_hex(&trace.0))
     }
+}
+
+/// `bytes` as lowercase hex, without the formatting machinery (this runs for every request).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemplar_trace_ids_are_lowercase_hex() {
+        let id =
+            TraceId([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+        assert_eq!(lower_hex(&id.0), id.to_string());
+        assert_eq!(lower_hex(&id.0), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
 
     #[test]
     fn host_port_splits() {
