@@ -28,25 +28,31 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes the hop-by-hop headers: those named in `Connection`, then the fixed list. With
 /// `upgrade` set, `Connection: upgrade` and `Upgrade` are put back so the app sees the handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names present rather than a hashed lookup per hop-by-hop name: most
+    // messages carry none of them, or only `Connection`.
+    let present: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
+    if !present.is_empty() {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named.into_iter().chain(present) {
+            headers.remove(name);
+        }
     }
-    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    // `Trailer` announces trailers for the next hop only when the body is chunked end to end.
-    headers.remove(TRAILER);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
+}
+
+/// The fixed hop-by-hop list (RFC 9110 §7.6.1, and `Proxy-Connection`). `Trailer` is on it
+/// because it announces trailers for the next hop only when the body is chunked end to end.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, TRAILER].contains(name)
 }
 
 /// Adds the client to `X-Forwarded-For` and `Forwarded`, and the scheme and host the client used.

@@ -88,7 +88,9 @@ impl Upstream {
         let was_reused = reused.is_some();
         let mut sender = match reused {
             Some(sender) => sender,
-            None => self.connect().await?,
+            // Boxed: connecting is the rare path, and its state would otherwise make every
+            // request's future (moved and polled on every request) larger.
+            None => Box::pin(self.connect()).await?,
         };
         match sender.try_send_request(request).await {
             Ok(response) => Ok((response, Lease { sender: Some(sender), home: Arc::clone(affinity) })),
@@ -96,7 +98,7 @@ impl Upstream {
                 // Not sent: the idle connection was closed under us. Once more, on a new one.
                 Some(unsent) if was_reused => {
                     tracing::debug!(error = %error.error(), "idle app connection closed; reconnecting");
-                    let mut fresh = self.connect().await?;
+                    let mut fresh = Box::pin(self.connect()).await?;
                     let response = fresh.send_request(unsent).await.map_err(ForwardError::Upstream)?;
                     Ok((response, Lease { sender: Some(fresh), home: Arc::clone(affinity) }))
                 }
