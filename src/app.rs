@@ -29,7 +29,7 @@ use crate::transform::{TransformError, Transforms};
 type SinkTask = JoinHandle<Result<(), SinkError>>;
 
 /// Batches queued between the tailers and the fan-out.
-const TAIL_QUEUE_BATCHES: usize = 32;
+const TAIL_QUEUE_BATCHES: usize = 8;
 
 /// Why pillion stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,8 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
     Tailer { input: String, source: std::io::Error },
+    #[error("cannot start the parser threads: {0}")]
+    ParsePool(std::io::Error),
     #[error("a sink failed; see the error above")]
     SinkFailed,
 }
@@ -96,6 +98,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
 
     let mut tailers = Vec::with_capacity(logs.inputs.len());
+    let parse_pool = if logs.inputs.is_empty() {
+        Arc::new(tail::ParsePool::inline())
+    } else {
+        Arc::new(tail::ParsePool::per_core().map_err(RunError::ParsePool)?)
+    };
     for input in &logs.inputs {
         let context = TailerContext {
             input: Arc::clone(input),
@@ -104,6 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             acks: Arc::clone(&acks),
             metrics: metrics.input.clone(),
             output: tail_output.clone(),
+            parse_pool: Arc::clone(&parse_pool),
             shutdown: shutdown.clone(),
         };
         let handle =

@@ -1,5 +1,7 @@
 //! The tailer: one thread per input that discovers files, follows each one across renames,
-//! truncations and compression, frames what it reads, and sends batches downstream.
+//! truncations and compression, frames what it reads, and sends batches downstream. The
+//! lines are parsed on a pool of parser threads shared by all inputs ([`parsing`]), so a
+//! tailer thread only reads and frames; its batches still go downstream in file order.
 //!
 //! # How a file is followed
 //!
@@ -48,6 +50,7 @@
 pub mod checkpoint;
 mod discover;
 pub mod fingerprint;
+mod parsing;
 mod read;
 mod reader;
 mod scan;
@@ -65,12 +68,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::InputSettings;
 use crate::frame::{Assembler, FrameSettings};
-use crate::parse::Parser;
 use crate::pipeline::{Acknowledgements, Batch, FileKey};
 use crate::record::Resource;
 use crate::telemetry::metrics::{InputLabel, InputMetrics, ParserLabels};
 use crate::transform::Transforms;
 
+pub use parsing::ParsePool;
+use parsing::{InFlight, ParseContext};
 use reader::Reader;
 
 /// Bytes read from one file per read call; one read makes at most one batch.
@@ -91,6 +95,8 @@ pub struct TailerContext {
     pub acks: Arc<Acknowledgements>,
     pub metrics: InputMetrics,
     pub output: mpsc::Sender<Batch>,
+    /// Where the lines read are parsed (shared by every input).
+    pub parse_pool: Arc<ParsePool>,
     pub shutdown: CancellationToken,
 }
 
@@ -133,10 +139,10 @@ struct Waiting {
 
 struct Tailer {
     context: TailerContext,
-    parser: Parser,
+    parsing: Arc<ParseContext>,
+    in_flight: InFlight,
     frame: FrameSettings,
     label: InputLabel,
-    parser_label: ParserLabels,
     files: HashMap<FileKey, Tracked>,
     /// `(dev, inode)` of every tracked file.
     by_inode: HashMap<(u64, u64), FileKey>,
@@ -165,6 +171,16 @@ impl Tailer {
         let label = InputMetrics::label(&context.input.name);
         let parser = context.input.parser.clone();
         let parser_label = ParserLabels { input: context.input.name.to_string(), parser: parser.name().to_owned() };
+        let parsing = Arc::new(ParseContext {
+            parser,
+            input: Arc::clone(&context.input),
+            transforms: Arc::clone(&context.transforms),
+            resource: context.resource.clone(),
+            acks: Arc::clone(&context.acks),
+            metrics: context.metrics.clone(),
+            label: label.clone(),
+            parser_label,
+        });
         let input = &context.input;
         let frame = FrameSettings {
             max_line_bytes: input.max_line_bytes,
@@ -172,10 +188,10 @@ impl Tailer {
             multiline: input.multiline.clone(),
         };
         Tailer {
-            parser,
+            parsing,
+            in_flight: InFlight::new(),
             frame,
             label,
-            parser_label,
             files: HashMap::new(),
             by_inode: HashMap::new(),
             waiting: HashMap::new(),
@@ -210,6 +226,10 @@ impl Tailer {
                     Ok(true) => continue,
                     Ok(false) => {}
                 }
+            }
+            // Nothing new to read: what is still being parsed goes downstream before waiting.
+            if self.forward(true).is_err() {
+                break;
             }
             let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
             read_due = self.wakeup.wait(due.min(WAKE_CHECK));

@@ -1,18 +1,15 @@
-//! Reading followed files: one chunk at a time into the file's framing, the records it
-//! completes parsed into one batch, sent downstream with its acknowledgement token; rotated
-//! files finished once read to their end.
+//! Reading followed files: one chunk at a time into the file's framing, the lines it
+//! completes copied into one batch that is parsed on the parse pool and sent downstream, in
+//! file order, with its acknowledgement token; rotated files finished once read to their end.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Closed, READS_PER_ROUND, Tailer, TailerContext, now_unix};
-use crate::frame::Framed;
-use crate::parse::Parser;
+use super::parsing::RawBatch;
+use super::{Closed, READS_PER_ROUND, Tailer, now_unix};
 use crate::pipeline::{Batch, FileKey};
-use crate::record::{Record, Source, Value};
 
 /// Bytes framed at a time within one read.
 const FRAME_SLICE: usize = 8 * 1024;
@@ -91,22 +88,22 @@ impl Tailer {
         tracked.last_active = Instant::now();
         // Framed in slices so that a batch holds at most about MAX_BATCH_RECORDS records, however
         // short the lines (a chunk of empty lines would otherwise be 64Ki records).
-        let mut collected = Collected::default();
+        let path = Arc::clone(&tracked.path_text);
+        let mut raw = RawBatch::new(Arc::clone(&path));
         let mut done = 0;
         while done < read {
             let Some(tracked) = self.files.get_mut(key) else {
                 break;
             };
             let piece = &self.buffer[done..(done + FRAME_SLICE).min(read)];
-            let mut records = Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), collected);
-            tracked.assembler.push(piece, chunk_offset + done as u64, &mut |framed| records.accept(framed));
-            collected = records.done();
+            tracked.assembler.push(piece, chunk_offset + done as u64, &mut |framed| raw.push(&framed));
             done += piece.len();
-            if collected.records.len() >= MAX_BATCH_RECORDS && done < read {
-                self.send(key, 0, std::mem::take(&mut collected))?;
+            if raw.len() >= MAX_BATCH_RECORDS && done < read {
+                let full = std::mem::replace(&mut raw, RawBatch::new(Arc::clone(&path)));
+                self.send(key, 0, full)?;
             }
         }
-        self.send(key, read, collected)?;
+        self.send(key, read, raw)?;
         Ok(read)
     }
 
@@ -115,11 +112,9 @@ impl Tailer {
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
-        let mut records =
-            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), Collected::default());
-        tracked.assembler.flush_idle(now, &mut |framed| records.accept(framed));
-        let records = records.done();
-        self.send(key, 0, records)
+        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text));
+        tracked.assembler.flush_idle(now, &mut |framed| raw.push(&framed));
+        self.send(key, 0, raw)
     }
 
     /// Closes a file that will not grow: a `.gz` read to its end, or a rotated-away file that
@@ -135,11 +130,9 @@ impl Tailer {
         if !(tracked.compressed || rotated_long_ago) {
             return Ok(());
         }
-        let mut records =
-            Collector::new(&self.parser, &self.context, Arc::clone(&tracked.path_text), Collected::default());
-        tracked.assembler.flush(tracked.read_offset, &mut |framed| records.accept(framed));
-        let records = records.done();
-        self.send(key, 0, records)?;
+        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text));
+        tracked.assembler.flush(tracked.read_offset, &mut |framed| raw.push(&framed));
+        self.send(key, 0, raw)?;
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
@@ -155,24 +148,20 @@ impl Tailer {
         Ok(())
     }
 
-    /// Counts what was read, applies transforms and sends the batch downstream.
-    fn send(&mut self, key: &FileKey, bytes_read: usize, records: Collected) -> Result<(), Closed> {
+    /// Counts what was read and hands the batch to the parse pool; sends downstream what is
+    /// parsed already.
+    fn send(&mut self, key: &FileKey, bytes_read: usize, raw: RawBatch) -> Result<(), Closed> {
         let metrics = &self.context.metrics;
         if bytes_read > 0 {
             metrics.bytes.get_or_create(&self.label).inc_by(bytes_read as u64);
         }
-        let Some(end) = records.end_offset else {
+        let Some(end) = raw.end_offset() else {
             return Ok(());
         };
-        metrics.lines.get_or_create(&self.label).inc_by(records.records.len() as u64);
-        if records.truncated > 0 {
-            metrics.lines_truncated.get_or_create(&self.label).inc_by(records.truncated);
-        }
-        if records.invalid_utf8 > 0 {
-            metrics.invalid_utf8.get_or_create(&self.label).inc_by(records.invalid_utf8);
-        }
-        if records.parse_errors > 0 {
-            metrics.parse_errors.get_or_create(&self.parser_label).inc_by(records.parse_errors);
+        metrics.lines.get_or_create(&self.label).inc_by(raw.len() as u64);
+        let truncated = raw.truncated();
+        if truncated > 0 {
+            metrics.lines_truncated.get_or_create(&self.label).inc_by(truncated);
         }
         let tail = match self.files.get_mut(key) {
             Some(tracked) => {
@@ -184,13 +173,30 @@ impl Tailer {
             None => 0,
         };
         let token = self.context.acks.issue(*key, end, tail);
-        let mut records = records.records;
-        records.retain_mut(|record| self.context.transforms.apply(record));
-        if records.is_empty() {
-            self.context.acks.ack_all(&token);
-            return Ok(());
+        while self.in_flight.full(&self.context.parse_pool) {
+            self.forward_oldest()?;
         }
-        self.deliver(Batch { records, ack: Some(token) })
+        self.in_flight.submit(&self.context.parse_pool, &self.parsing, raw, token);
+        self.forward(false)
+    }
+
+    /// Sends downstream, in order, the batches parsed so far; with `wait`, every batch in
+    /// flight.
+    pub(super) fn forward(&mut self, wait: bool) -> Result<(), Closed> {
+        while let Some(parsed) = self.in_flight.next(wait) {
+            if let Some(batch) = parsed {
+                self.deliver(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight and sends it downstream.
+    fn forward_oldest(&mut self) -> Result<(), Closed> {
+        match self.in_flight.next(true) {
+            Some(Some(batch)) => self.deliver(batch),
+            _ => Ok(()),
+        }
     }
 
     /// Waits for room downstream (backpressure: the file is the buffer), giving up at
@@ -211,65 +217,5 @@ impl Tailer {
                 }
             }
         }
-    }
-}
-
-/// Turns framed records into parsed records for one batch.
-struct Collector<'a> {
-    parser: &'a Parser,
-    context: &'a TailerContext,
-    path: Arc<str>,
-    observed: Timestamp,
-    collected: Collected,
-}
-
-/// One batch's records, and what to count.
-#[derive(Default)]
-struct Collected {
-    records: Vec<Record>,
-    /// End of the last record: what the batch acknowledges.
-    end_offset: Option<u64>,
-    truncated: u64,
-    invalid_utf8: u64,
-    parse_errors: u64,
-}
-
-impl<'a> Collector<'a> {
-    /// Adds to `collected`.
-    fn new(parser: &'a Parser, context: &'a TailerContext, path: Arc<str>, collected: Collected) -> Collector<'a> {
-        Collector { parser, context, path, observed: Timestamp::now(), collected }
-    }
-
-    fn done(self) -> Collected {
-        self.collected
-    }
-
-    fn accept(&mut self, framed: Framed<'_>) {
-        let out = &mut self.collected;
-        if std::str::from_utf8(framed.bytes).is_err() {
-            out.invalid_utf8 += 1;
-        }
-        let mut parsed = self.parser.parse(framed.bytes, self.observed, &self.context.resource);
-        out.parse_errors += u64::from(parsed.failed);
-        let record = &mut parsed.record;
-        let input = Arc::clone(&self.context.input.name);
-        record.source = Some(Source { input, path: Arc::clone(&self.path), offset: framed.start });
-        for (key, value) in &self.context.input.attributes {
-            if !record.attributes.contains_key(key) {
-                record.attributes.insert(key.clone(), Value::String(value.clone()));
-            }
-        }
-        if framed.truncated {
-            out.truncated += 1;
-            record.attributes.insert("truncated".to_owned(), Value::Bool(true));
-        }
-        if let Some(stream) = framed.stream {
-            record.attributes.insert("stream".to_owned(), Value::String(stream.as_str().to_owned()));
-        }
-        if let Some(time) = framed.time.filter(|_| record.timestamp == record.observed_timestamp) {
-            record.timestamp = time;
-        }
-        out.end_offset = Some(framed.end);
-        out.records.push(parsed.record);
     }
 }

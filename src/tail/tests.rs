@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+
+use super::ParsePool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +94,7 @@ impl Harness {
             acks: Arc::clone(&acks),
             metrics: self.metrics.clone(),
             output,
+            parse_pool: Arc::new(ParsePool::start(2).expect("parse pool")),
             shutdown: shutdown.clone(),
         };
         let tailer = spawn(context).expect("spawn");
