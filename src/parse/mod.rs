@@ -111,7 +111,7 @@ impl Parser {
         Parser { name, spec, options, default_trace_pattern }
     }
 
-    /// A built-in parser by name, with default options (UTC, no trace pattern).
+    /// A built-in parser by name, with default options (UTC, the default trace pattern).
     pub fn by_name(name: &str) -> Option<Parser> {
         Registry::builtin().ok()?.parser(name, ParseOptions::default())
     }
