@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
 //! override). Under `cargo test` it does one 2 MB run as a smoke test. The sink batches with the
-//! defaults (10000 events, 1 MiB) but a 250 ms timeout, which the wall time includes once: the
+//! defaults (10000 events, 1 MiB) but a 50 ms timeout, which the wall time includes once: the
 //! last, partial batch waits for it.
 //!
 //! Measured 2026-11-25 on the shared 2-core machine (load average 6-8 from other builds), 190.7
@@ -136,7 +136,7 @@ logs:
       type: loki
       endpoint: http://{}
       labels: [service_name, level]
-      batch: {{ timeout: 250ms }}
+      batch: {{ timeout: 50ms }}
 "#,
             data.display(),
             dir.display(),

@@ -29,7 +29,7 @@ use crate::transform::{TransformError, Transforms};
 type SinkTask = JoinHandle<Result<(), SinkError>>;
 
 /// Batches queued between the tailers and the fan-out.
-const TAIL_QUEUE_BATCHES: usize = 8;
+const TAIL_QUEUE_BATCHES: usize = 4;
 
 /// Why pillion stopped with a failure.
 #[derive(Debug, thiserror::Error)]

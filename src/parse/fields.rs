@@ -71,11 +71,12 @@ impl FieldNames {
     #[inline]
     pub fn role_of(&self, key: &str) -> Option<(Role, u8)> {
         let bucket = self.by_length.get(key.len())?;
-        let first = key.as_bytes().first();
-        // Comparing the first byte before the rest avoids a memcmp call for nearly every key.
+        let key = key.as_bytes();
+        // Names are short and every name in the bucket has the key's length: a byte loop that
+        // stops at the first difference (nearly always the first byte) beats a memcmp call.
         bucket
             .iter()
-            .find(|(name, _, _)| name.as_bytes().first() == first && name == key)
+            .find(|(name, _, _)| name.as_bytes().iter().zip(key).all(|(a, b)| a == b))
             .map(|(_, role, rank)| (*role, *rank))
     }
 
@@ -218,7 +219,7 @@ fn http_status_level(status: i64) -> Option<Level> {
 /// A timestamp from a JSON value: text in `format`, or an epoch number.
 pub fn time_of_value(value: &Value, format: &TimeFormat, context: TimeContext<'_>) -> Option<Timestamp> {
     match value {
-        Value::String(text) => format.parse(text.as_bytes(), context),
+        Value::String(text) => format.parse_str(text, context),
         Value::Number(n) => {
             n.as_i64().and_then(timestamp::parse_epoch_i64).or_else(|| n.as_f64().and_then(timestamp::parse_epoch_f64))
         }

@@ -140,7 +140,7 @@ impl LineSeed<'_, '_> {
             }
             Role::Time => {
                 let ts = match &value {
-                    Field::Text(text) => self.spec.time_format.parse(text.as_bytes(), self.context),
+                    Field::Text(text) => self.spec.time_format.parse_str(text, self.context),
                     Field::Other(other) => time_of_value(other, &self.spec.time_format, self.context),
                 };
                 if let Some(ts) = ts {

@@ -26,27 +26,35 @@ pub struct RawValue<'a> {
 
 impl<'a> RawValue<'a> {
     /// The value with `\"`, `\\`, `\n`, `\t`, `\r` unescaped.
+    #[inline]
     pub fn unescaped(&self) -> Cow<'a, str> {
-        if !self.escaped {
-            return Cow::Borrowed(self.text);
-        }
-        let mut out = String::with_capacity(self.text.len());
-        let mut chars = self.text.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some(other) => out.push(other),
-                None => {}
-            }
-        }
-        Cow::Owned(out)
+        if self.escaped { Cow::Owned(unescape(self.text)) } else { Cow::Borrowed(self.text) }
     }
+}
+
+/// `text` with its escapes replaced: `\n`, `\t`, `\r`, and any other escaped character for
+/// itself; a trailing backslash is dropped. Copies the runs between backslashes whole: a
+/// backslash is ASCII, so every index found here is a character boundary.
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut start = 0;
+    while let Some(found) = memchr::memchr(b'\\', &bytes[start..]) {
+        let slash = start + found;
+        out.push_str(&text[start..slash]);
+        let Some(escaped) = text[slash + 1..].chars().next() else {
+            return out;
+        };
+        match escaped {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            other => out.push(other),
+        }
+        start = slash + 1 + escaped.len_utf8();
+    }
+    out.push_str(&text[start..]);
+    out
 }
 
 /// Iterates over the pairs of a line; yields `Err(())` once, at the first token that is not
@@ -94,21 +102,17 @@ fn is_space(b: &u8) -> bool {
 impl<'a> Iterator for Pairs<'a> {
     type Item = Result<Pair<'a>, ()>;
 
+    // Inlined into the parse loop: called as a function, every pair was returned through
+    // memory and copied again.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
         }
         let bytes = self.line.as_bytes();
-        while self.pos < bytes.len() && is_space(&bytes[self.pos]) {
-            self.pos += 1;
-        }
-        if self.pos >= bytes.len() {
-            return None;
-        }
-        let start = self.pos;
-        while self.pos < bytes.len() && is_key_byte(bytes[self.pos]) {
-            self.pos += 1;
-        }
+        let start = self.pos + bytes[self.pos..].iter().position(|b| !is_space(b))?;
+        let key_len = bytes[start..].iter().position(|b| !is_key_byte(*b)).unwrap_or(bytes.len() - start);
+        self.pos = start + key_len;
         let key = &self.line[start..self.pos];
         if key.is_empty() {
             return self.fail();
@@ -127,21 +131,50 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
+/// The length of the bare value at the start of `rest`: up to the first whitespace byte.
+///
+/// Every ASCII whitespace byte is below `0x21`, so eight bytes at a time are tested for any
+/// byte below `0x21` (the SWAR "has less than" test: exact for the lowest flagged byte, and no
+/// byte is missed); a word with one is looked at byte by byte, since control bytes other than
+/// whitespace belong to the value.
+#[inline]
+fn bare_len(rest: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = rest.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(word);
+        let value = u64::from_ne_bytes(chunk);
+        if value.wrapping_sub(ONES * 0x21) & !value & HIGHS != 0 {
+            if let Some(i) = word.iter().position(is_space) {
+                return offset + i;
+            }
+        }
+        offset += 8;
+    }
+    let tail = words.remainder();
+    offset + tail.iter().position(is_space).unwrap_or(tail.len())
+}
+
 impl<'a> Pairs<'a> {
+    #[cold]
     fn fail(&mut self) -> Option<Result<Pair<'a>, ()>> {
         self.failed = true;
         Some(Err(()))
     }
 
+    #[inline]
     fn bare(&mut self) -> RawValue<'a> {
-        let rest = &self.line.as_bytes()[self.pos..];
-        let len = rest.iter().position(is_space).unwrap_or(rest.len());
+        let len = bare_len(&self.line.as_bytes()[self.pos..]);
         let text = &self.line[self.pos..self.pos + len];
         self.pos += len;
         RawValue { text, escaped: false }
     }
 
     /// A quoted value, starting at its opening quote; `None` when it is not terminated.
+    #[inline]
     fn quoted(&mut self) -> Option<RawValue<'a>> {
         let bytes = self.line.as_bytes();
         let start = self.pos + 1;
@@ -229,7 +262,7 @@ fn promote(
             }
         }
         Role::Time => {
-            if let Some(ts) = spec.time_format.parse(text.as_bytes(), context) {
+            if let Some(ts) = spec.time_format.parse_str(&text, context) {
                 return promoted.time(rank, ts, names, attributes);
             }
         }
@@ -292,7 +325,38 @@ mod tests {
         assert!(!is_logfmt("a=1 b", 2));
     }
 
+    /// The escape rules as first written, a character at a time: the reference for `unescape`.
+    fn unescape_by_chars(text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn unescape_matches_the_reference(text in r#"[a-z\\"ntré€ ]{0,40}"#) {
+            prop_assert_eq!(unescape(&text), unescape_by_chars(&text));
+        }
+
+        #[test]
+        fn bare_len_stops_at_the_first_whitespace(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let want = bytes.iter().position(is_space).unwrap_or(bytes.len());
+            prop_assert_eq!(bare_len(&bytes), want);
+        }
+
         #[test]
         fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = pairs(&String::from_utf8_lossy(&line)).count();

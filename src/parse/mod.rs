@@ -92,6 +92,9 @@ pub struct Parser {
     name: Arc<str>,
     spec: Arc<Spec>,
     options: Arc<ParseOptions>,
+    /// The trace pattern is [`DEFAULT_TRACE_PATTERN`]: decided once here rather than by
+    /// comparing the pattern's text on every line.
+    default_trace_pattern: bool,
 }
 
 /// A parsed line.
@@ -104,10 +107,11 @@ pub struct Parsed {
 
 impl Parser {
     pub(crate) fn from_parts(name: Arc<str>, spec: Arc<Spec>, options: Arc<ParseOptions>) -> Parser {
-        Parser { name, spec, options }
+        let default_trace_pattern = options.trace_pattern.as_ref().is_some_and(|p| p.as_str() == DEFAULT_TRACE_PATTERN);
+        Parser { name, spec, options, default_trace_pattern }
     }
 
-    /// A built-in parser by name, with default options (UTC, no trace pattern).
+    /// A built-in parser by name, with default options (UTC, the default trace pattern).
     pub fn by_name(name: &str) -> Option<Parser> {
         Registry::builtin().ok()?.parser(name, ParseOptions::default())
     }
@@ -155,7 +159,7 @@ impl Parser {
         }
         // Most messages carry no ids: with the default pattern, a memchr-speed look for "trace"
         // skips the regex on them.
-        if pattern.as_str() == DEFAULT_TRACE_PATTERN && !mentions_trace(record.message.as_bytes()) {
+        if self.default_trace_pattern && !mentions_trace(record.message.as_bytes()) {
             return;
         }
         let Some(captures) = pattern.captures(&record.message) else {

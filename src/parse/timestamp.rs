@@ -55,7 +55,21 @@ impl TimeFormat {
 
     /// Parses `text` in this format; `None` when it does not fit.
     pub fn parse(&self, text: &[u8], context: TimeContext<'_>) -> Option<Timestamp> {
-        let text = std::str::from_utf8(text).ok()?.trim();
+        self.parse_str(std::str::from_utf8(text).ok()?, context)
+    }
+
+    /// [`TimeFormat::parse`] for text already known to be UTF-8 (a json or logfmt value), so
+    /// that it is not validated a second time.
+    pub fn parse_str(&self, text: &str, context: TimeContext<'_>) -> Option<Timestamp> {
+        // The shape nearly every structured line carries, before any trimming and sniffing: the
+        // fast parser accepts only text that starts with a digit and ends with `Z` or a digit,
+        // which trimming leaves alone and `Auto` would send to the same parser.
+        if matches!(self, TimeFormat::Auto | TimeFormat::Rfc3339) {
+            if let Some(ts) = parse_rfc3339_fast(text) {
+                return Some(ts);
+            }
+        }
+        let text = text.trim();
         match self {
             TimeFormat::Auto => parse_text(text, context),
             TimeFormat::Rfc3339 => parse_iso(text, context.zone),
@@ -119,8 +133,9 @@ fn parse_rfc3339_fast(text: &str) -> Option<Timestamp> {
     {
         return None;
     }
-    let (year, month, day) = (digits(&b[0..4])? as i16, digits(&b[5..7])? as i8, digits(&b[8..10])? as i8);
-    let (hour, minute, second) = (digits(&b[11..13])? as i8, digits(&b[14..16])? as i8, digits(&b[17..19])? as i8);
+    let year = (two_digits(b, 0)? * 100 + two_digits(b, 2)?) as i16;
+    let (month, day) = (two_digits(b, 5)? as i8, two_digits(b, 8)? as i8);
+    let (hour, minute, second) = (two_digits(b, 11)? as i8, two_digits(b, 14)? as i8, two_digits(b, 17)? as i8);
     let mut rest = &b[19..];
     let mut nanos = 0;
     if rest.first() == Some(&b'.') {
@@ -196,6 +211,13 @@ fn month_number(name: &[u8]) -> Option<i8> {
     let lower =
         [name.first()?.to_ascii_lowercase(), name.get(1)?.to_ascii_lowercase(), name.get(2)?.to_ascii_lowercase()];
     MONTHS.iter().position(|m| **m == lower).map(|i| i as i8 + 1)
+}
+
+/// The two ASCII digits at `b[i]` and `b[i + 1]` as a number.
+#[inline]
+fn two_digits(b: &[u8], i: usize) -> Option<i32> {
+    let (high, low) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+    (high < 10 && low < 10).then_some(i32::from(high) * 10 + i32::from(low))
 }
 
 /// Decimal digits to a number; `None` unless every byte is a digit.
@@ -343,6 +365,19 @@ pub fn check_strftime(format: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `parse_str` tries the fast parser before trimming: it must agree with the slow path.
+        #[test]
+        fn the_fast_path_agrees_with_trim_then_parse(
+            text in r"[ \t]?[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,10})?([Zz]|[+-][0-9]{2}:?[0-9]{2})?[ \t]?"
+        ) {
+            let context = TimeContext { observed: Timestamp::UNIX_EPOCH, zone: &TimeZone::UTC };
+            prop_assert_eq!(TimeFormat::Auto.parse_str(&text, context), parse_text(text.trim(), context));
+            prop_assert_eq!(TimeFormat::Rfc3339.parse_str(&text, context), parse_iso(text.trim(), context.zone));
+        }
+    }
 
     fn iso(ts: Timestamp) -> String {
         format!("{ts:.9}")

@@ -37,7 +37,7 @@ use crate::telemetry::metrics::SinkMetrics;
 /// Batches queued per sink before the fan-out waits (and so, upstream, the tailers). Small:
 /// a network sink already holds a filling request and a queued one per lane, and queued
 /// records are most of pillion's memory.
-const SINK_QUEUE_BATCHES: usize = 4;
+const SINK_QUEUE_BATCHES: usize = 2;
 
 /// Why a sink failed or could not start.
 #[derive(Debug, thiserror::Error)]

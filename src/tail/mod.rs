@@ -234,6 +234,9 @@ impl Tailer {
             let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
             read_due = self.wakeup.wait(due.min(WAKE_CHECK));
         }
+        // What was read and is still being parsed goes downstream if there is room; what is
+        // not delivered is not acknowledged, and is read again after a restart.
+        let _ = self.forward(true);
         tracing::debug!(input = %self.context.input.name, "tailer stopped");
     }
 

@@ -109,8 +109,10 @@ pub(super) struct RawBatch {
 }
 
 impl RawBatch {
-    pub fn new(path: Arc<str>) -> RawBatch {
-        RawBatch { path, observed: Timestamp::now(), bytes: Vec::new(), lines: Vec::new() }
+    /// An empty batch for about `bytes` bytes of lines.
+    pub fn new(path: Arc<str>, bytes: usize) -> RawBatch {
+        let bytes = Vec::with_capacity(bytes);
+        RawBatch { path, observed: Timestamp::now(), bytes, lines: Vec::new() }
     }
 
     pub fn push(&mut self, framed: &Framed<'_>) {
@@ -261,7 +263,7 @@ mod tests {
     /// Batch `n` of `lines` JSON lines; the first batches are the longest, so that later
     /// ones tend to finish first.
     fn raw_batch(n: usize, lines: usize, level: &str) -> RawBatch {
-        let mut raw = RawBatch::new("/x/a.log".into());
+        let mut raw = RawBatch::new("/x/a.log".into(), 0);
         let mut offset = (n * 1_000_000) as u64;
         for i in 0..lines {
             let line = format!(r#"{{"level":"{level}","msg":"batch {n} line {i}"}}"#);

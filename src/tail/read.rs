@@ -3,7 +3,7 @@
 //! file order, with its acknowledgement token; rotated files finished once read to their end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -89,7 +89,7 @@ impl Tailer {
         // Framed in slices so that a batch holds at most about MAX_BATCH_RECORDS records, however
         // short the lines (a chunk of empty lines would otherwise be 64Ki records).
         let path = Arc::clone(&tracked.path_text);
-        let mut raw = RawBatch::new(Arc::clone(&path));
+        let mut raw = RawBatch::new(Arc::clone(&path), read + 1024);
         let mut done = 0;
         while done < read {
             let Some(tracked) = self.files.get_mut(key) else {
@@ -99,7 +99,7 @@ impl Tailer {
             tracked.assembler.push(piece, chunk_offset + done as u64, &mut |framed| raw.push(&framed));
             done += piece.len();
             if raw.len() >= MAX_BATCH_RECORDS && done < read {
-                let full = std::mem::replace(&mut raw, RawBatch::new(Arc::clone(&path)));
+                let full = std::mem::replace(&mut raw, RawBatch::new(Arc::clone(&path), read - done + 1024));
                 self.send(key, 0, full)?;
             }
         }
@@ -112,7 +112,7 @@ impl Tailer {
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
-        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text));
+        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text), 0);
         tracked.assembler.flush_idle(now, &mut |framed| raw.push(&framed));
         self.send(key, 0, raw)
     }
@@ -130,7 +130,7 @@ impl Tailer {
         if !(tracked.compressed || rotated_long_ago) {
             return Ok(());
         }
-        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text));
+        let mut raw = RawBatch::new(Arc::clone(&tracked.path_text), 0);
         tracked.assembler.flush(tracked.read_offset, &mut |framed| raw.push(&framed));
         self.send(key, 0, raw)?;
         let Some(tracked) = self.files.get_mut(key) else {
@@ -201,21 +201,42 @@ impl Tailer {
 
     /// Waits for room downstream (backpressure: the file is the buffer), giving up at
     /// shutdown; an undelivered batch is not acknowledged and is read again after restart.
-    fn deliver(&self, mut batch: Batch) -> Result<(), Closed> {
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match self.context.output.try_send(batch) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Closed(_)) => return Err(Closed),
-                Err(TrySendError::Full(returned)) => {
-                    if self.context.shutdown.is_cancelled() {
-                        return Err(Closed);
-                    }
-                    batch = returned;
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
+    /// The wait blocks this thread until the queue has room or shutdown begins, so the
+    /// pipeline never idles behind a polling interval.
+    fn deliver(&self, batch: Batch) -> Result<(), Closed> {
+        let batch = match self.context.output.try_send(batch) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Closed),
+            Err(TrySendError::Full(batch)) => batch,
+        };
+        let output = &self.context.output;
+        let shutdown = &self.context.shutdown;
+        block_on(async {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(Closed),
+                sent = output.send(batch) => sent.map_err(|_| Closed),
             }
+        })
+    }
+}
+
+/// Runs `future` to completion on this (non-async) thread, parking it while the future
+/// waits. Enough for channel sends and cancellation tokens, which need no runtime driver.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
         }
+    }
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 
 use super::batch::Entry;
 use super::fields::field;
@@ -128,23 +127,24 @@ impl Loki {
         self.demoted.get(index).is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
-    /// Structured metadata: the configured fields, then demoted labels.
-    fn structured_metadata(&self, record: &Record) -> Vec<proto::LabelPairAdapter> {
+    /// Structured metadata, (name, value): the configured fields, then demoted labels.
+    fn structured_metadata<'a>(&'a self, record: &'a Record) -> Vec<(&'a str, Cow<'a, str>)> {
         let demoted = self.labels.iter().enumerate().filter(|(i, _)| self.is_demoted(*i)).map(|(_, l)| l);
         self.metadata
             .iter()
             .chain(demoted)
-            .filter_map(|(field_name, name)| {
-                let value = field(record, field_name)?;
-                Some(proto::LabelPairAdapter { name: name.clone(), value: value.into_owned() })
-            })
+            .filter_map(|(field_name, name)| Some((name.as_str(), field(record, field_name)?)))
             .collect()
     }
 
-    fn line(&self, record: &Record) -> Result<String, String> {
+    /// The entry's line: the message, or the record as JSON written into `buffer`.
+    fn line<'a>(&self, record: &'a Record, buffer: &'a mut String) -> Result<&'a str, String> {
         match self.line_format {
-            LineFormat::Message => Ok(record.message.clone()),
-            LineFormat::Json => serde_json::to_string(record).map_err(|e| e.to_string()),
+            LineFormat::Message => Ok(&record.message),
+            LineFormat::Json => {
+                *buffer = serde_json::to_string(record).map_err(|e| e.to_string())?;
+                Ok(buffer)
+            }
         }
     }
 
@@ -173,22 +173,22 @@ impl Loki {
 
     fn encode_protobuf(&self, entries: &[Entry]) -> Result<Request, String> {
         let streams = self.streams(entries, false);
-        let mut push = proto::PushRequest { streams: Vec::with_capacity(streams.len()) };
+        let estimate: usize = entries.iter().map(|entry| entry.record().message.len() + 32).sum();
+        let mut push = proto::PushEncoder::with_capacity(estimate);
         let mut groups = Vec::with_capacity(streams.len());
+        let mut json_line = String::new();
         for (labels, _, indices) in streams {
-            let mut out = Vec::with_capacity(indices.len());
+            push.begin_stream(&labels);
             for &i in &indices {
                 let record = entries[i].record();
-                out.push(proto::EntryAdapter {
-                    timestamp: Some(proto::Timestamp::from_jiff(record.timestamp)),
-                    line: self.line(record)?,
-                    structured_metadata: self.structured_metadata(record),
-                });
+                let metadata = self.structured_metadata(record);
+                let line = self.line(record, &mut json_line)?;
+                push.entry(record.timestamp, line, metadata.iter().map(|(name, value)| (*name, value.as_ref())));
             }
-            push.streams.push(proto::StreamAdapter { labels, entries: out, hash: 0 });
+            push.end_stream();
             groups.push(indices);
         }
-        let raw = push.encode_to_vec();
+        let raw = push.finish();
         let body = snap::raw::Encoder::new().compress_vec(&raw).map_err(|e| format!("snappy: {e}"))?;
         Ok(Request {
             body: Bytes::from(body),
@@ -201,6 +201,7 @@ impl Loki {
 
     fn encode_json(&self, entries: &[Entry]) -> Result<Request, String> {
         let streams = self.streams(entries, true);
+        let mut json_line = String::new();
         let mut json_streams = Vec::with_capacity(streams.len());
         let mut groups = Vec::with_capacity(streams.len());
         for (_, pairs, indices) in streams {
@@ -213,9 +214,10 @@ impl Loki {
                 let metadata: serde_json::Map<String, serde_json::Value> = self
                     .structured_metadata(record)
                     .into_iter()
-                    .map(|p| (p.name, serde_json::Value::String(p.value)))
+                    .map(|(name, value)| (name.to_owned(), serde_json::Value::String(value.into_owned())))
                     .collect();
-                let mut value = vec![serde_json::Value::String(nanos), serde_json::Value::String(self.line(record)?)];
+                let line = self.line(record, &mut json_line)?.to_owned();
+                let mut value = vec![serde_json::Value::String(nanos), serde_json::Value::String(line)];
                 if !metadata.is_empty() {
                     value.push(serde_json::Value::Object(metadata));
                 }
@@ -341,6 +343,8 @@ fn sanitize_value(value: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::pipeline::Batch;
     use crate::record::Level;
