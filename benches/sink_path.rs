@@ -166,6 +166,11 @@ logs:
     let cpu_seconds = cpu_seconds(pid);
     println!("  CPU by thread: {}", threads_cpu(pid));
     peak_rss_kib = peak_rss_kib.max(proc_status(pid, "VmHWM:"));
+    println!(
+        "  resident at the end: {:.1} MiB anonymous, {:.1} MiB file-backed (the binary's pages)",
+        proc_status(pid, "RssAnon:") as f64 / 1024.0,
+        proc_status(pid, "RssFile:") as f64 / 1024.0
+    );
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
     let (bytes_after, requests_after) = receiver.totals();

@@ -9,17 +9,59 @@ use crate::record::{Record, Value};
 
 /// The value of field `name` of `record` as text, if it has one.
 pub(crate) fn field<'a>(record: &'a Record, name: &str) -> Option<Cow<'a, str>> {
-    match name {
-        "level" => return record.level.map(|level| Cow::Borrowed(level.as_str())),
-        "message" => return Some(Cow::Borrowed(&record.message)),
-        "trace_id" => return record.trace_id.map(|id| Cow::Owned(id.to_string())),
-        "span_id" => return record.span_id.map(|id| Cow::Owned(id.to_string())),
-        "input" | "source_input" => return record.source.as_ref().map(|s| Cow::Borrowed(&*s.input)),
-        "path" | "filename" | "source_path" | "log_file_path" => {
-            return record.source.as_ref().map(|s| Cow::Borrowed(&*s.path));
-        }
-        _ => {}
+    match FieldRef::own_field(name) {
+        Some(own) => own.get(record),
+        None => named(record, name),
     }
+}
+
+/// A field name resolved once, for lookups per record: the Record's own fields directly,
+/// any other name in the resource, then the attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FieldRef {
+    Level,
+    Message,
+    TraceId,
+    SpanId,
+    Input,
+    Path,
+    Named(Box<str>),
+}
+
+impl FieldRef {
+    pub fn new(name: &str) -> FieldRef {
+        FieldRef::own_field(name).unwrap_or_else(|| FieldRef::Named(name.into()))
+    }
+
+    /// The Record field `name` stands for, if it is one of its own.
+    fn own_field(name: &str) -> Option<FieldRef> {
+        Some(match name {
+            "level" => FieldRef::Level,
+            "message" => FieldRef::Message,
+            "trace_id" => FieldRef::TraceId,
+            "span_id" => FieldRef::SpanId,
+            "input" | "source_input" => FieldRef::Input,
+            "path" | "filename" | "source_path" | "log_file_path" => FieldRef::Path,
+            _ => return None,
+        })
+    }
+
+    /// The value in `record` as text, if it has one.
+    pub fn get<'a>(&self, record: &'a Record) -> Option<Cow<'a, str>> {
+        match self {
+            FieldRef::Level => record.level.map(|level| Cow::Borrowed(level.as_str())),
+            FieldRef::Message => Some(Cow::Borrowed(&record.message)),
+            FieldRef::TraceId => record.trace_id.map(|id| Cow::Owned(id.to_string())),
+            FieldRef::SpanId => record.span_id.map(|id| Cow::Owned(id.to_string())),
+            FieldRef::Input => record.source.as_ref().map(|s| Cow::Borrowed(&*s.input)),
+            FieldRef::Path => record.source.as_ref().map(|s| Cow::Borrowed(&*s.path)),
+            FieldRef::Named(name) => named(record, name),
+        }
+    }
+}
+
+/// A resource attribute, else a record attribute, called `name`.
+fn named<'a>(record: &'a Record, name: &str) -> Option<Cow<'a, str>> {
     if let Some((_, value)) = record.resource.iter().find(|(key, _)| same_name(key, name)) {
         return Some(Cow::Borrowed(value));
     }
@@ -66,5 +108,8 @@ mod tests {
         assert_eq!(field(&record, "user").as_deref(), Some("u-1"));
         assert_eq!(field(&record, "filename").as_deref(), Some("/a.log"));
         assert_eq!(field(&record, "nope"), None);
+        for name in ["level", "service_name", "http_status", "user", "filename", "message", "nope"] {
+            assert_eq!(FieldRef::new(name).get(&record), field(&record, name), "{name}");
+        }
     }
 }

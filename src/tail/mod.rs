@@ -31,7 +31,8 @@
 //! Each read (at most [`READ_CHUNK`] bytes) becomes one batch (several for very short
 //! lines: a batch holds about 2048 records at most) whose acknowledgement token ends at its
 //! last complete record; the checkpoint is the longest fully acknowledged
-//! prefix (see [`crate::pipeline`]). When the downstream queue is full the tailer waits: the
+//! prefix (see [`crate::pipeline`]). At most 2 x (parser threads) batches per input are
+//! being parsed at once; when they are, or the downstream queue is full, the tailer waits: the
 //! file is the buffer. Memory per file is bounded by the framing stages (`max_line_bytes`
 //! each); at most `max_open_files` descriptors are open: idle, fully read files are closed
 //! first (least recently active) and reopened when they grow. Files rotated away keep their

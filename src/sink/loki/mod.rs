@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::batch::Entry;
-use super::fields::field;
+use super::fields::FieldRef;
 use super::http::Request;
 use super::retry::{Outcome, classify_status};
 use super::service::{Protocol, Router};
@@ -37,12 +37,12 @@ type Stream = (String, Vec<(String, String)>, Vec<usize>);
 /// The Loki protocol: labels, encodings, and what Loki's answers mean.
 pub(crate) struct Loki {
     /// Configured label fields and their sanitized label names.
-    labels: Vec<(String, String)>,
+    labels: Vec<(FieldRef, String)>,
     /// The same as (configured index, field, name), sorted and deduplicated by name: the order
     /// Loki's label text uses.
-    sorted_labels: Vec<(usize, String, String)>,
+    sorted_labels: Vec<(usize, FieldRef, String)>,
     /// Configured structured metadata fields and their sanitized names.
-    metadata: Vec<(String, String)>,
+    metadata: Vec<(FieldRef, String)>,
     /// Per configured label: demoted to structured metadata.
     demoted: Arc<Vec<AtomicBool>>,
     max_label_values: usize,
@@ -53,9 +53,9 @@ pub(crate) struct Loki {
 
 impl Loki {
     pub fn new(config: &SinkConfig) -> Loki {
-        let named = |fields: &[String]| fields.iter().map(|f| (f.clone(), sanitize_name(f))).collect::<Vec<_>>();
+        let named = |fields: &[String]| fields.iter().map(|f| (FieldRef::new(f), sanitize_name(f))).collect::<Vec<_>>();
         let labels = named(&config.labels);
-        let mut sorted_labels: Vec<(usize, String, String)> =
+        let mut sorted_labels: Vec<(usize, FieldRef, String)> =
             labels.iter().enumerate().map(|(i, (field, name))| (i, field.clone(), name.clone())).collect();
         sorted_labels.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
         sorted_labels.dedup_by(|a, b| a.2 == b.2);
@@ -76,11 +76,11 @@ impl Loki {
     /// without labels.
     fn visit_labels(&self, record: &Record, mut visit: impl FnMut(&str, &str)) {
         let mut any = false;
-        for &(index, ref field_name, ref label) in &self.sorted_labels {
+        for &(index, ref field, ref label) in &self.sorted_labels {
             if self.is_demoted(index) {
                 continue;
             }
-            if let Some(value) = field(record, field_name) {
+            if let Some(value) = field.get(record) {
                 let value = sanitize_value(&value);
                 if !value.is_empty() {
                     visit(label, &value);
@@ -104,12 +104,16 @@ impl Loki {
             }
             out.push_str(name);
             out.push_str("=\"");
-            for c in value.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    _ => out.push(c),
+            if value.contains(['\\', '"']) {
+                for c in value.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '"' => out.push_str("\\\""),
+                        _ => out.push(c),
+                    }
                 }
+            } else {
+                out.push_str(value);
             }
             out.push('"');
         });
@@ -133,7 +137,7 @@ impl Loki {
         self.metadata
             .iter()
             .chain(demoted)
-            .filter_map(|(field_name, name)| Some((name.as_str(), field(record, field_name)?)))
+            .filter_map(|(field, name)| Some((name.as_str(), field.get(record)?)))
             .collect()
     }
 
@@ -279,7 +283,7 @@ impl Protocol for Loki {
 
 /// Routes each record by its stream, and enforces the distinct-values budget of each label.
 struct LabelRouter {
-    labels: Vec<(String, String)>,
+    labels: Vec<(FieldRef, String)>,
     seen: Vec<HashSet<String>>,
     demoted: Arc<Vec<AtomicBool>>,
     budget: usize,
@@ -288,12 +292,12 @@ struct LabelRouter {
 impl Router for LabelRouter {
     fn key(&mut self, record: &Record) -> Option<u64> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for (index, (field_name, label)) in self.labels.iter().enumerate() {
+        for (index, (field, label)) in self.labels.iter().enumerate() {
             let Some(flag) = self.demoted.get(index) else { continue };
             if flag.load(Ordering::Relaxed) {
                 continue;
             }
-            let Some(value) = field(record, field_name) else { continue };
+            let Some(value) = field.get(record) else { continue };
             let seen = &mut self.seen[index];
             if !seen.contains(value.as_ref()) {
                 if seen.len() >= self.budget {
@@ -443,6 +447,20 @@ mod tests {
         assert_eq!(push.streams.len(), 1);
         assert_eq!(push.streams[0].labels, r#"{level="info"}"#);
         assert_eq!(push.streams[0].entries[4].structured_metadata[0].name, "user");
+    }
+
+    #[test]
+    fn label_text_escapes_quotes_and_backslashes() {
+        let loki = Loki::new(&config("{name: l, type: loki, endpoint: 'http://x', labels: [level, user]}"));
+        let mut plain = record("m", Level::Info, 1);
+        plain.attributes.insert("user".into(), "u-1".into());
+        let mut quoted = record("m", Level::Info, 1);
+        quoted.attributes.insert("user".into(), r#"a"b\c"#.into());
+        let mut text = String::new();
+        loki.stream_labels(&plain, &mut text);
+        assert_eq!(text, r#"{level="info", user="u-1"}"#);
+        loki.stream_labels(&quoted, &mut text);
+        assert_eq!(text, r#"{level="info", user="a\"b\\c"}"#);
     }
 
     #[test]
