@@ -9,11 +9,11 @@
 //! defaults (10000 events, 1 MiB) but a 50 ms timeout, which the wall time includes once: the
 //! last, partial batch waits for it.
 //!
-//! Measured 2026-11-25 on the shared 2-core machine (load average 6-8 from other builds), 190.7
-//! MiB / 956k lines, median of 5: 55 MiB/s, 276k lines/s, 2.66 CPU s (tailer thread 1.5 s,
-//! runtime and encoder threads 1.1 s), peak RSS 43 MiB; `cat` 3.2 GiB/s. The tailer thread
-//! (read, frame, parse) is the critical path: on two idle cores the ceiling is about 190.7 MiB /
-//! 1.5 s = 125 MiB/s, short of the 200 MiB/s target; RSS is over the 32 MiB target.
+//! Measured 2026-11-25 18:23 UTC on the shared 2-core machine (load average ~1.3), 190.7 MiB /
+//! 956k lines, median of 7: 148.9 MiB/s, 747k lines/s, 1.92 CPU s (parser threads ~0.5 s each,
+//! sink workers ~0.7 s, tailer ~0.1 s), peak RSS 36.3 MiB (~12 MiB of it the binary's pages);
+//! `cat` 5.4 GiB/s. Targets: >= 200 MiB/s, <= 32 MiB. Earlier the same day, with parsing on the
+//! tailer thread: 55 MiB/s, 2.66 CPU s, 43 MiB.
 
 use std::convert::Infallible;
 use std::io::{BufWriter, Write};
