@@ -68,12 +68,14 @@ impl ParsePool {
     }
 }
 
+/// Runs jobs until the pool is dropped. A job that panics (a parser bug) loses its batch,
+/// which is then never acknowledged and so read again after a restart, but not the thread.
 fn run_jobs(receiver: &Mutex<Receiver<Job>>) {
     loop {
         let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
+        let Ok(job) = job else { return };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a parser thread panicked; the batch it was parsing is not acknowledged");
         }
     }
 }
@@ -321,6 +323,22 @@ mod tests {
         }
         // The dropped batches were acknowledged when parsed: the checkpoint reaches the end.
         assert_eq!(acks.acked_offset(&key), Some(end));
+    }
+
+    #[test]
+    fn a_panicking_job_loses_its_batch_but_not_the_thread() {
+        let pool = ParsePool::start(1).expect("pool");
+        let (done, result) = std::sync::mpsc::sync_channel::<()>(1);
+        pool.submit(Box::new(move || {
+            let _keep = done;
+            panic!("parser bug");
+        }));
+        assert!(result.recv().is_err(), "the job's answer is lost");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        pool.submit(Box::new(move || {
+            let _ = sender.send(7);
+        }));
+        assert_eq!(receiver.recv_timeout(std::time::Duration::from_secs(10)), Ok(7));
     }
 
     #[test]
