@@ -97,27 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let fanout = sink::spawn_fanout(fanout_input, &sinks);
     let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
 
-    let mut tailers = Vec::with_capacity(logs.inputs.len());
-    let parse_pool = if logs.inputs.is_empty() {
-        Arc::new(tail::ParsePool::inline())
-    } else {
-        Arc::new(tail::ParsePool::per_core().map_err(RunError::ParsePool)?)
-    };
-    for input in &logs.inputs {
-        let context = TailerContext {
-            input: Arc::clone(input),
-            transforms: Arc::clone(&transforms),
-            resource: config.resource.clone(),
-            acks: Arc::clone(&acks),
-            metrics: metrics.input.clone(),
-            output: tail_output.clone(),
-            parse_pool: Arc::clone(&parse_pool),
-            shutdown: shutdown.clone(),
-        };
-        let handle =
-            tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })?;
-        tailers.push(handle);
-    }
+    let tailers = start_tailers(&config, &transforms, &acks, &metrics, &tail_output, &shutdown)?;
     let proxies = start_proxies(&config, &metrics, span_export.clone(), &tail_output, shutdown.clone()).await?;
     drop(tail_output);
 
@@ -189,6 +169,38 @@ impl Proxies {
 }
 
 /// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
+/// One tailer thread per input, sharing one parse pool (none without inputs).
+fn start_tailers(
+    config: &Config,
+    transforms: &Arc<Transforms>,
+    acks: &Arc<Acknowledgements>,
+    metrics: &Metrics,
+    output: &mpsc::Sender<Batch>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<std::thread::JoinHandle<()>>, RunError> {
+    let inputs = &config.logs.inputs;
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parse_pool = Arc::new(tail::ParsePool::per_core().map_err(RunError::ParsePool)?);
+    inputs
+        .iter()
+        .map(|input| {
+            let context = TailerContext {
+                input: Arc::clone(input),
+                transforms: Arc::clone(transforms),
+                resource: config.resource.clone(),
+                acks: Arc::clone(acks),
+                metrics: metrics.input.clone(),
+                output: output.clone(),
+                parse_pool: Arc::clone(&parse_pool),
+                shutdown: shutdown.clone(),
+            };
+            tail::spawn(context).map_err(|source| RunError::Tailer { input: input.name.to_string(), source })
+        })
+        .collect()
+}
+
 async fn start_proxies(
     config: &Config,
     metrics: &Metrics,

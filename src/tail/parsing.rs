@@ -21,9 +21,9 @@ use crate::transform::Transforms;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads that parse batches for every tailer; with no threads, jobs run on the caller.
+/// Threads that parse batches for every tailer.
 pub struct ParsePool {
-    jobs: Option<SyncSender<Job>>,
+    jobs: SyncSender<Job>,
     threads: usize,
 }
 
@@ -37,12 +37,7 @@ impl ParsePool {
             let receiver = Arc::clone(&receiver);
             std::thread::Builder::new().name(format!("parse-{index}")).spawn(move || run_jobs(&receiver))?;
         }
-        Ok(ParsePool { jobs: Some(sender), threads })
-    }
-
-    /// A pool that runs every job on the thread that submits it.
-    pub fn inline() -> ParsePool {
-        ParsePool { jobs: None, threads: 1 }
+        Ok(ParsePool { jobs: sender, threads })
     }
 
     /// One per core the machine offers.
@@ -56,13 +51,9 @@ impl ParsePool {
     }
 
     fn submit(&self, job: Job) {
-        let Some(jobs) = &self.jobs else {
-            job();
-            return;
-        };
         // The threads only stop when the pool is dropped, so the send cannot fail while
         // `self` lives; should every thread have died, run the job here rather than lose it.
-        if let Err(returned) = jobs.send(job) {
+        if let Err(returned) = self.jobs.send(job) {
             (returned.0)();
         }
     }
@@ -342,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_runs_jobs_on_its_threads_and_inline_runs_them_here() {
+    fn a_pool_runs_jobs_on_its_threads() {
         let here = std::thread::current().id();
         let (sender, receiver) = std::sync::mpsc::channel();
         let pool = ParsePool::start(2).expect("pool");
@@ -352,14 +343,9 @@ mod tests {
                 let _ = sender.send(std::thread::current().id());
             }));
         }
-        let inline = ParsePool::inline();
-        let sender_inline = sender.clone();
-        inline.submit(Box::new(move || {
-            let _ = sender_inline.send(std::thread::current().id());
-        }));
         drop(sender);
         let threads: Vec<_> = receiver.iter().collect();
-        assert_eq!(threads.len(), 9);
-        assert_eq!(threads.iter().filter(|id| **id == here).count(), 1, "only the inline job ran here");
+        assert_eq!(threads.len(), 8);
+        assert!(threads.iter().all(|id| *id != here), "every job ran on a pool thread");
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::batch::Entry;
-use super::fields::field;
+use super::fields::FieldRef;
 use super::http::Request;
 use super::loki::gzip;
 use super::retry::{Outcome, classify_status};
@@ -213,7 +213,7 @@ struct IndexTemplate {
 #[derive(Debug)]
 enum Part {
     Text(String),
-    Field(String),
+    Field(FieldRef),
 }
 
 impl IndexTemplate {
@@ -225,7 +225,7 @@ impl IndexTemplate {
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_owned()));
             }
-            parts.push(Part::Field(rest[open + 1..open + close].trim().to_owned()));
+            parts.push(Part::Field(FieldRef::new(rest[open + 1..open + close].trim())));
             rest = &rest[open + close + 1..];
         }
         if !rest.is_empty() {
@@ -241,8 +241,8 @@ impl IndexTemplate {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Field(name) => {
-                    let value = field(record, name).unwrap_or(Cow::Borrowed("unknown"));
+                Part::Field(field) => {
+                    let value = field.get(record).unwrap_or(Cow::Borrowed("unknown"));
                     out.extend(value.chars().map(|c| if "\\/*?\"<>| ,#:".contains(c) { '_' } else { c }));
                 }
             }
