@@ -18,21 +18,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Why a request could not be forwarded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// No connection to the app could be made.
+    #[error("connect: {0}")]
     Connect(std::io::Error),
     /// The connection failed while the request was sent or the response awaited.
+    #[error("{0}")]
     Upstream(hyper::Error),
-}
-
-impl std::fmt::Display for ForwardError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ForwardError::Connect(error) => write!(f, "connect: {error}"),
-            ForwardError::Upstream(error) => write!(f, "{error}"),
-        }
-    }
 }
 
 /// The app's address and the idle connections no client connection holds.
