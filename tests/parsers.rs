@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use pillion::parse::{ParseOptions, Parser, Registry};
+use pillion::record::Attributes;
 use pillion::record::{Level, Value};
-use serde_json::Map;
 
 const OBSERVED: &str = "2026-11-25T12:00:05Z";
 
@@ -97,7 +97,7 @@ fn parse(name: &str, line: &str) -> pillion::record::Record {
     parsed.record
 }
 
-fn attrs(record: &pillion::record::Record) -> &Map<String, Value> {
+fn attrs(record: &pillion::record::Record) -> &Attributes {
     &record.attributes
 }
 

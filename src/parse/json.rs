@@ -102,7 +102,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
             match self.spec.names.role_of(&key) {
                 None => {
                     let value: Value = map.next_value()?;
-                    self.attributes.insert(key.into_owned(), value);
+                    self.attributes.insert(key, value);
                 }
                 Some((role, rank)) => {
                     let value: Field<'de> = map.next_value()?;
@@ -167,7 +167,7 @@ impl LineSeed<'_, '_> {
                 value
             }
         };
-        attributes.insert(key.into_owned(), kept.into_value());
+        attributes.insert(key, kept.into_value());
     }
 }
 

@@ -225,14 +225,14 @@ pub(super) fn parse(
     for pair in pairs(&text) {
         let pair = pair.map_err(|()| NOT_LOGFMT.to_owned())?;
         let Some(value) = pair.value else {
-            record.attributes.insert(pair.key.to_owned(), Value::Bool(true));
+            record.attributes.insert(pair.key, Value::Bool(true));
             continue;
         };
         values += 1;
         match spec.names.role_of(pair.key) {
             Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
             None => {
-                record.attributes.insert(pair.key.to_owned(), Value::String(value.unescaped().into_owned()));
+                record.attributes.insert(pair.key, Value::String(value.unescaped().into_owned()));
             }
         }
     }
@@ -282,7 +282,7 @@ fn promote(
             }
         }
     }
-    attributes.insert(key.to_owned(), Value::String(text.into_owned()));
+    attributes.insert(key, Value::String(text.into_owned()));
 }
 
 #[cfg(test)]

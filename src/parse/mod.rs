@@ -143,7 +143,7 @@ impl Parser {
         let failed = result.is_err();
         if let Err(why) = result {
             record = Record::new(lossy(line), observed, Arc::clone(resource));
-            record.attributes.insert("parse_error".to_owned(), Value::String(why));
+            record.attributes.insert("parse_error", Value::String(why));
         }
         self.correlate(&mut record);
         Parsed { record, failed }

@@ -87,7 +87,7 @@ impl RegexSpec {
         let present = |group: usize| get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value));
         for capture in &self.attributes {
             if let Some(value) = present(capture.group) {
-                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(value));
+                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(value));
             }
         }
         for split in &self.splits {
@@ -100,7 +100,7 @@ impl RegexSpec {
                 match self.time_of(time, text, get, context) {
                     Some(ts) => record.timestamp = ts,
                     None => {
-                        record.attributes.insert(time.name.clone(), Value::String(lossy(text)));
+                        record.attributes.insert(time.name.as_str(), Value::String(lossy(text)));
                     }
                 }
             }
@@ -124,7 +124,7 @@ impl RegexSpec {
 
     fn fill_split(&self, split: &Split, value: &[u8], locations: &mut CaptureLocations, record: &mut Record) {
         if split.regex.captures_read(locations, value).is_none() {
-            record.attributes.insert(split.capture.name.clone(), split.capture.kind.convert_bytes(value));
+            record.attributes.insert(split.capture.name.as_str(), split.capture.kind.convert_bytes(value));
             return;
         }
         for capture in &split.attributes {
@@ -133,7 +133,7 @@ impl RegexSpec {
             };
             let part = &value[start..end];
             if !self.skip_values.iter().any(|skip| skip == part) {
-                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(part));
+                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(part));
             }
         }
     }
@@ -166,7 +166,7 @@ impl RegexSpec {
             // An HTTP status stays an attribute in its own right (see `compile`).
             None if level.rule.from == LevelFrom::HttpStatus => {}
             None => {
-                record.attributes.insert(level.name.clone(), Value::String(lossy(text)));
+                record.attributes.insert(level.name.as_str(), Value::String(lossy(text)));
             }
         }
     }
@@ -176,13 +176,13 @@ impl RegexSpec {
         if let Some(id) = text(self.trace_id) {
             match TraceId::parse_hex(id) {
                 Some(id) => record.trace_id = Some(id),
-                None => drop(record.attributes.insert("trace_id".to_owned(), Value::from(id))),
+                None => drop(record.attributes.insert("trace_id", Value::from(id))),
             }
         }
         if let Some(id) = text(self.span_id) {
             match SpanId::parse_hex(id) {
                 Some(id) => record.span_id = Some(id),
-                None => drop(record.attributes.insert("span_id".to_owned(), Value::from(id))),
+                None => drop(record.attributes.insert("span_id", Value::from(id))),
             }
         }
         if let Some(parent) = text(self.traceparent) {
@@ -191,7 +191,7 @@ impl RegexSpec {
                     record.trace_id = record.trace_id.or(Some(trace));
                     record.span_id = record.span_id.or(Some(span));
                 }
-                None => drop(record.attributes.insert("traceparent".to_owned(), Value::from(parent))),
+                None => drop(record.attributes.insert("traceparent", Value::from(parent))),
             }
         }
     }
@@ -248,8 +248,8 @@ fn with_locations<T>(regex: &IdRegex, f: impl FnOnce(&mut CaptureLocations) -> T
 /// `syslog.facility` from a PRI value (the severity went into the level).
 fn add_syslog_facility(text: &[u8], record: &mut Record) {
     if let Some(priority) = std::str::from_utf8(text).ok().and_then(|t| t.parse::<i64>().ok()) {
-        record.attributes.insert("syslog.facility".to_owned(), Value::from(priority / 8));
-        record.attributes.insert("syslog.severity".to_owned(), Value::from(priority % 8));
+        record.attributes.insert("syslog.facility", Value::from(priority / 8));
+        record.attributes.insert("syslog.severity", Value::from(priority % 8));
     }
 }
 

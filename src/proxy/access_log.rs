@@ -74,13 +74,13 @@ fn record(entry: &AccessEntry, resource: &Resource) -> Record {
         record.span_id = Some(span_id);
     }
     let attributes = &mut record.attributes;
-    attributes.insert("http.request.method".into(), Value::from(entry.method));
-    attributes.insert("http.route".into(), Value::from(entry.route));
-    attributes.insert("url.path".into(), Value::from(entry.path));
-    attributes.insert("http.response.status_code".into(), Value::from(entry.status));
-    attributes.insert("http.server.request.duration".into(), Value::from(entry.duration.as_secs_f64()));
-    attributes.insert("http.response.body.size".into(), Value::from(entry.body_bytes));
-    attributes.insert("client.address".into(), Value::from(entry.client.ip().to_string()));
+    attributes.insert("http.request.method", Value::from(entry.method));
+    attributes.insert("http.route", Value::from(entry.route));
+    attributes.insert("url.path", Value::from(entry.path));
+    attributes.insert("http.response.status_code", Value::from(entry.status));
+    attributes.insert("http.server.request.duration", Value::from(entry.duration.as_secs_f64()));
+    attributes.insert("http.response.body.size", Value::from(entry.body_bytes));
+    attributes.insert("client.address", Value::from(entry.client.ip().to_string()));
     record
 }
 

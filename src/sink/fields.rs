@@ -89,8 +89,8 @@ mod tests {
         let resource = Arc::new(vec![("service.name".to_owned(), "checkout".to_owned())]);
         let mut record = Record::new("hi".into(), jiff::Timestamp::UNIX_EPOCH, resource);
         record.level = Some(Level::Warn);
-        record.attributes.insert("http.status".into(), 402.into());
-        record.attributes.insert("user".into(), "u-1".into());
+        record.attributes.insert("http.status", 402.into());
+        record.attributes.insert("user", "u-1".into());
         record.source = Some(Source { input: "app".into(), path: "/a.log".into(), offset: 7 });
         assert_eq!(field(&record, "level").as_deref(), Some("warn"));
         assert_eq!(field(&record, "service_name").as_deref(), Some("checkout"));

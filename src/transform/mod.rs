@@ -97,14 +97,14 @@ impl Step {
             Step::Rename(pairs) => {
                 for (from, to) in pairs {
                     if let Some(value) = record.attributes.remove(from) {
-                        record.attributes.insert(to.clone(), value);
+                        record.attributes.insert(to.as_str(), value);
                     }
                 }
                 true
             }
             Step::Add(pairs) => {
                 for (key, value) in pairs {
-                    record.attributes.insert(key.clone(), value.clone());
+                    record.attributes.insert(key.as_str(), value.clone());
                 }
                 true
             }
@@ -183,8 +183,8 @@ mod tests {
         );
         assert!(!t.apply(&mut record("x", Some(Level::Debug))));
         let mut r = record("x", Some(Level::Info));
-        r.attributes.insert("usr".into(), "u1".into());
-        r.attributes.insert("secret".into(), "s".into());
+        r.attributes.insert("usr", "u1".into());
+        r.attributes.insert("secret", "s".into());
         assert!(t.apply(&mut r));
         assert_eq!(r.attributes.get("user"), Some(&Value::from("u1")));
         assert_eq!(r.attributes.get("team"), Some(&Value::from("pay")));
@@ -207,10 +207,10 @@ mod tests {
             "logs:\n  transforms:\n    - drop: { when: { service: web }, matches: { message: '^GET /healthz', status: '^2' } }\n",
         );
         let mut health = record("GET /healthz 200", Some(Level::Info));
-        health.attributes.insert("service".into(), "web".into());
-        health.attributes.insert("status".into(), 200.into());
+        health.attributes.insert("service", "web".into());
+        health.attributes.insert("status", 200.into());
         assert!(!t.apply(&mut health.clone()), "all conditions hold: dropped");
-        health.attributes.insert("status".into(), 503.into());
+        health.attributes.insert("status", 503.into());
         assert!(t.apply(&mut health), "a failing health check is kept");
         assert!(t.apply(&mut record("GET /healthz 200", None)), "no service attribute: kept");
     }
@@ -221,8 +221,8 @@ mod tests {
             "logs:\n  transforms:\n    - redact: { fields: [auth, count], builtin: [bearer_token], mask: '***' }\n",
         );
         let mut r = record("x", None);
-        r.attributes.insert("auth".into(), "Bearer eyJhbGciOi.x-y_z".into());
-        r.attributes.insert("count".into(), 4111.into());
+        r.attributes.insert("auth", "Bearer eyJhbGciOi.x-y_z".into());
+        r.attributes.insert("count", 4111.into());
         assert!(t.apply(&mut r));
         assert_eq!(r.attributes.get("auth"), Some(&Value::from("***")));
         assert_eq!(r.attributes.get("count"), Some(&Value::from(4111)));
@@ -234,7 +234,7 @@ mod tests {
             "logs:\n  transforms:\n    - rename: { fields: { usr: user } }\n    - drop: { when: { user: bot } }\n",
         );
         let mut r = record("x", None);
-        r.attributes.insert("usr".into(), "bot".into());
+        r.attributes.insert("usr", "bot".into());
         assert!(!t.apply(&mut r), "the drop sees the renamed field");
     }
 

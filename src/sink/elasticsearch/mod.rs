@@ -283,7 +283,7 @@ mod tests {
                 let mut record = Record::new(format!("line {i}"), ts, Arc::clone(&resource));
                 record.level = Some(Level::Error);
                 record.trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736");
-                record.attributes.insert("user".into(), "u-1".into());
+                record.attributes.insert("user", "u-1".into());
                 record.source = Some(Source { input: "app".into(), path: "/a.log".into(), offset: i as u64 * 16 });
                 record
             })

@@ -370,7 +370,7 @@ mod tests {
         let resource = Arc::new(vec![("service.name".to_owned(), "checkout".to_owned())]);
         let mut record = Record::new(message.into(), jiff::Timestamp::from_second(second).expect("ts"), resource);
         record.level = Some(level);
-        record.attributes.insert("user".into(), format!("u-{second}").into());
+        record.attributes.insert("user", format!("u-{second}").into());
         record
     }
 
@@ -453,9 +453,9 @@ mod tests {
     fn label_text_escapes_quotes_and_backslashes() {
         let loki = Loki::new(&config("{name: l, type: loki, endpoint: 'http://x', labels: [level, user]}"));
         let mut plain = record("m", Level::Info, 1);
-        plain.attributes.insert("user".into(), "u-1".into());
+        plain.attributes.insert("user", "u-1".into());
         let mut quoted = record("m", Level::Info, 1);
-        quoted.attributes.insert("user".into(), r#"a"b\c"#.into());
+        quoted.attributes.insert("user", r#"a"b\c"#.into());
         let mut text = String::new();
         loki.stream_labels(&plain, &mut text);
         assert_eq!(text, r#"{level="info", user="u-1"}"#);

@@ -126,7 +126,7 @@ fn log_record(record: &Record) -> LogRecord {
     let mut attributes: Vec<KeyValue> = record
         .attributes
         .iter()
-        .map(|(k, v)| KeyValue { key: k.clone(), value: Some(any_value(v)), ..Default::default() })
+        .map(|(k, v)| KeyValue { key: k.to_owned(), value: Some(any_value(v)), ..Default::default() })
         .collect();
     if let Some(source) = &record.source {
         attributes.push(string_attribute("log.file.path", &source.path));
@@ -164,7 +164,7 @@ fn any_value(value: &Value) -> AnyValue {
         Value::Object(map) => Some(V::KvlistValue(KeyValueList {
             values: map
                 .iter()
-                .map(|(k, v)| KeyValue { key: k.clone(), value: Some(any_value(v)), ..Default::default() })
+                .map(|(k, v)| KeyValue { key: k.to_owned(), value: Some(any_value(v)), ..Default::default() })
                 .collect(),
         })),
     };
@@ -191,8 +191,8 @@ mod tests {
             record.level = Some(Level::Warn);
             record.trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736");
             record.span_id = SpanId::parse_hex("00f067aa0ba902b7");
-            record.attributes.insert("n".into(), 3.into());
-            record.attributes.insert("ok".into(), true.into());
+            record.attributes.insert("n", 3.into());
+            record.attributes.insert("ok", true.into());
             records.push(record);
         }
         let ledger = Ledger::new("o".into(), Arc::new(Acknowledgements::new(1)), &SinkMetrics::default());

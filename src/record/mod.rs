@@ -8,10 +8,12 @@ use jiff::Timestamp;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+mod attributes;
+
+pub use attributes::{AttributeName, Attributes};
+
 /// Typed attribute values (string, int, float, bool, nested arrays and objects).
 pub type Value = serde_json::Value;
-/// Record attributes, keyed by name.
-pub type Attributes = serde_json::Map<String, Value>;
 
 /// Severity levels, with OpenTelemetry severity numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
@@ -280,7 +282,7 @@ mod tests {
         record.level = Some(Level::Error);
         record.trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736");
         record.span_id = SpanId::parse_hex("00F067AA0BA902B7");
-        record.attributes.insert("http.status".into(), 402.into());
+        record.attributes.insert("http.status", 402.into());
         record.source = Some(Source { input: "app".into(), path: "/var/log/app/app.log".into(), offset: 18231 });
         let json = serde_json::to_string(&record).expect("serialize");
         assert_eq!(
