@@ -5,7 +5,7 @@
 //! medians over several runs.
 //!
 //! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
-//! override). Under `cargo test` it does one 2 MB run as a smoke test. The sink batches with the
+//! override; PILLION_BIN=path measures another build). Under `cargo test` it does one 2 MB run as a smoke test. The sink batches with the
 //! defaults (10000 events, 1 MiB) but a 50 ms timeout, which the wall time includes once: the
 //! last, partial batch waits for it.
 //!
@@ -146,7 +146,8 @@ logs:
     .expect("config");
     let (bytes_before, requests_before) = receiver.totals();
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let bin = std::env::var("PILLION_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)
         .env("PILLION_LOG", "warn")

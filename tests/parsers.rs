@@ -25,10 +25,10 @@ fn observed() -> Timestamp {
 }
 
 /// The line-dependent part of a record's JSON form.
-fn normalized(parser: &Parser, line: &[u8]) -> (Value, bool) {
+fn normalized(parser: &Parser, line: &[u8]) -> (serde_json::Value, bool) {
     let parsed = parser.parse(line, observed(), &Arc::new(Vec::new()));
     let mut json = serde_json::to_value(&parsed.record).expect("serializes");
-    if let Value::Object(map) = &mut json {
+    if let serde_json::Value::Object(map) = &mut json {
         for key in ["observed_timestamp", "resource", "source"] {
             map.remove(key);
         }
@@ -57,8 +57,8 @@ fn every_parser_matches_its_fixture() {
         let actual: Vec<String> = lines(&input)
             .map(|line| {
                 let (mut json, failed) = normalized(&parser, line);
-                if let Value::Object(map) = &mut json {
-                    map.insert("failed".into(), Value::Bool(failed));
+                if let serde_json::Value::Object(map) = &mut json {
+                    map.insert("failed".into(), serde_json::Value::Bool(failed));
                 }
                 serde_json::to_string(&json).expect("json")
             })
@@ -72,8 +72,8 @@ fn every_parser_matches_its_fixture() {
         let expected: Vec<&str> = expected.lines().collect();
         assert_eq!(expected.len(), actual.len(), "{name}: line count");
         for (number, (want, got)) in expected.iter().zip(&actual).enumerate() {
-            let want: Value = serde_json::from_str(want).expect("expected json");
-            let got: Value = serde_json::from_str(got).expect("actual json");
+            let want: serde_json::Value = serde_json::from_str(want).expect("expected json");
+            let got: serde_json::Value = serde_json::from_str(got).expect("actual json");
             assert_eq!(want, got, "{name}.log line {}", number + 1);
         }
         checked.push(name);

@@ -251,20 +251,21 @@ pub enum ValueType {
 
 impl ValueType {
     /// Converts `text`; a value that does not convert stays a string.
-    pub fn convert(self, text: String) -> Value {
+    pub fn convert(self, text: impl AsRef<str> + Into<Value>) -> Value {
+        let trimmed = text.as_ref().trim();
         let converted = match self {
             ValueType::String => None,
-            ValueType::Int => text.trim().parse::<i64>().ok().map(Value::from),
+            ValueType::Int => trimmed.parse::<i64>().ok().map(Value::from),
             ValueType::Float => {
-                text.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+                trimmed.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
             }
-            ValueType::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            ValueType::Bool => match trimmed.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => Some(Value::Bool(true)),
                 "false" | "no" | "off" | "0" => Some(Value::Bool(false)),
                 _ => None,
             },
         };
-        converted.unwrap_or(Value::String(text))
+        converted.unwrap_or_else(|| text.into())
     }
 
     /// Converts captured bytes; only strings (and values that do not convert) are copied.
@@ -275,12 +276,12 @@ impl ValueType {
             (ValueType::Float, Some(text)) => {
                 text.parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
             }
-            (ValueType::String, Some(text)) => return Value::String(text.to_owned()),
+            (ValueType::String, Some(text)) => return Value::from(text),
             _ => None,
         };
         match converted {
             Some(value) => value,
-            None => self.convert(String::from_utf8_lossy(bytes).into_owned()),
+            None => self.convert(String::from_utf8_lossy(bytes)),
         }
     }
 
@@ -331,9 +332,9 @@ mod tests {
         assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
         assert!(parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
         assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7").is_none());
-        assert_eq!(ValueType::Int.convert("42".into()), Value::from(42));
-        assert_eq!(ValueType::Int.convert("-".into()), Value::from("-"));
-        assert_eq!(ValueType::Float.convert("0.25".into()), Value::from(0.25));
-        assert_eq!(ValueType::Bool.convert("yes".into()), Value::Bool(true));
+        assert_eq!(ValueType::Int.convert("42"), Value::from(42));
+        assert_eq!(ValueType::Int.convert("-"), Value::from("-"));
+        assert_eq!(ValueType::Float.convert("0.25"), Value::from(0.25));
+        assert_eq!(ValueType::Bool.convert("yes"), Value::Bool(true));
     }
 }

@@ -214,7 +214,7 @@ impl Field<'_> {
 
     fn into_value(self) -> Value {
         match self {
-            Field::Text(text) => Value::String(text.into_owned()),
+            Field::Text(text) => Value::from(text),
             Field::Other(value) => value,
         }
     }

@@ -232,7 +232,7 @@ pub(super) fn parse(
         match spec.names.role_of(pair.key) {
             Some((role, rank)) => promote(spec, context, record, &mut promoted, (pair.key, role, rank), value),
             None => {
-                record.attributes.insert(pair.key, Value::String(value.unescaped().into_owned()));
+                record.attributes.insert(pair.key, Value::from(value.unescaped()));
             }
         }
     }
@@ -282,7 +282,7 @@ fn promote(
             }
         }
     }
-    attributes.insert(key, Value::String(text.into_owned()));
+    attributes.insert(key, Value::from(text));
 }
 
 #[cfg(test)]

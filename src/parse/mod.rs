@@ -35,7 +35,7 @@ pub use registry::{ParserInfo, Registry};
 use self::fields::{FieldSpec, parse_traceparent};
 use self::pattern::{Outcome, RegexSpec};
 use self::timestamp::TimeContext;
-use crate::record::{Level, Record, Resource, SpanId, TraceId, Value};
+use crate::record::{Attributes, Level, Record, Resource, SpanId, TraceId, Value};
 
 /// What a named parser does.
 #[derive(Debug)]
@@ -122,8 +122,16 @@ impl Parser {
 
     /// Parses `line` (invalid UTF-8 becomes U+FFFD) observed at `observed`.
     pub fn parse(&self, line: &[u8], observed: Timestamp, resource: &Resource) -> Parsed {
+        self.parse_into(line, observed, resource, Attributes::new())
+    }
+
+    /// [`Parser::parse`] building the record's attributes in `attributes`, an empty map whose
+    /// capacity is reused (see [`Attributes::take_exact`]).
+    pub fn parse_into(&self, line: &[u8], observed: Timestamp, resource: &Resource, attributes: Attributes) -> Parsed {
+        debug_assert!(attributes.is_empty());
         let context = TimeContext { observed, zone: &self.options.zone };
         let mut record = Record::new(String::new(), observed, Arc::clone(resource));
+        record.attributes = attributes;
         let result = match &*self.spec {
             Spec::Raw => {
                 record.message = lossy(line);
@@ -143,7 +151,7 @@ impl Parser {
         let failed = result.is_err();
         if let Err(why) = result {
             record = Record::new(lossy(line), observed, Arc::clone(resource));
-            record.attributes.insert("parse_error", Value::String(why));
+            record.attributes.insert("parse_error", Value::from(why));
         }
         self.correlate(&mut record);
         Parsed { record, failed }
@@ -197,7 +205,10 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
         return;
     }
     // A failed attempt may have left fields behind: start again from the raw line.
+    let attributes = std::mem::take(&mut record.attributes);
     *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
+    record.attributes = attributes;
+    record.attributes.clear();
     sniff_raw(&text, context, record);
     record.message = text.into_owned();
 }
@@ -300,7 +311,7 @@ mod tests {
         let r = parse("json", line).record;
         assert_eq!(r.level, Some(Level::Warn));
         assert!(r.trace_id.is_some() && r.span_id.is_some());
-        assert_eq!(r.attributes.get("log"), Some(&serde_json::json!({"logger": "app"})));
+        assert_eq!(r.attributes.get("log"), Some(&Value::from(serde_json::json!({"logger": "app"}))));
         assert!(!r.attributes.contains_key("trace") && !r.attributes.contains_key("span"));
     }
 

@@ -100,7 +100,7 @@ impl RegexSpec {
                 match self.time_of(time, text, get, context) {
                     Some(ts) => record.timestamp = ts,
                     None => {
-                        record.attributes.insert(time.name.as_str(), Value::String(lossy(text)));
+                        record.attributes.insert(time.name.as_str(), Value::from(lossy(text)));
                     }
                 }
             }
@@ -166,7 +166,7 @@ impl RegexSpec {
             // An HTTP status stays an attribute in its own right (see `compile`).
             None if level.rule.from == LevelFrom::HttpStatus => {}
             None => {
-                record.attributes.insert(level.name.as_str(), Value::String(lossy(text)));
+                record.attributes.insert(level.name.as_str(), Value::from(lossy(text)));
             }
         }
     }

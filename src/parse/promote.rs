@@ -31,7 +31,7 @@ impl Promoted {
     pub fn time(&mut self, rank: u8, value: Timestamp, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.time, rank, value) {
             let text = format!("{lost:.9}");
-            attributes.insert(names.name(Role::Time, rank), Value::String(text));
+            attributes.insert(names.name(Role::Time, rank), Value::from(text));
         }
     }
 
@@ -43,26 +43,26 @@ impl Promoted {
 
     pub fn message(&mut self, rank: u8, value: String, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.message, rank, value) {
-            attributes.insert(names.name(Role::Message, rank), Value::String(lost));
+            attributes.insert(names.name(Role::Message, rank), Value::from(lost));
         }
     }
 
     pub fn trace_id(&mut self, rank: u8, value: TraceId, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.trace_id, rank, value) {
-            attributes.insert(names.name(Role::TraceId, rank), Value::String(lost.to_string()));
+            attributes.insert(names.name(Role::TraceId, rank), Value::from(lost.to_string()));
         }
     }
 
     pub fn span_id(&mut self, rank: u8, value: SpanId, names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, lost)) = offer(&mut self.span_id, rank, value) {
-            attributes.insert(names.name(Role::SpanId, rank), Value::String(lost.to_string()));
+            attributes.insert(names.name(Role::SpanId, rank), Value::from(lost.to_string()));
         }
     }
 
     pub fn traceparent(&mut self, rank: u8, value: (TraceId, SpanId), names: &FieldNames, attributes: &mut Attributes) {
         if let Some((rank, (trace, span))) = offer(&mut self.traceparent, rank, value) {
             let text = format!("00-{trace}-{span}-01");
-            attributes.insert(names.name(Role::TraceParent, rank), Value::String(text));
+            attributes.insert(names.name(Role::TraceParent, rank), Value::from(text));
         }
     }
 

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use serde_json::Value;
+
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Batch;
-use crate::record::{Level, Record, Resource, SpanId, TraceId};
+use crate::record::{Level, Record, Resource, SpanId, TraceId, Value};
 
 /// Access-log records waiting to be batched.
 const QUEUE: usize = 4096;

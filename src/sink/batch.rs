@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::raw::BatchConfig;
 use crate::pipeline::{Acknowledgements, Batch};
-use crate::record::Record;
+use crate::record::{Record, Value};
 use crate::telemetry::metrics::SinkMetrics;
 
 /// A pipeline batch being delivered by one sink.
@@ -188,11 +188,11 @@ pub(crate) fn size_hint(record: &Record) -> usize {
     record.message.len() + attributes + 96
 }
 
-fn value_size(value: &serde_json::Value) -> usize {
+fn value_size(value: &Value) -> usize {
     match value {
-        serde_json::Value::String(text) => text.len() + 2,
-        serde_json::Value::Array(items) => items.iter().map(value_size).sum::<usize>() + 2,
-        serde_json::Value::Object(map) => map.iter().map(|(k, v)| k.len() + value_size(v) + 4).sum::<usize>() + 2,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => items.iter().map(value_size).sum::<usize>() + 2,
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + value_size(v) + 4).sum::<usize>() + 2,
         _ => 8,
     }
 }

@@ -15,7 +15,7 @@ use crate::config::InputSettings;
 use crate::frame::{Framed, Stream};
 use crate::parse::Parser;
 use crate::pipeline::{AckToken, Acknowledgements, Batch};
-use crate::record::{Record, Resource, Source, Value};
+use crate::record::{Attributes, Record, Resource, Source, Value};
 use crate::telemetry::metrics::{InputLabel, InputMetrics, ParserLabels};
 use crate::transform::Transforms;
 
@@ -139,17 +139,24 @@ impl RawBatch {
     fn parse(self, context: &ParseContext, token: AckToken) -> Option<Batch> {
         let mut records = Vec::with_capacity(self.lines.len());
         let (mut invalid_utf8, mut parse_errors) = (0, 0);
+        // Attributes are built here and moved out exactly sized: one allocation per record.
+        let mut scratch = Attributes::new();
         for line in &self.lines {
             let bytes = &self.bytes[line.bytes.clone()];
             if std::str::from_utf8(bytes).is_err() {
                 invalid_utf8 += 1;
             }
-            let parsed = context.parser.parse(bytes, self.observed, &context.resource);
+            let parsed = context.parser.parse_into(bytes, self.observed, &context.resource, scratch);
             parse_errors += u64::from(parsed.failed);
             let mut record = parsed.record;
             self.annotate(context, line, &mut record);
-            if context.transforms.apply(&mut record) {
+            let kept = context.transforms.apply(&mut record);
+            scratch = std::mem::take(&mut record.attributes);
+            if kept {
+                record.attributes = scratch.take_exact();
                 records.push(record);
+            } else {
+                scratch.clear();
             }
         }
         let metrics = &context.metrics;
@@ -172,14 +179,14 @@ impl RawBatch {
         record.source = Some(Source { input, path: Arc::clone(&self.path), offset: line.start });
         for (key, value) in &context.input.attributes {
             if !record.attributes.contains_key(key) {
-                record.attributes.insert(key.as_str(), Value::String(value.clone()));
+                record.attributes.insert(key.as_str(), Value::from(value.clone()));
             }
         }
         if line.truncated {
             record.attributes.insert("truncated", Value::Bool(true));
         }
         if let Some(stream) = line.stream {
-            record.attributes.insert("stream", Value::String(stream.as_str().to_owned()));
+            record.attributes.insert("stream", Value::from(stream.as_str().to_owned()));
         }
         if let Some(time) = line.time.filter(|_| record.timestamp == record.observed_timestamp) {
             record.timestamp = time;

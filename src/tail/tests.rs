@@ -22,7 +22,7 @@ use super::checkpoint::CheckpointStore;
 use super::{TailerContext, spawn};
 use crate::config::InputSettings;
 use crate::pipeline::Acknowledgements;
-use crate::record::Record;
+use crate::record::{Record, Value};
 use crate::telemetry::metrics::InputMetrics;
 use crate::transform::Transforms;
 
@@ -404,7 +404,7 @@ fn huge_lines_are_truncated_flagged_and_counted() {
     h.wait_for("three records", |records| records.len() == 3);
     let records = lock(&h.delivered).clone();
     assert_eq!(records[1].message.len(), 1024);
-    assert_eq!(records[1].attributes.get("truncated"), Some(&serde_json::Value::Bool(true)));
+    assert_eq!(records[1].attributes.get("truncated"), Some(&Value::Bool(true)));
     assert_eq!(records[2].message, "after");
     assert_eq!(records[2].source.as_ref().map(|s| s.offset), Some(7 + huge.len() as u64 + 1));
     assert_eq!(h.counter(&h.metrics.lines_truncated), 1);
@@ -437,7 +437,7 @@ fn cri_partials_are_merged() {
     let records = lock(&h.delivered).clone();
     let merged = records.iter().find(|r| r.message.starts_with("first")).expect("merged");
     assert_eq!(merged.message, "first half, second half", "{records:?}");
-    assert_eq!(merged.attributes.get("stream"), Some(&serde_json::Value::String("stdout".into())));
+    assert_eq!(merged.attributes.get("stream"), Some(&Value::from("stdout")));
 }
 
 #[test]

@@ -57,7 +57,7 @@ impl Transforms {
                     Step::Rename(map.fields.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
                 }
                 TransformConfig::Add(map) => {
-                    Step::Add(map.fields.iter().map(|(k, v)| (k.clone(), Value::String(v.0.clone()))).collect())
+                    Step::Add(map.fields.iter().map(|(k, v)| (k.clone(), Value::from(v.0.clone()))).collect())
                 }
                 TransformConfig::Remove(list) => Step::Remove(list.fields.clone()),
                 TransformConfig::Redact(redact) => {
@@ -145,16 +145,20 @@ fn field_text<'a>(record: &'a Record, field: &str) -> Option<Cow<'a, str>> {
 }
 
 fn redact_field(record: &mut Record, field: &str, patterns: &[Regex], mask: &str) {
-    let target = match field {
-        "message" => &mut record.message,
-        name => match record.attributes.get_mut(name) {
-            Some(Value::String(s)) => s,
-            _ => return,
-        },
-    };
+    match field {
+        "message" => redact_text(&mut record.message, patterns, mask),
+        name => {
+            if let Some(Value::String(text)) = record.attributes.get_mut(name) {
+                redact_text(text, patterns, mask);
+            }
+        }
+    }
+}
+
+fn redact_text<T: std::ops::Deref<Target = str> + From<String>>(text: &mut T, patterns: &[Regex], mask: &str) {
     for pattern in patterns {
-        if let Cow::Owned(replaced) = pattern.replace_all(target, regex::NoExpand(mask)) {
-            *target = replaced;
+        if let Cow::Owned(replaced) = pattern.replace_all(text, regex::NoExpand(mask)) {
+            *text = T::from(replaced);
         }
     }
 }

@@ -159,7 +159,7 @@ fn any_value(value: &Value) -> AnyValue {
         Value::Null => None,
         Value::Bool(b) => Some(V::BoolValue(*b)),
         Value::Number(n) => n.as_i64().map(V::IntValue).or_else(|| n.as_f64().map(V::DoubleValue)),
-        Value::String(s) => Some(V::StringValue(s.clone())),
+        Value::String(s) => Some(V::StringValue(s.to_string())),
         Value::Array(items) => Some(V::ArrayValue(ArrayValue { values: items.iter().map(any_value).collect() })),
         Value::Object(map) => Some(V::KvlistValue(KeyValueList {
             values: map
