@@ -56,6 +56,11 @@ impl Attributes {
 
     /// Sets `name` to `value`, returning the value it replaced.
     pub fn insert(&mut self, name: impl Into<AttributeName> + AsRef<str>, value: Value) -> Option<Value> {
+        // Parsers often meet names in order: appending needs one comparison.
+        if self.entries.last().is_none_or(|(last, _)| last.as_str() < name.as_ref()) {
+            self.entries.push((name.into(), value));
+            return None;
+        }
         match self.position(name.as_ref()) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {

@@ -158,16 +158,24 @@ impl Loki {
         let mut by_labels: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<Stream> = Vec::new();
         let mut text = String::with_capacity(128);
+        // Consecutive records usually share a stream: then the label text is compared, not hashed.
+        let mut previous = usize::MAX;
         for (index, entry) in entries.iter().enumerate() {
             self.stream_labels(entry.record(), &mut text);
-            match by_labels.get(text.as_str()) {
-                Some(&stream) => streams[stream].2.push(index),
-                None => {
-                    by_labels.insert(text.clone(), streams.len());
-                    let pairs = if with_pairs { self.label_pairs(entry.record()) } else { Vec::new() };
-                    streams.push((text.clone(), pairs, vec![index]));
-                }
-            }
+            let stream = match streams.get(previous) {
+                Some((labels, _, _)) if *labels == text => previous,
+                _ => match by_labels.get(text.as_str()) {
+                    Some(&stream) => stream,
+                    None => {
+                        by_labels.insert(text.clone(), streams.len());
+                        let pairs = if with_pairs { self.label_pairs(entry.record()) } else { Vec::new() };
+                        streams.push((text.clone(), pairs, Vec::new()));
+                        streams.len() - 1
+                    }
+                },
+            };
+            streams[stream].2.push(index);
+            previous = stream;
         }
         for (_, _, indices) in &mut streams {
             indices.sort_by_key(|&i| entries[i].record().timestamp);
@@ -256,6 +264,7 @@ impl Protocol for Loki {
             seen: self.labels.iter().map(|_| HashSet::new()).collect(),
             demoted: Arc::clone(&self.demoted),
             budget: self.max_label_values,
+            last: None,
         })
     }
 
@@ -287,10 +296,32 @@ struct LabelRouter {
     seen: Vec<HashSet<String>>,
     demoted: Arc<Vec<AtomicBool>>,
     budget: usize,
+    /// The previous record's label values and key: consecutive records usually share their
+    /// stream, which then costs a comparison per label instead of hashing. Only this router
+    /// demotes labels, and it recomputes the key when it does, so the key stays current.
+    last: Option<(Vec<Option<String>>, u64)>,
 }
 
 impl Router for LabelRouter {
     fn key(&mut self, record: &Record) -> Option<u64> {
+        if let Some((values, key)) = &self.last {
+            let same = |((field, _), last): (&(FieldRef, String), &Option<String>)| {
+                field.get(record).as_deref() == last.as_deref()
+            };
+            if self.labels.iter().zip(values).all(same) {
+                return Some(*key);
+            }
+        }
+        let key = self.new_key(record);
+        let values = self.labels.iter().map(|(field, _)| field.get(record).map(Cow::into_owned)).collect();
+        self.last = Some((values, key));
+        Some(key)
+    }
+}
+
+impl LabelRouter {
+    /// Hashes the record's label values, demoting a label whose distinct values exceed the budget.
+    fn new_key(&mut self, record: &Record) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for (index, (field, label)) in self.labels.iter().enumerate() {
             let Some(flag) = self.demoted.get(index) else { continue };
@@ -315,7 +346,7 @@ impl Router for LabelRouter {
             index.hash(&mut hasher);
             value.hash(&mut hasher);
         }
-        Some(hasher.finish())
+        hasher.finish()
     }
 }
 
@@ -447,6 +478,21 @@ mod tests {
         assert_eq!(push.streams.len(), 1);
         assert_eq!(push.streams[0].labels, r#"{level="info"}"#);
         assert_eq!(push.streams[0].entries[4].structured_metadata[0].name, "user");
+    }
+
+    #[test]
+    fn the_previous_records_key_is_reused_only_for_the_same_labels() {
+        let loki = Loki::new(&config("{name: l, type: loki, endpoint: 'http://x', labels: [level, user]}"));
+        let mut router = loki.router();
+        let records: Vec<Record> = [(Level::Info, 1), (Level::Info, 1), (Level::Warn, 1), (Level::Info, 2)]
+            .into_iter()
+            .map(|(level, second)| record("m", level, second))
+            .collect();
+        let keys: Vec<Option<u64>> = records.iter().map(|r| router.key(r)).collect();
+        let fresh: Vec<Option<u64>> = records.iter().map(|r| loki.router().key(r)).collect();
+        assert_eq!(keys, fresh);
+        assert_eq!(keys[0], keys[1]);
+        assert!(keys[1] != keys[2] && keys[2] != keys[3] && keys[1] != keys[3]);
     }
 
     #[test]
