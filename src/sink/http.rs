@@ -101,7 +101,10 @@ impl HttpTransport {
     ) -> Result<HttpTransport, SinkError> {
         let error = |message: String| SinkError::Setup { sink: sink.name.clone(), message };
         let timeout = sink.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.get());
-        let tls = tls_config(sink.tls.as_ref()).map_err(error)?;
+        // Loading the system roots reads and parses ~150 files: only when TLS may be used.
+        let uses_tls = |url: &reqwest::Url| url.scheme() == "https";
+        let system_roots = uses_tls(&url) || health_url.as_ref().is_some_and(uses_tls);
+        let tls = tls_config(sink.tls.as_ref(), system_roots).map_err(error)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(timeout)
@@ -255,8 +258,9 @@ fn read_trimmed(path: &Path) -> Result<String, String> {
 }
 
 /// The rustls client config: ring provider; trust the custom CA when given, else the system
-/// roots; present a client certificate when given.
-pub(crate) fn tls_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, String> {
+/// roots (none when `system_roots` is false: plain-HTTP endpoints); present a client
+/// certificate when given.
+pub(crate) fn tls_config(tls: Option<&TlsConfig>, system_roots: bool) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -264,7 +268,7 @@ pub(crate) fn tls_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig
     let builder = if tls.is_some_and(|t| t.insecure_skip_verify) {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
-        builder.with_root_certificates(root_store(tls.and_then(|t| t.ca_file.as_deref()))?)
+        builder.with_root_certificates(root_store(tls.and_then(|t| t.ca_file.as_deref()), system_roots)?)
     };
     let client_cert = tls.and_then(|t| t.cert_file.as_deref().zip(t.key_file.as_deref()));
     let mut config = match client_cert {
@@ -290,7 +294,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+fn root_store(ca_file: Option<&Path>, system_roots: bool) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -298,6 +302,7 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
                 roots.add(cert).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
             }
         }
+        None if !system_roots => {}
         None => {
             let found = rustls_native_certs::load_native_certs();
             for error in &found.errors {
@@ -384,8 +389,8 @@ mod tests {
 
     #[test]
     fn system_roots_and_bad_ca_files() {
-        assert!(tls_config(None).is_ok());
+        assert!(tls_config(None, true).is_ok());
         let tls = TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsConfig::default() };
-        assert!(tls_config(Some(&tls)).expect_err("missing CA file").contains("/nonexistent/ca.pem"));
+        assert!(tls_config(Some(&tls), false).expect_err("missing CA file").contains("/nonexistent/ca.pem"));
     }
 }
