@@ -7,6 +7,7 @@
 #
 # Usage: bench/proxy.sh      env: RATE=2000 DURATION=10 REPS=3 CONNS=32
 #        PILLION_BIN=path/to/pillion to measure a given build (default: build this tree)
+#        PORT_BASE=18080: five ports from here (change it to run two benches side by side)
 # Needs: h2load (apt-get install nghttp2-client), nginx (apt-get install nginx-light), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,8 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-UP=18080 SINK=18081 NGINX=18082 PILLION=18083 ADMIN=18084
+PORT_BASE="${PORT_BASE:-18080}"
+UP=$PORT_BASE SINK=$((PORT_BASE + 1)) NGINX=$((PORT_BASE + 2)) PILLION=$((PORT_BASE + 3)) ADMIN=$((PORT_BASE + 4))
 
 start_nginx() { # name, server blocks
     mkdir -p "$work/$1"
