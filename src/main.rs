@@ -13,7 +13,7 @@ use clap::{Parser as ClapParser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pillion::config::{self, Config, ConfigError};
-use pillion::parse::{ParseOptions, Parser};
+use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
 use pillion::telemetry::logging::{self, LogFormat};
 
@@ -175,8 +175,10 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
         }
     };
     let options = ParseOptions { zone, trace_pattern: pillion::parse::default_trace_pattern() };
-    let Some(parser) = config.logs.parsers.parser(&args.parser, options) else {
-        let known: Vec<&str> = config.logs.parsers.names().collect();
+    let registry =
+        if config.logs.parsers.is_empty() { Registry::builtin().unwrap_or_default() } else { config.logs.parsers };
+    let Some(parser) = registry.parser(&args.parser, options) else {
+        let known: Vec<&str> = registry.names().collect();
         eprintln!("unknown parser {:?}; available parsers: {}", args.parser, known.join(", "));
         return ExitCode::from(EXIT_CONFIG);
     };

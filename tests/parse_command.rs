@@ -55,3 +55,21 @@ fn parses_a_file_and_rejects_unknown_parsers() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown parser"), "{stderr}");
 }
+
+#[test]
+fn a_config_without_inputs_still_offers_the_built_in_parsers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("proxy-only.yaml");
+    std::fs::write(&config, "proxy:\n  inbound: { listen: \"127.0.0.1:0\", upstream: \"http://127.0.0.1:9\" }\n")
+        .expect("config");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/worker.log");
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["parse", "--parser", "logfmt"])
+        .arg(&fixture)
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 4);
+}

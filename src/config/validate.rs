@@ -47,7 +47,8 @@ pub struct LogsSettings {
     pub checkpoint_interval: std::time::Duration,
     pub checkpoint_ttl: std::time::Duration,
     pub inputs: Vec<Arc<InputSettings>>,
-    /// Every parser an input can name: the built-ins and the `logs.parsers` files.
+    /// Every parser an input can name: the built-ins and the `logs.parsers` files; empty when
+    /// there are no inputs and no parser files (`pillion parse` then uses the built-ins).
     pub parsers: Registry,
     pub transforms: Vec<TransformConfig>,
     /// Never empty: with none configured, a `stdout` sink.
@@ -128,7 +129,13 @@ pub(super) fn validate(
         .unwrap_or_else(|error| format!("# the effective config could not be rendered: {error}\n"));
     let mut checker = Checker { origin, issues: Vec::new() };
     let mut warnings = Vec::new();
-    let registry = load_parsers(&mut checker, &raw.logs.parsers, &mut warnings);
+    // Compiling the built-in parsers costs start-up time and memory; a config with no inputs
+    // and no parser files (a proxy-only sidecar) uses none of them.
+    let registry = if raw.logs.inputs.is_empty() && raw.logs.parsers.is_empty() {
+        Registry::default()
+    } else {
+        load_parsers(&mut checker, &raw.logs.parsers, &mut warnings)
+    };
     let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
     let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
     check_ports(&mut checker, &raw);

@@ -106,6 +106,10 @@ impl Registry {
     }
 
     /// Every parser name, sorted.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
