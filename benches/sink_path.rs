@@ -5,15 +5,16 @@
 //! medians over several runs.
 //!
 //! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
-//! override; PILLION_BIN=path measures another build). Under `cargo test` it does one 2 MB run as a smoke test. The sink batches with the
-//! defaults (10000 events, 1 MiB) but a 50 ms timeout, which the wall time includes once: the
-//! last, partial batch waits for it.
+//! override; PILLION_BIN=path measures another build). Under `cargo test` it does one 2 MB run
+//! as a smoke test. The sink batches with the defaults (10000 events, 1 MiB) but a 50 ms
+//! timeout, which the wall time includes once: the last, partial batch waits for it.
 //!
-//! Measured 2026-11-25 18:23 UTC on the shared 2-core machine (load average ~1.3), 190.7 MiB /
-//! 956k lines, median of 7: 148.9 MiB/s, 747k lines/s, 1.92 CPU s (parser threads ~0.5 s each,
-//! sink workers ~0.7 s, tailer ~0.1 s), peak RSS 36.3 MiB (~12 MiB of it the binary's pages);
-//! `cat` 5.4 GiB/s. Targets: >= 200 MiB/s, <= 32 MiB. Earlier the same day, with parsing on the
-//! tailer thread: 55 MiB/s, 2.66 CPU s, 43 MiB.
+//! Measured 2026-11-25 20:32 UTC on the shared 2-core machine (load average 0.1-1.8), 190.7 MiB /
+//! 956k lines, median of 9: 204.8 MiB/s, 1.03M lines/s, 1.43 CPU s (parser threads ~0.4 s each,
+//! sink workers ~0.5 s, tailer ~0.1 s), peak RSS 26.1 MiB (~12.7 MiB of it the binary's pages);
+//! `cat` 4.5 GiB/s. Interleaved with the build of 18:31 (serde_json attributes): 131 vs 201 MiB/s,
+//! 2.14 vs 1.47 CPU s, 36.9 vs 26.4 MiB (medians of 9 each). Targets: >= 200 MiB/s, <= 32 MiB.
+//! About 80 ms of each run is fixed: start-up, and the last partial batch's 50 ms timeout.
 
 use std::convert::Infallible;
 use std::io::{BufWriter, Write};
