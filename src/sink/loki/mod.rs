@@ -310,21 +310,32 @@ struct LabelRouter {
 impl Router for LabelRouter {
     fn key(&mut self, record: &Record) -> Option<u64> {
         if let Some((values, key)) = &self.last {
-            let same = |((field, _), last): (&(FieldRef, String), &Option<String>)| {
-                field.get(record).as_deref() == last.as_deref()
+            // Demoted labels are not part of the key.
+            let same = |(index, ((field, _), last)): (usize, (&(FieldRef, String), &Option<String>))| {
+                self.is_demoted(index) || field.get(record).as_deref() == last.as_deref()
             };
-            if self.labels.iter().zip(values).all(same) {
+            if self.labels.iter().zip(values).enumerate().all(same) {
                 return Some(*key);
             }
         }
         let key = self.new_key(record);
-        let values = self.labels.iter().map(|(field, _)| field.get(record).map(Cow::into_owned)).collect();
-        self.last = Some((values, key));
+        let (values, last_key) = self.last.get_or_insert_with(|| (vec![None; self.labels.len()], key));
+        for ((field, _), last) in self.labels.iter().zip(values.iter_mut()) {
+            match (field.get(record), last) {
+                (Some(value), Some(last)) => value.as_ref().clone_into(last),
+                (value, last) => *last = value.map(Cow::into_owned),
+            }
+        }
+        *last_key = key;
         Some(key)
     }
 }
 
 impl LabelRouter {
+    fn is_demoted(&self, index: usize) -> bool {
+        self.demoted.get(index).is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
     /// Hashes the record's label values, demoting a label whose distinct values exceed the budget.
     fn new_key(&mut self, record: &Record) -> u64 {
         let mut hasher = self.hasher.build_hasher();
@@ -479,6 +490,10 @@ mod tests {
             router.key(record);
         }
         assert!(loki.is_demoted(1) && !loki.is_demoted(0));
+        // A demoted label no longer tells streams (or lanes) apart.
+        let (six, seven) = (record("m", Level::Info, 6), record("m", Level::Info, 7));
+        assert_eq!(router.key(&six), router.key(&seven));
+        assert_ne!(router.key(&six), router.key(&record("m", Level::Warn, 6)));
         let push = decode(&loki.encode(&entries(records)).expect("encode"));
         assert_eq!(push.streams.len(), 1);
         assert_eq!(push.streams[0].labels, r#"{level="info"}"#);
