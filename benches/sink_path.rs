@@ -10,8 +10,8 @@
 //! timeout, which the wall time includes once: the last, partial batch waits for it.
 //!
 //! Measured 2026-11-25 21:13 UTC on the shared 2-core machine (load average 0.6-1.0), 190.7 MiB /
-//! 956k lines, median of 9: 230.9 MiB/s, 1.16M lines/s, 1.27 CPU s (parser threads ~0.35 s each,
-//! sink workers ~0.45 s, tailer ~0.1 s), peak RSS 26.7 MiB (~12.7 MiB of it the binary's pages);
+//! 956k lines, median of 9: 230.9 MiB/s, 1.16M lines/s, 1.27 CPU s (parser threads ~0.38 s each,
+//! sink workers ~0.45 s, tailer ~0.12 s), peak RSS 26.7 MiB (~12.7 MiB of it the binary's pages);
 //! `cat` 4.5 GiB/s. At 20:32, interleaved with the build of 18:31 (serde_json attributes): 131
 //! vs 201 MiB/s, 2.14 vs 1.47 CPU s, 36.9 vs 26.4 MiB (medians of 9 each); the Loki router's
 //! reuse of its label strings gave the rest. Targets: >= 200 MiB/s, <= 32 MiB. About 80 ms of
