@@ -57,11 +57,25 @@ impl Value {
     }
 }
 
-/// The value as JSON text (`"text"`, `42`, `{"a":1}`).
+/// The value as JSON text (`"text"`, `42`, `{"a":1}`), written straight into the formatter.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let text = serde_json::to_string(self).map_err(|_| fmt::Error)?;
-        f.write_str(&text)
+        serde_json::to_writer(FormatterWriter(f), self).map_err(|_| fmt::Error)
+    }
+}
+
+/// serde_json writes whole UTF-8 fragments; each becomes one `write_str`.
+struct FormatterWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl std::io::Write for FormatterWriter<'_, '_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(bytes).map_err(std::io::Error::other)?;
+        self.0.write_str(text).map_err(std::io::Error::other)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -257,8 +271,8 @@ mod tests {
 
     #[test]
     fn display_is_json() {
-        let value: Value = serde_json::from_str(r#"{"b":[1,2.5,"x\"y",null,true],"a":{}}"#).expect("json");
-        assert_eq!(value.to_string(), r#"{"a":{},"b":[1,2.5,"x\"y",null,true]}"#);
+        let value: Value = serde_json::from_str(r#"{"b":[1,2.5,"x\"yé\n",null,true],"a":{}}"#).expect("json");
+        assert_eq!(value.to_string(), r#"{"a":{},"b":[1,2.5,"x\"yé\n",null,true]}"#);
         assert_eq!(Value::from(f64::NAN), Value::Null);
     }
 

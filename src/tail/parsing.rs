@@ -179,14 +179,14 @@ impl RawBatch {
         record.source = Some(Source { input, path: Arc::clone(&self.path), offset: line.start });
         for (key, value) in &context.input.attributes {
             if !record.attributes.contains_key(key) {
-                record.attributes.insert(key.as_str(), Value::from(value.clone()));
+                record.attributes.insert(key.as_str(), Value::from(value.as_str()));
             }
         }
         if line.truncated {
             record.attributes.insert("truncated", Value::Bool(true));
         }
         if let Some(stream) = line.stream {
-            record.attributes.insert("stream", Value::from(stream.as_str().to_owned()));
+            record.attributes.insert("stream", Value::from(stream.as_str()));
         }
         if let Some(time) = line.time.filter(|_| record.timestamp == record.observed_timestamp) {
             record.timestamp = time;

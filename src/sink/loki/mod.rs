@@ -318,15 +318,15 @@ impl Router for LabelRouter {
                 return Some(*key);
             }
         }
-        let key = self.new_key(record);
-        let (values, last_key) = self.last.get_or_insert_with(|| (vec![None; self.labels.len()], key));
-        for ((field, _), last) in self.labels.iter().zip(values.iter_mut()) {
+        let mut values = self.last.take().map_or_else(|| vec![None; self.labels.len()], |(values, _)| values);
+        for ((field, _), last) in self.labels.iter().zip(&mut values) {
             match (field.get(record), last) {
                 (Some(value), Some(last)) => value.as_ref().clone_into(last),
                 (value, last) => *last = value.map(Cow::into_owned),
             }
         }
-        *last_key = key;
+        let key = self.new_key(&values);
+        self.last = Some((values, key));
         Some(key)
     }
 }
@@ -336,19 +336,20 @@ impl LabelRouter {
         self.demoted.get(index).is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
-    /// Hashes the record's label values, demoting a label whose distinct values exceed the budget.
-    fn new_key(&mut self, record: &Record) -> u64 {
+    /// Hashes the label values, demoting a label whose distinct values exceed the budget.
+    fn new_key(&mut self, values: &[Option<String>]) -> u64 {
         let mut hasher = self.hasher.build_hasher();
-        for (index, (field, label)) in self.labels.iter().enumerate() {
-            let Some(flag) = self.demoted.get(index) else { continue };
-            if flag.load(Ordering::Relaxed) {
+        for (index, ((_, label), value)) in self.labels.iter().zip(values).enumerate() {
+            let Some(value) = value else { continue };
+            if self.is_demoted(index) {
                 continue;
             }
-            let Some(value) = field.get(record) else { continue };
             let seen = &mut self.seen[index];
-            if !seen.contains(value.as_ref()) {
+            if !seen.contains(value) {
                 if seen.len() >= self.budget {
-                    flag.store(true, Ordering::Relaxed);
+                    if let Some(flag) = self.demoted.get(index) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
                     seen.clear();
                     tracing::warn!(
                         label = %label,
@@ -357,7 +358,7 @@ impl LabelRouter {
                     );
                     continue;
                 }
-                seen.insert(value.clone().into_owned());
+                seen.insert(value.clone());
             }
             index.hash(&mut hasher);
             value.hash(&mut hasher);
