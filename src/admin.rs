@@ -1,6 +1,7 @@
 //! The admin HTTP server on `admin.listen`: `/metrics` (Prometheus text format, or OpenMetrics
 //! when the scraper asks for it), `/healthz` (the process is up), `/readyz` (inputs and sinks
-//! started, not shutting down) and `/config` (the effective config, secrets redacted).
+//! started, not shutting down), `/config` (the effective config, secrets redacted) and `/tap`
+//! (live records as JSON lines, for `pillion tap`; see [`crate::tap`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::tap::{Filter, Tap, TapBody, TapError};
 use crate::telemetry::metrics::Metrics;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,7 +31,12 @@ pub struct AdminState {
     /// Set once inputs and sinks have started; cleared when shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub config_yaml: Arc<str>,
+    /// Live record streams.
+    pub tap: Arc<Tap>,
 }
+
+/// A response body: a whole one, or a tap's endless stream.
+type AdminBody = Either<Full<Bytes>, TapBody>;
 
 /// The bound admin server.
 pub struct AdminServer {
@@ -55,7 +62,7 @@ impl AdminServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, &request)) }
+                        async move { Ok::<_, Infallible>(respond(&state, &request)) }
                     });
                     let connection =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
@@ -65,6 +72,39 @@ impl AdminServer {
                 });
             }
         })
+    }
+}
+
+fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<AdminBody> {
+    if request.uri().path() == "/tap" && request.method() == Method::GET {
+        return tap(state, request);
+    }
+    route(state, request).map(Either::Left)
+}
+
+/// `GET /tap?input=NAME&sink=NAME`: streams records as JSON lines until the client leaves.
+fn tap(state: &AdminState, request: &Request<Incoming>) -> Response<AdminBody> {
+    let mut filter = Filter::default();
+    for (key, value) in url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "input" => filter.input = Some(value.into_owned()),
+            "sink" => filter.sink = Some(value.into_owned()),
+            _ => return text(StatusCode::BAD_REQUEST, "unknown parameter; use input=NAME and/or sink=NAME\n").map(Either::Left),
+        }
+    }
+    match state.tap.subscribe(filter) {
+        Ok(body) => {
+            let mut response = Response::new(Either::Right(body));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            response
+        }
+        Err(error) => {
+            let status = match error {
+                TapError::TooManyClients => StatusCode::SERVICE_UNAVAILABLE,
+                TapError::UnknownInput { .. } | TapError::UnknownSink { .. } => StatusCode::NOT_FOUND,
+            };
+            with_type(status, format!("{error}\n"), "text/plain; charset=utf-8").map(Either::Left)
+        }
     }
 }
 
@@ -78,7 +118,7 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
         "/readyz" if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/config" => with_type(StatusCode::OK, state.config_yaml.to_string(), "application/yaml; charset=utf-8"),
-        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /config\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /config /tap\n"),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
 use crate::tail::checkpoint::{CheckpointError, CheckpointStore};
 use crate::tail::{self, TailerContext};
+use crate::tap::Tap;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{Tracing, TracingError};
 use crate::transform::{TransformError, Transforms};
@@ -62,6 +63,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let logs = &config.logs;
+    let tap = Tap::new(
+        logs.inputs.iter().map(|input| Arc::clone(&input.name)).collect(),
+        logs.sinks.iter().map(|sink| Arc::clone(&sink.name)).collect(),
+        metrics.tap.clone(),
+    );
     let admin = AdminServer::bind(config.admin_listen)
         .await
         .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
@@ -71,6 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
         config_yaml: Arc::from(config.effective_yaml.as_str()),
+        tap: Arc::clone(&tap),
     };
     let admin_task = admin.spawn(admin_state, shutdown.clone());
     tracing::info!(address = %admin_address, "admin server listening");
@@ -81,7 +89,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => None,
     };
 
-    let logs = &config.logs;
     let store = CheckpointStore::new(&logs.data_dir);
     let loaded = store.load();
     if let Some(warning) = &loaded.warning {
@@ -92,9 +99,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let transforms = Arc::new(Transforms::new(&logs.transforms)?);
 
     let sink_failed = CancellationToken::new();
-    let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
+    let sinks = sink::start(&logs.sinks, &logs.data_dir, (&acks, &tap), &metrics.sink, &sink_failed)?;
     let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
-    let fanout = sink::spawn_fanout(fanout_input, &sinks);
+    let fanout = sink::spawn_fanout(fanout_input, &sinks, Arc::clone(&tap));
     let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
 
     let tailers = start_tailers(&config, &transforms, &acks, &metrics, &tail_output, &shutdown)?;
@@ -136,6 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             "shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart"
         );
     }
+    tap.close();
     checkpoint_stop.cancel();
     let _ = checkpointer.await;
     let final_offsets = acks.snapshot();
@@ -186,6 +194,7 @@ fn start_tailers(
     inputs
         .iter()
         .map(|input| {
+            metrics.input.declare(&input.name, input.parser.name());
             let context = TailerContext {
                 input: Arc::clone(input),
                 transforms: Arc::clone(transforms),

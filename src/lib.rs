@@ -29,6 +29,8 @@
 //! - [`proxy`]: the inbound reverse proxy and outbound egress proxy: RED metrics, routes, spans.
 //! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
 //! - [`admin`]: the admin HTTP server.
+//! - [`tap`]: live record streams for `pillion tap` (bounded, dropping for slow clients).
+//! - [`inject`]: `pillion inject`, adding pillion as a native sidecar to Kubernetes manifests.
 //! - [`app`]: start-up and ordered shutdown.
 
 #![forbid(unsafe_code)]
@@ -44,5 +46,6 @@ pub mod proxy;
 pub mod record;
 pub mod sink;
 pub mod tail;
+pub mod tap;
 pub mod telemetry;
 pub mod transform;

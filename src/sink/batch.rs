@@ -55,6 +55,8 @@ pub(crate) struct Ledger {
     /// Arrival time of each unsettled pipeline batch, by id.
     unsettled: Mutex<BTreeMap<u64, Instant>>,
     pub counters: SinkCounters,
+    /// Live taps on what this sink delivered; none in unit tests.
+    tap: Option<Arc<crate::tap::Tap>>,
 }
 
 /// The sink's metric handles, resolved once.
@@ -92,7 +94,27 @@ impl SinkCounters {
 impl Ledger {
     pub fn new(name: Arc<str>, acks: Arc<Acknowledgements>, metrics: &SinkMetrics) -> Ledger {
         let counters = SinkCounters::new(metrics, &name);
-        Ledger { name, acks, next_id: AtomicU64::new(0), unsettled: Mutex::new(BTreeMap::new()), counters }
+        Ledger { name, acks, next_id: AtomicU64::new(0), unsettled: Mutex::new(BTreeMap::new()), counters, tap: None }
+    }
+
+    /// Publishes what this sink delivers to `tap`.
+    pub fn with_tap(self, tap: Arc<crate::tap::Tap>) -> Ledger {
+        Ledger { tap: Some(tap), ..self }
+    }
+
+    /// Shows `entries`, just accepted by the backend, to the live taps on this sink.
+    pub fn tap_sent(&self, entries: &[Entry]) {
+        let Some(tap) = self.tap.as_ref().filter(|tap| tap.is_active()) else {
+            return;
+        };
+        let mut start = 0;
+        while start < entries.len() {
+            let pending = &entries[start].pending;
+            let run = entries[start..].iter().take_while(|e| Arc::ptr_eq(&e.pending, pending)).count();
+            let indices = || entries[start..start + run].iter().map(|e| e.index).collect();
+            tap.delivered_some(&self.name, &pending.batch, indices);
+            start += run;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Instant>> {

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::raw::{OtlpProtocol, SinkConfig};
 use crate::config::{SinkSettings, SinkTarget};
 use crate::pipeline::{Acknowledgements, Batch};
+use crate::tap::Tap;
 use crate::telemetry::metrics::SinkMetrics;
 
 /// Batches queued per sink before the fan-out waits (and so, upstream, the tailers). Small:
@@ -63,11 +64,13 @@ pub(crate) struct SinkContext {
     pub name: Arc<str>,
     pub acks: Arc<Acknowledgements>,
     pub metrics: SinkMetrics,
+    /// Live taps on what this sink delivered.
+    pub tap: Arc<Tap>,
 }
 
 impl SinkContext {
     /// Counts a delivered batch of `events` records and `bytes` bytes, and acknowledges it.
-    pub fn delivered(&self, batch: &Batch, bytes: usize, started: Instant) {
+    pub fn delivered(&self, batch: &Arc<Batch>, bytes: usize, started: Instant) {
         let label = SinkMetrics::label(&self.name);
         let sent = SinkMetrics::outcome(&self.name, "sent");
         self.metrics.events.get_or_create(&sent).inc_by(batch.records.len() as u64);
@@ -76,24 +79,32 @@ impl SinkContext {
         if let Some(token) = &batch.ack {
             self.acks.ack(token);
         }
+        self.tap.delivered(&self.name, batch);
     }
 }
 
 /// Concurrent requests per network sink when `concurrency` is not set.
 pub const DEFAULT_CONCURRENCY: usize = 2;
 
-/// Starts every configured sink. Dead letters go under `data_dir`.
+/// Starts every configured sink. Dead letters go under `data_dir`; what each sink delivers is
+/// published to `tap`.
 pub fn start(
     settings: &[SinkSettings],
     data_dir: &Path,
-    acks: &Arc<Acknowledgements>,
+    (acks, tap): (&Arc<Acknowledgements>, &Arc<Tap>),
     metrics: &SinkMetrics,
     failed: &CancellationToken,
 ) -> Result<Vec<RunningSink>, SinkError> {
     let mut running = Vec::with_capacity(settings.len());
     for sink in settings {
+        metrics.declare(&sink.name);
         let (sender, receiver) = mpsc::channel(SINK_QUEUE_BATCHES);
-        let context = SinkContext { name: Arc::clone(&sink.name), acks: Arc::clone(acks), metrics: metrics.clone() };
+        let context = SinkContext {
+            name: Arc::clone(&sink.name),
+            acks: Arc::clone(acks),
+            metrics: metrics.clone(),
+            tap: Arc::clone(tap),
+        };
         let task = match &sink.target {
             SinkTarget::Stdout => spawn_reporting(stdout::run(context, receiver), failed),
             SinkTarget::File(file) => {
@@ -101,7 +112,7 @@ pub fn start(
                 spawn_reporting(file::run(context, writer, receiver), failed)
             }
             SinkTarget::Loki(config) | SinkTarget::Elasticsearch(config) | SinkTarget::Otlp(config) => {
-                let network = network_sink(sink, config, data_dir, acks, metrics)?;
+                let network = network_sink(sink, config, data_dir, (acks, tap), metrics)?;
                 spawn_reporting(service::run(network, receiver), failed)
             }
         };
@@ -116,7 +127,7 @@ fn network_sink(
     sink: &SinkSettings,
     config: &SinkConfig,
     data_dir: &Path,
-    acks: &Arc<Acknowledgements>,
+    (acks, tap): (&Arc<Acknowledgements>, &Arc<Tap>),
     metrics: &SinkMetrics,
 ) -> Result<service::NetworkSink, SinkError> {
     let setup = |message: &str| SinkError::Setup { sink: sink.name.to_string(), message: message.to_owned() };
@@ -148,7 +159,7 @@ fn network_sink(
             }
         };
     Ok(service::NetworkSink {
-        ledger: Arc::new(batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics)),
+        ledger: Arc::new(batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics).with_tap(Arc::clone(tap))),
         dead_letters: Arc::new(dead_letter::DeadLetters::new(data_dir, Arc::clone(&sink.name))),
         protocol,
         transport,
@@ -174,14 +185,16 @@ fn spawn_reporting(
     })
 }
 
-/// Gives every batch to every sink, in order, waiting when a sink's queue is full. Ends when
-/// the tailers have closed `input`; dropping the sink senders then lets each sink drain.
-pub fn spawn_fanout(mut input: mpsc::Receiver<Batch>, sinks: &[RunningSink]) -> JoinHandle<()> {
+/// Gives every batch to every sink, in order, waiting when a sink's queue is full, and to the
+/// live taps (which never wait). Ends when the tailers have closed `input`; dropping the sink
+/// senders then lets each sink drain.
+pub fn spawn_fanout(mut input: mpsc::Receiver<Batch>, sinks: &[RunningSink], tap: Arc<Tap>) -> JoinHandle<()> {
     let outputs: Vec<(Arc<str>, mpsc::Sender<Arc<Batch>>)> =
         sinks.iter().map(|s| (Arc::clone(&s.name), s.sender.clone())).collect();
     tokio::spawn(async move {
         while let Some(batch) = input.recv().await {
             let batch = Arc::new(batch);
+            tap.entering(&batch);
             for (name, output) in &outputs {
                 if output.send(Arc::clone(&batch)).await.is_err() {
                     tracing::error!(sink = %name, "sink stopped; its records are not acknowledged and will be re-read after restart");

@@ -257,6 +257,7 @@ impl Shared {
             match outcome {
                 Outcome::Sent => {
                     counters.sent.inc_by(entries.len() as u64);
+                    self.ledger.tap_sent(&entries);
                     self.ledger.settle(&entries);
                     return Vec::new();
                 }
@@ -286,6 +287,7 @@ impl Shared {
                     self.write_loss(count, &reason).await;
                     counters.dead_lettered.inc_by(count);
                     counters.sent.inc_by((entries.len() as u64).saturating_sub(count));
+                    self.ledger.tap_sent(&entries);
                     self.ledger.settle(&entries);
                     return Vec::new();
                 }
@@ -313,6 +315,7 @@ impl Shared {
         }
         let sent: Entries = entries.iter().zip(&open).filter(|(_, open)| !**open).map(|(e, _)| e.clone()).collect();
         counters.sent.inc_by(sent.len() as u64);
+        self.ledger.tap_sent(&sent);
         self.ledger.settle(&sent);
         if !rejected.is_empty() {
             let first = rejected.first().map(|(_, r)| r.clone()).unwrap_or_default();

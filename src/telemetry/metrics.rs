@@ -51,6 +51,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Span export outcomes.
     pub spans: SpanMetrics,
+    /// Live tap clients and what they missed.
+    pub tap: crate::tap::TapMetrics,
 }
 
 /// Tailer and parser metrics.
@@ -173,8 +175,10 @@ impl Metrics {
             "Age of the oldest batch the sink has not yet acknowledged",
             sink.oldest_unacked_age.clone(),
         );
+        let tap = crate::tap::TapMetrics::default();
+        tap.register(&mut registry);
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics { registry, input, sink, proxy, spans })
+        Arc::new(Metrics { registry, input, sink, proxy, spans, tap })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.
@@ -196,6 +200,22 @@ impl InputMetrics {
     pub fn label(input: &str) -> InputLabel {
         InputLabel { input: input.to_owned() }
     }
+
+    /// Creates every series of `input` (whose parser is `parser`) at 0, so that a panel or an
+    /// alert on any of them sees the input from start-up, not only after its first event
+    /// (Prometheus's instrumentation advice: avoid missing metrics).
+    pub fn declare(&self, input: &str, parser: &str) {
+        let label = InputMetrics::label(input);
+        for counter in
+            [&self.bytes, &self.lines, &self.lines_truncated, &self.truncations, &self.rotations, &self.invalid_utf8]
+        {
+            drop(counter.get_or_create(&label));
+        }
+        drop(self.lost_bytes.get_or_create(&label));
+        drop(self.files.get_or_create(&label));
+        drop(self.lag_bytes.get_or_create(&label));
+        drop(self.parse_errors.get_or_create(&ParserLabels { input: input.to_owned(), parser: parser.to_owned() }));
+    }
 }
 
 impl SinkMetrics {
@@ -206,7 +226,22 @@ impl SinkMetrics {
     pub fn outcome(sink: &str, outcome: &'static str) -> SinkOutcomeLabels {
         SinkOutcomeLabels { sink: sink.to_owned(), outcome }
     }
+
+    /// Creates the series every sink keeps (events by outcome, bytes, request duration) at 0,
+    /// so that they exist from start-up. The network sinks' request families (batches,
+    /// retries, in flight, oldest unacknowledged age) are created when their ledger starts.
+    pub fn declare(&self, sink: &str) {
+        for outcome in SINK_OUTCOMES {
+            drop(self.events.get_or_create(&SinkMetrics::outcome(sink, outcome)));
+        }
+        let label = SinkMetrics::label(sink);
+        drop(self.bytes.get_or_create(&label));
+        drop(self.request_duration.get_or_create(&label));
+    }
 }
+
+/// Every value of the `outcome` label of `pillion_sink_events_total`.
+pub const SINK_OUTCOMES: [&str; 3] = ["sent", "retried", "dead_lettered"];
 
 #[cfg(test)]
 mod tests {
@@ -222,5 +257,32 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode_openmetrics().expect("encode").ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn declared_inputs_and_sinks_are_exported_at_zero() {
+        let metrics = Metrics::new();
+        metrics.input.declare("app", "json");
+        metrics.sink.declare("out");
+        let text = metrics.encode_prometheus().expect("encode");
+        for series in [
+            "pillion_input_files{input=\"app\"} 0",
+            "pillion_input_bytes_total{input=\"app\"} 0",
+            "pillion_input_lines_total{input=\"app\"} 0",
+            "pillion_input_lag_bytes{input=\"app\"} 0",
+            "pillion_input_lines_truncated_total{input=\"app\"} 0",
+            "pillion_input_truncations_total{input=\"app\"} 0",
+            "pillion_input_rotations_total{input=\"app\"} 0",
+            "pillion_input_invalid_utf8_lines_total{input=\"app\"} 0",
+            "pillion_input_lost_bytes_total{input=\"app\"} 0",
+            "pillion_parse_errors_total{input=\"app\",parser=\"json\"} 0",
+            "pillion_sink_events_total{sink=\"out\",outcome=\"sent\"} 0",
+            "pillion_sink_events_total{sink=\"out\",outcome=\"retried\"} 0",
+            "pillion_sink_events_total{sink=\"out\",outcome=\"dead_lettered\"} 0",
+            "pillion_sink_bytes_total{sink=\"out\"} 0",
+            "pillion_sink_request_duration_seconds_count{sink=\"out\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 }
