@@ -39,6 +39,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod frame;
+pub mod inject;
 mod net;
 pub mod parse;
 pub mod pipeline;

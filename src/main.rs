@@ -42,6 +42,37 @@ enum Command {
     Validate,
     /// Parse lines from FILE (or stdin) and print one normalized record per line as JSON.
     Parse(ParseArgs),
+    /// Add pillion as a native sidecar to the workloads of a Kubernetes manifest (stdout).
+    Inject(InjectArgs),
+    /// Stream the records flowing through a running pillion as JSON lines (Ctrl-C to stop).
+    Tap(TapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InjectArgs {
+    /// The manifest (multi-document YAML); standard input when absent or `-`.
+    file: Option<PathBuf>,
+    /// pillion's container image.
+    #[arg(long, value_name = "IMAGE", default_value = concat!("pillion:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// The directory the app writes its log files to (shared with pillion through a volume).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/app")]
+    log_dir: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct TapArgs {
+    /// pillion's admin address (host:port). Default: the config's admin.listen when --config is
+    /// given, else 127.0.0.1:9901.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Only the records read by this input.
+    #[arg(long, value_name = "NAME")]
+    input: Option<String>,
+    /// The records this sink delivered (written, or accepted by its backend), instead of the
+    /// records entering the sinks.
+    #[arg(long, value_name = "NAME")]
+    sink: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +95,8 @@ fn main() -> ExitCode {
         Command::Run => run(cli.config),
         Command::Validate => validate(cli.config),
         Command::Parse(args) => parse(cli.config, args),
+        Command::Inject(args) => inject(args),
+        Command::Tap(args) => tap(cli.config, args),
     }
 }
 
@@ -223,4 +256,82 @@ fn parse_lines(parser: Parser, file: Option<PathBuf>, resource: pillion::record:
     }
     out.flush().context("cannot write output")?;
     Ok(())
+}
+
+fn inject(args: InjectArgs) -> ExitCode {
+    let manifest = match args.file.filter(|f| f.as_os_str() != "-") {
+        Some(file) => std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display())),
+        None => std::io::read_to_string(std::io::stdin()).context("cannot read standard input"),
+    };
+    let manifest = match manifest {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            eprintln!("pillion inject: {error:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = pillion::inject::InjectOptions { image: args.image, log_dir: args.log_dir };
+    match pillion::inject::inject(&manifest, &options) {
+        Ok(out) => match std::io::stdout().lock().write_all(out.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("pillion inject: cannot write: {error}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Err(error) => {
+            eprintln!("pillion inject: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn tap(path: Option<PathBuf>, args: TapArgs) -> ExitCode {
+    let address = match (args.admin, path) {
+        (Some(address), _) => address,
+        (None, Some(path)) => match config::load_file(&path) {
+            Ok(config) => {
+                let mut address = config.admin_listen;
+                if address.ip().is_unspecified() {
+                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                address.to_string()
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => "127.0.0.1:9901".to_owned(),
+    };
+    let filter = pillion::tap::Filter { input: args.input, sink: args.sink };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pillion tap: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut out = std::io::stdout();
+        let mut notices = std::io::stderr();
+        tokio::select! {
+            result = pillion::tap::stream(&address, &filter, &mut out, &mut notices) => result.map(|()| true),
+            _ = tokio::signal::ctrl_c() => Ok(false),
+        }
+    });
+    match result {
+        Ok(true) => {
+            eprintln!("pillion tap: the stream ended (pillion stopped)");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pillion tap: {error}");
+            match error {
+                pillion::tap::ClientError::Refused { status: 400 | 404, .. } => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_RUNTIME),
+            }
+        }
+    }
 }

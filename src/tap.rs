@@ -266,6 +266,93 @@ impl Drop for TapBody {
     }
 }
 
+/// Why `pillion tap` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to pillion's admin server at {address}: {source}")]
+    Connect { address: String, source: std::io::Error },
+    #[error("admin server at {address}: {source}")]
+    Http { address: String, source: hyper::Error },
+    #[error("admin server at {address} answered {status}: {message}")]
+    Refused { address: String, status: u16, message: String },
+    #[error("cannot write: {0}")]
+    Write(std::io::Error),
+}
+
+/// Streams `/tap` from the admin server at `address` (host:port) into `out`, record lines as
+/// they come; the server's notices (`{"pillion_tap":...}`) go to `notices` as text. Returns when
+/// the server ends the stream (pillion shut down) or `out` is closed (a broken pipe).
+pub async fn stream(
+    address: &str,
+    filter: &Filter,
+    out: &mut (dyn std::io::Write + Send),
+    notices: &mut (dyn std::io::Write + Send),
+) -> Result<(), ClientError> {
+    use http_body_util::{BodyExt, Empty};
+    let connect = |source| ClientError::Connect { address: address.to_owned(), source };
+    let http = |source| ClientError::Http { address: address.to_owned(), source };
+    let tcp = tokio::net::TcpStream::connect(address).await.map_err(connect)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(http)?;
+    let driver = tokio::spawn(connection);
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(input) = &filter.input {
+        query.append_pair("input", input);
+    }
+    if let Some(sink) = &filter.sink {
+        query.append_pair("sink", sink);
+    }
+    let request = hyper::Request::get(format!("/tap?{}", query.finish()))
+        .header(hyper::header::HOST, address)
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| ClientError::Refused { address: address.to_owned(), status: 0, message: error.to_string() })?;
+    let response = sender.send_request(request).await.map_err(http)?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let message = body.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned());
+        driver.abort();
+        return Err(ClientError::Refused {
+            address: address.to_owned(),
+            status: status.as_u16(),
+            message: message.unwrap_or_default(),
+        });
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(http)?.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        let Some(end) = memchr::memrchr(b'\n', &pending) else { continue };
+        let complete: Vec<u8> = pending.drain(..=end).collect();
+        let written = write_lines(&complete, out, notices);
+        match written {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => break,
+            other => other.map_err(ClientError::Write)?,
+        }
+    }
+    driver.abort();
+    Ok(())
+}
+
+/// Writes complete lines: records to `out` (flushed, so that a pipe sees them at once),
+/// notices to `notices` in words.
+fn write_lines(
+    lines: &[u8],
+    out: &mut (dyn std::io::Write + Send),
+    notices: &mut (dyn std::io::Write + Send),
+) -> std::io::Result<()> {
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b"{\"pillion_tap\":") {
+            let notice: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+            let dropped = notice["pillion_tap"]["dropped"].as_u64().unwrap_or(0);
+            writeln!(notices, "pillion tap: {dropped} records skipped: this client read more slowly than they came")?;
+        } else {
+            out.write_all(line)?;
+        }
+    }
+    out.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +435,16 @@ mod tests {
         drop(bodies);
         assert!(!tap.is_active());
         assert!(tap.subscribe(Filter::default()).is_ok(), "closed clients make room");
+    }
+
+    #[test]
+    fn notices_go_to_their_own_stream_in_words() {
+        let mut out = Vec::new();
+        let mut notices = Vec::new();
+        let lines = b"{\"message\":\"a\"}\n{\"pillion_tap\":{\"dropped\":12}}\n{\"message\":\"b\"}\n";
+        write_lines(lines, &mut out, &mut notices).expect("write");
+        assert_eq!(out, b"{\"message\":\"a\"}\n{\"message\":\"b\"}\n");
+        assert!(String::from_utf8_lossy(&notices).contains("12 records skipped"));
     }
 
     #[tokio::test]
