@@ -305,7 +305,9 @@ fn tap(path: Option<PathBuf>, args: TapArgs) -> ExitCode {
         (None, None) => "127.0.0.1:9901".to_owned(),
     };
     let filter = pillion::tap::Filter { input: args.input, sink: args.sink };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Two workers: the stream writes to stdout synchronously, and Ctrl-C must end the process
+    // even while such a write blocks (a pipe nobody reads).
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("pillion tap: cannot start the async runtime: {error}");
@@ -313,19 +315,16 @@ fn tap(path: Option<PathBuf>, args: TapArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        runtime_exit_on_interrupt();
         let mut out = std::io::stdout();
         let mut notices = std::io::stderr();
-        tokio::select! {
-            result = pillion::tap::stream(&address, &filter, &mut out, &mut notices) => result.map(|()| true),
-            _ = tokio::signal::ctrl_c() => Ok(false),
-        }
+        pillion::tap::stream(&address, &filter, &mut out, &mut notices).await
     });
     match result {
-        Ok(true) => {
+        Ok(()) => {
             eprintln!("pillion tap: the stream ended (pillion stopped)");
             ExitCode::SUCCESS
         }
-        Ok(false) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pillion tap: {error}");
             match error {
@@ -334,4 +333,21 @@ fn tap(path: Option<PathBuf>, args: TapArgs) -> ExitCode {
             }
         }
     }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM ends `pillion tap` with exit code 0, at once: there is nothing to
+/// flush or checkpoint.
+fn runtime_exit_on_interrupt() {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        std::process::exit(0);
+    });
 }

@@ -3,8 +3,13 @@
 //! prometheus package (promtool and the server), so there these tests must run: they only skip
 //! when the tools are absent and CI is not set.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use support::{Pillion, http_get, write_config};
 
 fn tool_available(name: &str) -> bool {
     let available = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
@@ -64,4 +69,49 @@ fn every_alert_is_tested_and_has_a_runbook() {
         assert!(firing >= 1 && evaluations > firing, "{alert}: want firing and silent evaluations");
         assert!(readme.contains(&format!("#### {alert}")), "{alert}: no runbook in README.md");
     }
+}
+
+/// Every family whose label values the config fixes is exported at 0 from start-up, before any
+/// file exists or any record was sent: a panel or an alert (lost bytes, dead letters...) sees
+/// the series before anything has gone wrong.
+#[test]
+fn series_exist_before_their_first_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "admin: { listen: \"127.0.0.1:0\" }\nlogs:\n  inputs: [{ name: app, paths: [\"logs/*.log\"], format: logfmt }]\n  sinks:\n    - { name: out, type: file, path: out.ndjson }\n    - { name: loki, type: loki, endpoint: \"http://127.0.0.1:9\" }\n",
+    );
+    let mut pillion = Pillion::start(dir.path(), &config);
+    let admin = pillion.admin_address();
+    let (_, _, body) = http_get(admin, "/metrics", &[]);
+    let mut missing = Vec::new();
+    for family in [
+        "pillion_input_files",
+        "pillion_input_bytes_total",
+        "pillion_input_lines_total",
+        "pillion_input_lag_bytes",
+        "pillion_input_lines_truncated_total",
+        "pillion_input_truncations_total",
+        "pillion_input_rotations_total",
+        "pillion_input_invalid_utf8_lines_total",
+        "pillion_input_lost_bytes_total",
+    ] {
+        missing.push(format!("{family}{{input=\"app\"}} 0"));
+    }
+    missing.push("pillion_parse_errors_total{input=\"app\",parser=\"logfmt\"} 0".to_owned());
+    for sink in ["out", "loki"] {
+        for outcome in ["sent", "retried", "dead_lettered"] {
+            missing.push(format!("pillion_sink_events_total{{sink=\"{sink}\",outcome=\"{outcome}\"}} 0"));
+        }
+        missing.push(format!("pillion_sink_bytes_total{{sink=\"{sink}\"}} 0"));
+        missing.push(format!("pillion_sink_request_duration_seconds_count{{sink=\"{sink}\"}} 0"));
+    }
+    for family in ["pillion_sink_retries_total", "pillion_sink_in_flight_requests", "pillion_sink_batches_total"] {
+        missing.push(format!("{family}{{sink=\"loki\"}} 0"));
+    }
+    missing.push("pillion_tap_dropped_records_total 0".to_owned());
+    missing.retain(|series| !body.lines().any(|line| line == series));
+    assert!(missing.is_empty(), "missing at start-up: {missing:#?}\n--- metrics ---\n{body}");
+    pillion.signal("TERM");
+    assert!(pillion.wait(Duration::from_secs(20)).success());
 }
