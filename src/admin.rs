@@ -89,7 +89,10 @@ fn tap(state: &AdminState, request: &Request<Incoming>) -> Response<AdminBody> {
         match key.as_ref() {
             "input" => filter.input = Some(value.into_owned()),
             "sink" => filter.sink = Some(value.into_owned()),
-            _ => return text(StatusCode::BAD_REQUEST, "unknown parameter; use input=NAME and/or sink=NAME\n").map(Either::Left),
+            _ => {
+                return text(StatusCode::BAD_REQUEST, "unknown parameter; use input=NAME and/or sink=NAME\n")
+                    .map(Either::Left);
+            }
         }
     }
     match state.tap.subscribe(filter) {

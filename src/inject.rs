@@ -372,7 +372,9 @@ fn inject_workload(node: &mut Node, options: &InjectOptions) -> Result<Option<No
     if containers.is_empty() {
         return Err(fail("has no containers"));
     }
-    let injected = |list: &str| spec.get(list).map(Node::items).unwrap_or_default().iter().any(|c| c.name() == Some(CONTAINER_NAME));
+    let injected = |list: &str| {
+        spec.get(list).map(Node::items).unwrap_or_default().iter().any(|c| c.name() == Some(CONTAINER_NAME))
+    };
     if injected("initContainers") || injected("containers") {
         return Ok(None);
     }
@@ -392,7 +394,10 @@ fn inject_workload(node: &mut Node, options: &InjectOptions) -> Result<Option<No
         .map(Node::items)
         .unwrap_or_default()
         .iter()
-        .find(|mount| mount.get("mountPath").and_then(Node::as_str).map(|p| p.trim_end_matches('/')) == Some(options.log_dir.trim_end_matches('/')))
+        .find(|mount| {
+            mount.get("mountPath").and_then(Node::as_str).map(|p| p.trim_end_matches('/'))
+                == Some(options.log_dir.trim_end_matches('/'))
+        })
         .and_then(|mount| mount.get("name").and_then(Node::as_str))
         .map(str::to_owned);
     let logs_volume = existing_logs.clone().unwrap_or_else(|| LOGS_VOLUME.to_owned());
@@ -423,10 +428,12 @@ fn inject_workload(node: &mut Node, options: &InjectOptions) -> Result<Option<No
         let Node::Seq(mounts) = mounts else { return Err(fail("has volumeMounts that are not a list")) };
         mounts.push(Node::map(vec![("name", Node::str(LOGS_VOLUME)), ("mountPath", Node::str(&options.log_dir))]));
     }
-    let init = spec.entry("initContainers", Node::Seq(Vec::new())).ok_or_else(|| fail("has a spec that is not a mapping"))?;
+    let init =
+        spec.entry("initContainers", Node::Seq(Vec::new())).ok_or_else(|| fail("has a spec that is not a mapping"))?;
     let Node::Seq(init) = init else { return Err(fail("has initContainers that are not a list")) };
     init.insert(0, sidecar(options, &app_name, &logs_volume));
-    let volumes = spec.entry("volumes", Node::Seq(Vec::new())).ok_or_else(|| fail("has a spec that is not a mapping"))?;
+    let volumes =
+        spec.entry("volumes", Node::Seq(Vec::new())).ok_or_else(|| fail("has a spec that is not a mapping"))?;
     let Node::Seq(volumes) = volumes else { return Err(fail("has volumes that are not a list")) };
     if existing_logs.is_none() {
         volumes.push(Node::map(vec![("name", Node::str(LOGS_VOLUME)), ("emptyDir", Node::Map(Vec::new()))]));

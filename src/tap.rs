@@ -387,8 +387,7 @@ mod tests {
         tap.entering(&batch("app", &["a1"]));
         tap.entering(&batch("audit", &["b1", "b2"]));
         let text = next_text(&mut body).await;
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0]["message"], "b1");
         assert_eq!(lines[1]["source"]["input"], "audit");

@@ -108,7 +108,8 @@ fn injecting_twice_changes_nothing_more() {
 
 #[test]
 fn a_manifest_without_workloads_is_copied_unchanged() {
-    let manifest = "# just a service\napiVersion: v1\nkind: Service\nmetadata: { name: web }\n---\n\n# trailing comment\n";
+    let manifest =
+        "# just a service\napiVersion: v1\nkind: Service\nmetadata: { name: web }\n---\n\n# trailing comment\n";
     let output = inject_stdin(manifest);
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), manifest);

@@ -215,7 +215,12 @@ fn substitute(expr: &str) -> String {
 /// Requests through the inbound proxy (ok, 5xx, slow) and the egress proxy (to a refused port,
 /// which opens the breaker), and log lines (some that the Loki sink dead-letters, some that do
 /// not parse), until `stop`.
-fn traffic(inbound: SocketAddr, outbound: SocketAddr, logs: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn traffic(
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    logs: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -240,7 +245,8 @@ fn every_dashboard_panel_evaluates_on_a_real_prometheus() {
     }
     let started = Instant::now();
     let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/pillion.json")).expect("dashboard")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/pillion.json")).expect("dashboard"))
+            .expect("JSON");
     let rt = proxy_support::runtime();
     let upstream = proxy_support::Upstream::start(&rt);
     upstream.healthy.store(false, Ordering::SeqCst);
@@ -307,8 +313,12 @@ fn every_dashboard_panel_evaluates_on_a_real_prometheus() {
 
     // Prometheus loaded the alert rules and evaluates all of them on this data without error.
     let rules = prometheus.api("/api/v1/rules");
-    let loaded: Vec<&serde_json::Value> =
-        rules["data"]["groups"].as_array().into_iter().flatten().flat_map(|g| g["rules"].as_array().into_iter().flatten()).collect();
+    let loaded: Vec<&serde_json::Value> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
     assert_eq!(loaded.len(), 9, "{rules}");
     for rule in loaded {
         assert_eq!(rule["health"], "ok", "{rule}");

@@ -42,7 +42,8 @@ impl Tap {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().expect("kill");
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success(), "kill -{name}");
     }
 
@@ -53,7 +54,8 @@ impl Tap {
     /// Sends SIGINT (Ctrl-C) and returns the exit code.
     fn interrupt(&mut self) -> Option<i32> {
         self.signal("INT");
-        let status = eventually(Duration::from_secs(10), "pillion tap to exit", || self.child.try_wait().expect("try_wait"));
+        let status =
+            eventually(Duration::from_secs(10), "pillion tap to exit", || self.child.try_wait().expect("try_wait"));
         status.code()
     }
 }
@@ -88,7 +90,9 @@ fn tap_streams_appended_lines_and_a_stopped_client_does_not_stall_the_file_sink(
 
     let mut reader = Tap::start(admin, &["--input", "app"], true);
     let stopped = Tap::start(admin, &[], false);
-    eventually(Duration::from_secs(10), "two tap clients", || (metric(admin, "pillion_tap_clients ") == Some(2.0)).then_some(()));
+    eventually(Duration::from_secs(10), "two tap clients", || {
+        (metric(admin, "pillion_tap_clients ") == Some(2.0)).then_some(())
+    });
     stopped.signal("STOP");
 
     append(&dir.path().join("logs/other.log"), &["{\"msg\":\"not for this tap\"}".to_owned()]);
@@ -130,11 +134,16 @@ fn tap_streams_appended_lines_and_a_stopped_client_does_not_stall_the_file_sink(
 #[test]
 fn tap_refuses_an_unknown_input_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "admin: { listen: \"127.0.0.1:0\" }\nlogs:\n  inputs: [{ name: app, paths: [\"logs/*.log\"] }]\n");
+    let config = write_config(
+        dir.path(),
+        "admin: { listen: \"127.0.0.1:0\" }\nlogs:\n  inputs: [{ name: app, paths: [\"logs/*.log\"] }]\n",
+    );
     let mut pillion = Pillion::start(dir.path(), &config);
     let admin = pillion.admin_address();
-    let output =
-        Command::new(BIN).args(["tap", "--admin", &admin.to_string(), "--input", "nope"]).output().expect("pillion tap");
+    let output = Command::new(BIN)
+        .args(["tap", "--admin", &admin.to_string(), "--input", "nope"])
+        .output()
+        .expect("pillion tap");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown input \"nope\"; inputs: app"), "{stderr}");

@@ -159,7 +159,9 @@ fn network_sink(
             }
         };
     Ok(service::NetworkSink {
-        ledger: Arc::new(batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics).with_tap(Arc::clone(tap))),
+        ledger: Arc::new(
+            batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics).with_tap(Arc::clone(tap)),
+        ),
         dead_letters: Arc::new(dead_letter::DeadLetters::new(data_dir, Arc::clone(&sink.name))),
         protocol,
         transport,
