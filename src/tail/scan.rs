@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::reader::{self, Reader};
-use super::{Tailer, Waiting, discover, fingerprint, now_unix};
-use crate::config::raw::StartAt;
+use super::{StartAt, Tailer, Waiting, discover, fingerprint, now_unix};
 use crate::pipeline::{FileKey, Known};
 
 /// A file found by discovery that is not followed yet.
