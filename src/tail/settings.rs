@@ -58,6 +58,13 @@ pub struct InputConfig {
     /// At most this many files are kept open; idle, fully read files are closed first.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: NonZeroUsize,
+    /// Follow every symlink the globs find. Off (the default): a link is followed only if its
+    /// target is inside the directory named by the glob's fixed prefix (the path up to the
+    /// first component with a glob character), and `**` never descends through a link;
+    /// other links are skipped with a warning and counted in
+    /// `pillion_input_skipped_files_total{reason="symlink_outside"}`.
+    #[serde(default = "default_follow_symlinks")]
+    pub follow_symlinks: bool,
     /// Attributes added to every record from this input.
     #[serde(default)]
     pub attributes: BTreeMap<String, ScalarText>,
@@ -73,6 +80,10 @@ fn default_max_line_bytes() -> ByteSize {
 
 fn default_poll_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_follow_symlinks() -> bool {
+    false
 }
 
 fn default_max_open_files() -> NonZeroUsize {
@@ -109,6 +120,8 @@ pub struct InputSettings {
     pub max_line_bytes: usize,
     pub poll_interval: std::time::Duration,
     pub max_open_files: usize,
+    /// Follow symlinks leading out of the globs' fixed prefixes.
+    pub follow_symlinks: bool,
     pub attributes: Vec<(String, String)>,
 }
 
@@ -172,6 +185,7 @@ impl InputConfig {
                 max_line_bytes: self.max_line_bytes.as_usize(),
                 poll_interval: self.poll_interval.get(),
                 max_open_files: self.max_open_files.get(),
+                follow_symlinks: self.follow_symlinks,
                 attributes: self.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             }),
             Err(message) => {
