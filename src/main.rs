@@ -46,6 +46,8 @@ enum Command {
     Inject(InjectArgs),
     /// Stream the records flowing through a running pillion as JSON lines (Ctrl-C to stop).
     Tap(TapArgs),
+    /// Print the config's JSON Schema (draft 2020-12), for editors and CI.
+    Schema,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +99,10 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse(cli.config, args),
         Command::Inject(args) => inject(args),
         Command::Tap(args) => tap(cli.config, args),
+        Command::Schema => {
+            println!("{}", config::schema_json());
+            ExitCode::SUCCESS
+        }
     }
 }
 
