@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::units::{
-    ByteSize, Duration, Endpoint, GlobPattern, ListenAddr, Pattern, Ratio, RouteTemplate, ScalarText, Secret,
+    ByteSize, Cidr, Duration, Endpoint, GlobPattern, ListenAddr, Pattern, Ratio, RouteTemplate, ScalarText, Secret,
 };
 use crate::record::Level;
 
@@ -549,9 +549,17 @@ pub struct InboundConfig {
     /// Route templates for the `http_route` label, e.g. /api/users/{id}.
     #[serde(default)]
     pub routes: Vec<RouteTemplate>,
-    /// Distinct http_route values before new ones become "other".
+    /// Distinct learned http_route values (paths that match no template) before new ones become
+    /// "other"; configured templates do not count.
     #[serde(default = "default_max_routes")]
     pub max_routes: NonZeroUsize,
+    /// A learned http_route value unused this long is forgotten, making room for new ones.
+    #[serde(default = "default_route_ttl")]
+    pub route_ttl: Duration,
+    /// Peers (CIDR blocks) whose X-Forwarded-For/-Proto/-Host are kept; from any other peer
+    /// pillion sets them itself.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
     /// Every request also becomes a Record in the log pipeline.
     #[serde(default)]
     pub access_log: bool,
@@ -562,6 +570,10 @@ pub struct InboundConfig {
 
 fn default_max_routes() -> NonZeroUsize {
     NonZeroUsize::new(200).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_route_ttl() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `proxy.inbound.timeouts:`
@@ -601,10 +613,18 @@ pub struct OutboundConfig {
     /// Per-destination circuit breaker.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Distinct destinations (server_address values and circuit breakers) before new ones are
+    /// counted as "other".
+    #[serde(default = "default_max_destinations")]
+    pub max_destinations: NonZeroUsize,
 }
 
 fn default_outbound_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_max_destinations() -> NonZeroUsize {
+    NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// `proxy.outbound.retries:`
