@@ -65,8 +65,12 @@ pub(crate) struct ServeOptions {
 /// requests finish for at most `options.drain`. `service` makes each connection's service from
 /// the client's address and the connection's [`Activity`] (which the service must tell when a
 /// request starts and ends).
-pub(crate) async fn serve<M, S, B>(listener: TcpListener, shutdown: CancellationToken, options: ServeOptions, service: M)
-where
+pub(crate) async fn serve<M, S, B>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+    service: M,
+) where
     M: Fn(SocketAddr, Arc<Activity>) -> S,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -82,7 +86,8 @@ where
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service(client, Arc::clone(&activity))).into_owned());
+        let connection = graceful
+            .watch(builder.serve_connection_with_upgrades(io, service(client, Arc::clone(&activity))).into_owned());
         tokio::spawn(async move {
             tokio::select! {
                 served = connection => if let Err(error) = served {

@@ -59,7 +59,12 @@ impl ProxyBody {
     }
 
     pub fn text(text: &'static str) -> ProxyBody {
-        ProxyBody { inner: Inner::Text(Some(Bytes::from_static(text.as_bytes()))), bytes: 0, failed: false, completion: None }
+        ProxyBody {
+            inner: Inner::Text(Some(Bytes::from_static(text.as_bytes()))),
+            bytes: 0,
+            failed: false,
+            completion: None,
+        }
     }
 
     pub fn empty() -> ProxyBody {

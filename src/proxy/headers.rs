@@ -28,7 +28,8 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Removes the hop-by-hop headers: those named in `Connection`, then the fixed list. With
 /// `upgrade` set, `Connection: upgrade` and `Upgrade` are put back so the app sees the handshake.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+/// `Connection` cannot name `Host` nor any of `protected` (the headers pillion itself set).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>, protected: &[HeaderName]) {
     // One pass over the names present rather than a hashed lookup per hop-by-hop name: most
     // messages carry none of them, or only `Connection`.
     let present: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
@@ -39,6 +40,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| *name != HOST && !protected.contains(name))
             .collect();
         for name in named.into_iter().chain(present) {
             headers.remove(name);
@@ -57,7 +59,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Why a request's `Host` is refused (400).
-pub fn check_host(version: http::Version, headers: &HeaderMap, authority: Option<&http::uri::Authority>) -> Result<(), &'static str> {
+pub fn check_host(
+    version: http::Version,
+    headers: &HeaderMap,
+    authority: Option<&http::uri::Authority>,
+) -> Result<(), &'static str> {
     let mut hosts = headers.get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -78,13 +84,25 @@ fn is_valid_host(value: &[u8]) -> bool {
     if text.is_empty() || text.contains(['@', '/', '?', '#', ' ', '\\']) {
         return false;
     }
-    match text.parse::<http::uri::Authority>() {
-        Ok(authority) => {
-            let host = authority.host();
-            !host.is_empty() && (authority.port().is_none() || authority.port_u16().is_some())
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("v6", port),
+            _ => return false,
+        },
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, &text[host.len()..][..port.len() + 1]),
+            None => (text, ""),
+        },
+    };
+    let port_ok = match port.strip_prefix(':') {
+        Some(digits) => {
+            digits.is_empty() || (digits.bytes().all(|b| b.is_ascii_digit()) && digits.parse::<u16>().is_ok())
         }
-        Err(_) => false,
-    }
+        None => port.is_empty(),
+    };
+    let host_ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    host_ok && port_ok
 }
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` for the app. From a `trusted` peer
@@ -175,7 +193,7 @@ mod tests {
         headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut headers, None);
+        strip_hop_by_hop(&mut headers, None, &[]);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("x-kept"));
     }
@@ -186,7 +204,7 @@ mod tests {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         let upgrade = upgrade_protocol(&headers);
-        strip_hop_by_hop(&mut headers, upgrade.as_ref());
+        strip_hop_by_hop(&mut headers, upgrade.as_ref(), &[]);
         assert_eq!(headers[UPGRADE], "websocket");
         assert_eq!(headers[CONNECTION], "upgrade");
     }

@@ -168,13 +168,9 @@ async fn proxy(
         ServerRecorder { inbound: Arc::clone(&inbound), method, route: Arc::clone(&route), client, path, lease: None };
     let mut finish = Finish::new(recorder, started, in_flight, inbound.tracing.clone());
 
-    // Headers: hop-by-hop out first (an Upgrade handshake kept), so `Connection` cannot name a
-    // header pillion sets below.
-    let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
-    headers::strip_hop_by_hop(request.headers_mut(), upgrade.as_ref());
-
-    // Trace: continue the caller's trace or start one; the app receives our span's context and
-    // none of the client's propagation headers.
+    // Trace: continue the caller's trace (its headers are for us, even when `Connection` names
+    // them) or start one; the app receives our span's context and none of the client's
+    // propagation headers.
     if let Some(tracing) = &inbound.tracing {
         let mut headers = std::mem::take(request.headers_mut());
         let info = RequestInfo {
@@ -190,6 +186,12 @@ async fn proxy(
         finish.set_span(Some(span::start(tracing, &mut headers, &info)));
         *request.headers_mut() = headers;
     }
+
+    // Headers: hop-by-hop out (an Upgrade handshake kept); `Connection` cannot name the
+    // propagation headers pillion just set.
+    let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
+    let protected = inbound.tracing.as_ref().map_or(&[][..], |tracing| &tracing.propagator_fields[..]);
+    headers::strip_hop_by_hop(request.headers_mut(), upgrade.as_ref(), protected);
 
     // Refusals: a reverse proxy does not tunnel, and a request must name one valid host.
     if request.method() == Method::CONNECT {
@@ -256,7 +258,7 @@ async fn proxy(
     // Response: hop-by-hop out, body streamed; metrics, span and access log when it is done.
     // The app connection is reusable once this response is complete, unless it was upgraded.
     let response_upgrade = if switching { headers::upgrade_protocol(response.headers()) } else { None };
-    headers::strip_hop_by_hop(response.headers_mut(), response_upgrade.as_ref());
+    headers::strip_hop_by_hop(response.headers_mut(), response_upgrade.as_ref(), &[]);
     if switching {
         lease.discard();
     } else if let Some(recorder) = finish.recorder_mut() {
@@ -280,7 +282,8 @@ struct ServerRecorder {
 impl Recorder for ServerRecorder {
     fn record(self, outcome: &Outcome) {
         let inbound = &self.inbound;
-        let labels = ServerLabels { method: self.method, route: self.route, status: outcome.status, error_type: outcome.error };
+        let labels =
+            ServerLabels { method: self.method, route: self.route, status: outcome.status, error_type: outcome.error };
         inbound.metrics.server_duration.observe(&labels, outcome.duration.as_secs_f64(), outcome.exemplar.clone());
         if let (Some(log), Some(path)) = (&inbound.access_log, &self.path) {
             log.write(&AccessEntry {

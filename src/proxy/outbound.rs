@@ -176,7 +176,11 @@ async fn handle(outbound: Arc<Outbound>, activity: Arc<Activity>, request: Reque
 }
 
 /// One absolute-form request, layer by layer.
-async fn forward(outbound: Arc<Outbound>, activity: Arc<Activity>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    outbound: Arc<Outbound>,
+    activity: Arc<Activity>,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = method_label(request.method());
     let host = request.uri().host().unwrap_or("unknown").trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -208,7 +212,8 @@ async fn forward(outbound: Arc<Outbound>, activity: Arc<Activity>, mut request: 
     }
 
     // Headers: hop-by-hop and proxy credentials stay here.
-    headers::strip_hop_by_hop(request.headers_mut(), None);
+    let protected = outbound.tracing.as_ref().map_or(&[][..], |tracing| &tracing.propagator_fields[..]);
+    headers::strip_hop_by_hop(request.headers_mut(), None, protected);
     request.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
     *request.version_mut() = Version::HTTP_11;
 
@@ -251,7 +256,7 @@ async fn forward(outbound: Arc<Outbound>, activity: Arc<Activity>, mut request: 
     match result {
         Ok(response) | Err((Some(response), _)) => {
             let mut response = response;
-            headers::strip_hop_by_hop(response.headers_mut(), None);
+            headers::strip_hop_by_hop(response.headers_mut(), None, &[]);
             let completion = finish.responded(response.status());
             response.map(|body| ProxyBody::upstream(body).on_complete(completion))
         }
@@ -267,7 +272,11 @@ async fn forward(outbound: Arc<Outbound>, activity: Arc<Activity>, mut request: 
 }
 
 /// `CONNECT host:port`: answer 200, then copy bytes both ways (TLS stays end to end).
-async fn tunnel(outbound: Arc<Outbound>, activity: Arc<Activity>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+async fn tunnel(
+    outbound: Arc<Outbound>,
+    activity: Arc<Activity>,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let Some(authority) = request.uri().authority().cloned() else {
         return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
@@ -334,7 +343,8 @@ fn admit(
     destination: &Destination,
 ) -> Result<Finish<ClientRecorder>, Box<Response<ProxyBody>>> {
     let in_flight = InFlight::new(outbound.active.get(method), Some(activity));
-    let recorder = ClientRecorder { outbound: Arc::clone(outbound), method, server_address: Arc::clone(&destination.label) };
+    let recorder =
+        ClientRecorder { outbound: Arc::clone(outbound), method, server_address: Arc::clone(&destination.label) };
     let finish = Finish::new(recorder, started, in_flight, outbound.tracing.clone());
     if outbound.admit(destination) == Admission::Rejected {
         let text = "circuit open: the destination is failing\n";

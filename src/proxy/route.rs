@@ -235,8 +235,8 @@ mod tests {
     #[test]
     fn long_routes_are_other_and_templates_are_never_crowded_out() {
         let routes = routes(&["/api/users/{id}"], 2);
-        assert_eq!(&*routes.route(&format!("/{}", "a".repeat(MAX_ROUTE_BYTES))), OTHER);
-        assert_eq!(&*routes.route(&format!("/{}", "a".repeat(60_000))), OTHER);
+        assert_eq!(&*routes.route(&format!("/{}", "z".repeat(MAX_ROUTE_BYTES))), OTHER);
+        assert_eq!(&*routes.route(&format!("/{}", "z".repeat(60_000))), OTHER);
         for i in 0..100 {
             routes.route(&format!("/junk{i}"));
         }
