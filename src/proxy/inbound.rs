@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, HeaderValue};
-use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,10 +23,10 @@ use super::finish::{Finish, InFlight, Outcome, Recorder};
 use super::headers;
 use super::metrics::{ErrorType, MethodGauges, ProxyMetrics, ServerLabels, method_label};
 use super::route::Routes;
+pub use super::settings::InboundSettings as Settings;
 use super::span::{self, RequestInfo};
 use super::upstream::{Affinity, ForwardError, Lease, Upstream};
 use super::{ProxyError, upgrade};
-use crate::config::raw::InboundConfig;
 use crate::config::units::Cidr;
 use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
@@ -62,35 +61,34 @@ pub struct InboundServer {
 impl InboundServer {
     /// Binds `config.listen` and prepares the connections to `config.upstream`.
     pub async fn bind(
-        config: &InboundConfig,
+        config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
         access_log: Option<AccessLog>,
     ) -> Result<InboundServer, ProxyError> {
-        let listen = config.listen.0;
+        let listen = config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
-        let upstream = upstream_authority(config.upstream.url())?;
         let timeouts = &config.timeouts;
-        let upstream = Upstream::new(upstream, timeouts.request.get(), timeouts.idle.get(), POOL_IDLE_PER_HOST);
-        let max_routes = config.max_routes.get();
+        let upstream = Upstream::new(config.upstream.clone(), timeouts.request, timeouts.idle, POOL_IDLE_PER_HOST);
+        let max_routes = config.max_routes;
         metrics.server_duration.set_cap(max_routes + config.routes.len() + SERIES_HEADROOM);
         let family = metrics.server_duration.clone();
         let forget = Box::new(move |route: &str| family.forget(|labels| &*labels.route == route));
         let inbound = Inbound {
             upstream: Arc::new(upstream),
-            routes: Routes::new(&config.routes, max_routes, config.route_ttl.get(), forget),
+            routes: Routes::new(&config.routes, max_routes, config.route_ttl, forget),
             active: MethodGauges::new(&metrics.server_active),
             metrics,
             tracing,
             access_log,
-            request_timeout: timeouts.request.get(),
+            request_timeout: timeouts.request,
             trusted_proxies: config.trusted_proxies.clone(),
         };
         Ok(InboundServer {
             listener,
             inbound: Arc::new(inbound),
-            timeouts: ConnTimeouts { header_read: timeouts.header_read.get(), idle: timeouts.idle.get() },
+            timeouts: ConnTimeouts { header_read: timeouts.header_read, idle: timeouts.idle },
         })
     }
 
@@ -129,21 +127,6 @@ async fn expire_idle(upstream: Arc<Upstream>) {
         ticks.tick().await;
         upstream.expire_idle();
     }
-}
-
-fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
-    let invalid = |why: &str| ProxyError::Upstream { upstream: url.to_string(), why: why.to_owned() };
-    if url.scheme() != "http" {
-        return Err(invalid("only http:// upstreams are supported (the app is on the same host)"));
-    }
-    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let text = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    text.parse().map_err(|_| invalid("not a valid host and port"))
 }
 
 /// One inbound request, layer by layer.
@@ -297,16 +280,5 @@ impl Recorder for ServerRecorder {
                 ids: outcome.ids,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_authority_has_a_port() {
-        let url = url::Url::parse("http://localhost").expect("url");
-        assert_eq!(upstream_authority(&url).expect("authority").as_str(), "localhost:80");
     }
 }

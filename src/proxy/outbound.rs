@@ -32,8 +32,8 @@ use super::finish::{Finish, InFlight, Outcome, Recorder, plain};
 use super::headers;
 use super::metrics::{ClientLabels, ErrorType, MethodGauges, ProxyMetrics, method_label};
 use super::route::OTHER;
+pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo};
-use crate::config::raw::OutboundConfig;
 use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
 
@@ -113,21 +113,19 @@ pub struct OutboundServer {
 
 impl OutboundServer {
     pub async fn bind(
-        config: &OutboundConfig,
+        config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
     ) -> Result<OutboundServer, ProxyError> {
-        let listen = config.listen.0;
+        let listen = config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout.get()));
+        connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
-        let breaker = &config.circuit_breaker;
-        let breakers =
-            Breakers::new(breaker.consecutive_failures, breaker.open_for.get(), metrics.breaker_state.clone());
-        let max_destinations = config.max_destinations.get();
+        let breakers = Breakers::new(config.breaker_failures, config.breaker_open_for, metrics.breaker_state.clone());
+        let max_destinations = config.max_destinations;
         metrics.client_duration.set_cap(max_destinations + SERIES_HEADROOM);
         let outbound = Outbound {
             client,
@@ -136,9 +134,9 @@ impl OutboundServer {
             tracing,
             breakers,
             destinations: Destinations::new(max_destinations),
-            timeout: config.timeout.get(),
-            retries: config.retries.attempts,
-            idempotent_only: config.retries.idempotent_only,
+            timeout: config.timeout,
+            retries: config.retries,
+            idempotent_only: config.idempotent_only,
         };
         Ok(OutboundServer { listener, outbound: Arc::new(outbound) })
     }

@@ -13,7 +13,7 @@ use opentelemetry::propagation::text_map_propagator::FieldIter;
 use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
-use crate::config::raw::Propagator;
+use super::settings::Propagator;
 
 /// One propagator doing what every configured one does, in configuration order.
 pub fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {
