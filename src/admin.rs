@@ -14,13 +14,20 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::{ServeOptions, serve};
+use crate::proxy::conn::{Activity, ConnTimeouts};
 use crate::tap::{Filter, Tap, TapBody, TapError};
 use crate::telemetry::metrics::Metrics;
+
+/// The admin server's connections get the inbound proxy's default header-read and idle limits.
+const TIMEOUTS: ConnTimeouts =
+    ConnTimeouts { header_read: std::time::Duration::from_secs(10), idle: std::time::Duration::from_secs(90) };
+/// Scrapes in progress at shutdown get this long to finish.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,7 +43,7 @@ pub struct AdminState {
 }
 
 /// A response body: a whole one, or a tap's endless stream.
-type AdminBody = Either<Full<Bytes>, TapBody>;
+type AdminBody = Either<Full<Bytes>, TapStream>;
 
 /// The bound admin server.
 pub struct AdminServer {
@@ -56,34 +63,60 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub fn spawn(self, state: AdminState, shutdown: CancellationToken) -> JoinHandle<()> {
         let state = Arc::new(state);
-        tokio::spawn(async move {
-            while let Some((stream, _)) = crate::net::accept(&self.listener, &shutdown, "admin").await {
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(respond(&state, &request)) }
-                    });
-                    let connection =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "admin connection ended with an error");
-                    }
-                });
-            }
-        })
+        let options = ServeOptions { server: "admin", timeouts: TIMEOUTS, drain: DRAIN };
+        tokio::spawn(serve(self.listener, shutdown, options, move |_client, activity: Arc<Activity>| {
+            let state = Arc::clone(&state);
+            service_fn(move |request| {
+                activity.request_started();
+                let response = respond(&state, &request, &activity);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        }))
     }
 }
 
-fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<AdminBody> {
+/// Answers a request. A tap's stream counts as a request in flight until it ends, so that the
+/// connection's idle timeout does not cut it; every other answer is complete at once.
+fn respond(state: &AdminState, request: &Request<Incoming>, activity: &Arc<Activity>) -> Response<AdminBody> {
     if request.uri().path() == "/tap" && request.method() == Method::GET {
-        return tap(state, request);
+        return tap(state, request).map(|body| match body {
+            Either::Right(body) => Either::Right(TapStream { body, activity: Arc::clone(activity) }),
+            Either::Left(full) => {
+                activity.request_finished();
+                Either::Left(full)
+            }
+        });
     }
+    activity.request_finished();
     route(state, request).map(Either::Left)
 }
 
+/// A tap's body, holding its connection's request open until the stream ends.
+struct TapStream {
+    body: TapBody,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for TapStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
+impl Drop for TapStream {
+    fn drop(&mut self) {
+        self.activity.request_finished();
+    }
+}
+
 /// `GET /tap?input=NAME&sink=NAME`: streams records as JSON lines until the client leaves.
-fn tap(state: &AdminState, request: &Request<Incoming>) -> Response<AdminBody> {
+fn tap(state: &AdminState, request: &Request<Incoming>) -> Response<Either<Full<Bytes>, TapBody>> {
     let mut filter = Filter::default();
     for (key, value) in url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
         match key.as_ref() {

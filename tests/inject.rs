@@ -123,3 +123,10 @@ fn invalid_yaml_exits_2_and_names_the_document() {
     assert!(stderr.contains("document 2 (line 3)"), "{stderr}");
     assert!(output.stdout.is_empty(), "nothing printed on error");
 }
+
+#[test]
+fn the_shipped_sidecar_example_counts_as_injected() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sidecar.yaml");
+    let manifest = std::fs::read_to_string(&example).expect("deploy/kubernetes/sidecar.yaml");
+    assert_eq!(inject_file(&example), manifest);
+}
