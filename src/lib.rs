@@ -31,6 +31,7 @@
 //! - [`admin`]: the admin HTTP server.
 //! - [`tap`]: live record streams for `pillion tap` (bounded, dropping for slow clients).
 //! - [`inject`]: `pillion inject`, adding pillion as a native sidecar to Kubernetes manifests.
+//! - [`redact`]: the one redaction function for /config, pillion's logs and error messages.
 //! - [`app`]: start-up and ordered shutdown.
 
 #![forbid(unsafe_code)]
@@ -45,6 +46,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod proxy;
 pub mod record;
+pub mod redact;
 pub mod sink;
 pub mod tail;
 pub mod tap;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use pillion::config::{self, Config, ConfigError};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
+use pillion::redact;
 use pillion::telemetry::logging::{self, LogFormat};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -123,7 +124,7 @@ fn validate(path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -133,7 +134,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let config = match load(path.as_ref()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -201,7 +202,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     let config = match loaded {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -224,7 +225,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     match parse_lines(parser, args.file, config.resource) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pillion parse: {error:#}");
+            eprintln!("pillion parse: {}", redact::text(&format!("{error:#}")));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
