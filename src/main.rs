@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::{Parser as ClapParser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use pillion::config::raw::MultilinePreset;
 use pillion::config::{self, Config, ConfigError};
+use pillion::frame::MultilinePreset;
 use pillion::frame::{Assembler, FrameSettings, Framed, MultilineRule, MultilineSettings};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
@@ -232,7 +232,7 @@ fn parse_lines(
     };
     let settings = FrameSettings {
         max_line_bytes: PARSE_MAX_RECORD_BYTES,
-        container: pillion::config::raw::ContainerFormat::None,
+        container: pillion::frame::ContainerFormat::None,
         multiline: multiline.map(|preset| MultilineSettings {
             rule: Arc::new(MultilineRule::preset(preset)),
             max_lines: PARSE_MAX_RECORD_LINES,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use pillion::config::raw::{ContainerFormat, MultilinePreset};
 use pillion::frame::{Assembler, FrameSettings, MultilineRule, MultilineSettings};
+use pillion::frame::{ContainerFormat, MultilinePreset};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Attributes;
 use pillion::record::{Level, Value};

@@ -31,7 +31,7 @@ use super::Spec;
 use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
 use super::pattern::{Capture, IdRegex, LevelCapture, RegexSpec, Split, TimeCapture};
 use super::timestamp::{TimeFormat, check_strftime};
-use crate::config::raw::MultilinePreset;
+use crate::frame::MultilinePreset;
 use crate::record::Level;
 
 /// A parser definition file that cannot be used.

@@ -44,7 +44,7 @@ pub use registry::{ParserInfo, Registry};
 use self::fields::{FieldSpec, parse_traceparent};
 use self::pattern::{Outcome, RegexSpec};
 use self::timestamp::TimeContext;
-use crate::config::raw::MultilinePreset;
+use crate::frame::MultilinePreset;
 use crate::record::{Attributes, Record, Resource, SpanId, TraceId, Value};
 
 /// What a named parser does.

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use super::definition::{self, Body, DefinitionError};
 use super::fields::FieldSpec;
 use super::{ParseOptions, Parser, Spec};
-use crate::config::raw::MultilinePreset;
+use crate::frame::MultilinePreset;
 
 /// The built-in definition files, as shipped in `parsers/`.
 const BUILTIN_FILES: &[(&str, &str)] = &[
