@@ -17,6 +17,7 @@ use pillion::frame::MultilinePreset;
 use pillion::frame::{Assembler, FrameSettings, Framed, MultilineRule, MultilineSettings};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
+use pillion::redact;
 use pillion::telemetry::logging::{self, LogFormat};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -96,7 +97,7 @@ fn validate(path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -106,7 +107,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let config = match load(path.as_ref()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -174,7 +175,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     let config = match loaded {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -204,7 +205,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     match parse_lines(parser, multiline, args.file, config.resource) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pillion parse: {error:#}");
+            eprintln!("pillion parse: {}", redact::text(&format!("{error:#}")));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
