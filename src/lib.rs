@@ -30,11 +30,13 @@
 //! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
 //! - [`admin`]: the admin HTTP server.
 //! - [`app`]: start-up and ordered shutdown.
+//! - [`backoff`]: the exponential, jittered wait before a retry (sinks, egress proxy).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod frame;
 mod net;

@@ -35,12 +35,15 @@ use super::headers;
 use super::metrics::{ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label};
 pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo, RequestSpan};
+use crate::backoff::Backoff;
 use crate::telemetry::traces::Tracing;
 
 type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-/// First retry waits this long; each further one twice as long.
+/// First retry waits up to this long; each further one up to twice as long, at most
+/// `RETRY_BACKOFF_CAP`.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 /// What every outbound request shares.
 pub struct Outbound {
@@ -178,6 +181,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
 
     // Send with the timeout per attempt; the breaker learns every outcome.
     let mut attempt = 0;
+    let mut backoff = Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     let result = loop {
         attempt += 1;
         let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
@@ -196,7 +200,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
         outbound.breakers.record(&destination, outcome.is_ok());
         match outcome {
             Err(_) if attempt < attempts && outbound.breakers.admit(&destination) != Admission::Rejected => {
-                tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                tokio::time::sleep(backoff.next(None)).await;
             }
             other => break other,
         }

@@ -84,7 +84,7 @@ impl Harness {
     fn start(&mut self) {
         let loaded = self.store.load();
         let acks = Arc::new(Acknowledgements::new(1));
-        acks.restore(&loaded.entries, super::now_unix());
+        acks.restore(&loaded.entries, super::unix_now());
         let (output, mut batches) = mpsc::channel(4);
         let shutdown = CancellationToken::new();
         let context = TailerContext {
