@@ -94,6 +94,13 @@ impl Running {
             config.logs.sinks.iter().map(|sink| Arc::clone(&sink.name)).collect(),
             metrics.tap.clone(),
         );
+        // Every series the config names exists from the first scrape, before any event.
+        for input in &config.logs.inputs {
+            metrics.input.declare(&input.name, input.parser.name());
+        }
+        for sink in &config.logs.sinks {
+            metrics.sink.declare(&sink.name);
+        }
         let admin = start_admin(&config, (&metrics, &tap), &ready, &shutdown).await?;
 
         let env = |name: &str| std::env::var(name).ok();
@@ -240,7 +247,6 @@ fn start_tailers(
     inputs
         .iter()
         .map(|input| {
-            metrics.input.declare(&input.name, input.parser.name());
             let context = TailerContext {
                 input: Arc::clone(input),
                 transforms: Arc::clone(transforms),

@@ -90,6 +90,9 @@ fn series_exist_before_their_first_event() {
     );
     let mut pillion = Pillion::start(dir.path(), &config);
     let admin = pillion.admin_address();
+    // Inputs and sinks are declared before the admin server starts; the network sink's request
+    // families when it starts, just before pillion reports ready.
+    eventually(Duration::from_secs(10), "ready", || (http_get(admin, "/readyz", &[]).0 == 200).then_some(()));
     let (_, _, body) = http_get(admin, "/metrics", &[]);
     let mut missing = Vec::new();
     for family in [
