@@ -1,0 +1,4 @@
+//! The optional disk buffer (`logs.buffer`).
+
+pub mod codec;
+pub mod spool;
