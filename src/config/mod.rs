@@ -11,7 +11,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use validate::{Config, FileSinkSettings, InputSettings, LogsSettings, SinkSettings, SinkTarget};
+pub use validate::{BufferSettings, Config, FileSinkSettings, InputSettings, LogsSettings, SinkSettings, SinkTarget};
 
 /// Shown instead of every secret in `/config` and in debug output.
 pub const REDACTED: &str = "<redacted>";

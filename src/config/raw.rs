@@ -97,6 +97,25 @@ pub struct LogsConfig {
     pub transforms: Vec<TransformConfig>,
     /// Where records go. None: JSON lines on stdout.
     pub sinks: Vec<Spanned<SinkConfig>>,
+    /// A write-ahead disk spool under `<data_dir>/buffer/` for records the sinks cannot take
+    /// (a backend outage): files can rotate away and pillion can be killed without losing
+    /// them. Off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<Spanned<BufferConfig>>,
+}
+
+/// `logs.buffer:` — the disk buffer.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Most bytes the spool keeps on disk; when full, the tailers wait (the files are the
+    /// buffer again).
+    #[serde(default = "default_buffer_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+fn default_buffer_max_bytes() -> ByteSize {
+    ByteSize::mib(1024)
 }
 
 impl Default for LogsConfig {
@@ -109,6 +128,7 @@ impl Default for LogsConfig {
             parsers: Vec::new(),
             transforms: Vec::new(),
             sinks: Vec::new(),
+            buffer: None,
         }
     }
 }

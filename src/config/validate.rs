@@ -53,6 +53,14 @@ pub struct LogsSettings {
     pub transforms: Vec<TransformConfig>,
     /// Never empty: with none configured, a `stdout` sink.
     pub sinks: Vec<SinkSettings>,
+    /// The disk buffer, when configured.
+    pub buffer: Option<BufferSettings>,
+}
+
+/// `logs.buffer`, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferSettings {
+    pub max_bytes: u64,
 }
 
 /// One input, checked, with its globs compiled.
@@ -141,6 +149,14 @@ pub(super) fn validate(
     let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
     let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
     check_ports(&mut checker, &raw);
+    let buffer = raw.logs.buffer.as_ref().map(|spanned| {
+        let max_bytes = spanned.value.max_bytes.bytes();
+        if max_bytes < 1 << 20 {
+            let message = format!("buffer max_bytes {} is too small", spanned.value.max_bytes);
+            checker.at(spanned, "logs.buffer.max_bytes".into(), message, Some("use at least 1MiB, e.g. 1GiB"));
+        }
+        BufferSettings { max_bytes }
+    });
     if !checker.issues.is_empty() {
         return Err(checker.issues);
     }
@@ -164,6 +180,7 @@ pub(super) fn validate(
             parsers: registry,
             transforms: raw.logs.transforms,
             sinks,
+            buffer,
         },
         proxy: raw.proxy,
         tracing: raw.tracing,
