@@ -73,13 +73,15 @@ pub fn encode(records: &[Record], out: &mut Vec<u8>) -> serde_json::Result<()> {
     let mut sources: Vec<(&str, &str)> = Vec::new();
     let mut encoded = Vec::with_capacity(records.len());
     for record in records {
-        let r = match resources.iter().position(|known| Arc::ptr_eq(known, &record.resource) || **known == record.resource) {
-            Some(index) => index,
-            None => {
-                resources.push(&record.resource);
-                resources.len() - 1
-            }
-        };
+        let r =
+            match resources.iter().position(|known| Arc::ptr_eq(known, &record.resource) || **known == record.resource)
+            {
+                Some(index) => index,
+                None => {
+                    resources.push(&record.resource);
+                    resources.len() - 1
+                }
+            };
         let s = record.source.as_ref().map(|source| {
             let key = (&*source.input, &*source.path);
             let index = sources.iter().position(|known| *known == key).unwrap_or_else(|| {
@@ -156,9 +158,8 @@ mod tests {
         full.span_id = SpanId::parse_hex("00f067aa0ba902b7");
         full.attributes.insert("http.status", Value::from(402));
         full.attributes.insert("ratio", Value::from(0.25));
-        let nested: Attributes = [("k", Value::from("v")), ("list", Value::Array(vec![Value::Null, true.into()]))]
-            .into_iter()
-            .collect();
+        let nested: Attributes =
+            [("k", Value::from("v")), ("list", Value::Array(vec![Value::Null, true.into()]))].into_iter().collect();
         full.attributes.insert("nested", Value::Object(nested));
         full.source = Some(Source { input: "app".into(), path: "/var/log/a.log".into(), offset: 18231 });
         let bare = Record::new("no source".into(), observed, Arc::new(Vec::new()));

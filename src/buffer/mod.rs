@@ -66,7 +66,11 @@ pub fn spawn_fanout(
     // where the spool starts reading.
     acks.reset(FileKey::SPOOL, "<buffer>", spool.acked(), 0);
     if spool.events() > 0 {
-        tracing::info!(events = spool.events(), bytes = spool.disk_bytes(), "disk buffer holds records from a previous run; replaying them first");
+        tracing::info!(
+            events = spool.events(),
+            bytes = spool.disk_bytes(),
+            "disk buffer holds records from a previous run; replaying them first"
+        );
     }
     let mut stage = Buffered {
         spool,
@@ -144,8 +148,11 @@ impl Buffered {
             if syncing.is_none() && (self.spool.has_unsynced() || !self.pending.is_empty()) {
                 let job = self.spool.sync_job();
                 let tokens = std::mem::take(&mut self.pending);
-                syncing =
-                    Some(Syncing { task: tokio::task::spawn_blocking(move || job.run()), tokens, started: Instant::now() });
+                syncing = Some(Syncing {
+                    task: tokio::task::spawn_blocking(move || job.run()),
+                    tokens,
+                    started: Instant::now(),
+                });
             }
             if !input_open && syncing.is_none() {
                 break;
@@ -233,7 +240,9 @@ impl Buffered {
             }
             // Not retried (after a failed fsync the page cache cannot be trusted): these
             // batches' sources are not acknowledged, so after a restart they are read again.
-            Err(error) => tracing::error!(%error, batches = group.tokens.len(), "disk buffer fsync failed; these batches will be read again from their files after a restart"),
+            Err(error) => {
+                tracing::error!(%error, batches = group.tokens.len(), "disk buffer fsync failed; these batches will be read again from their files after a restart")
+            }
         }
     }
 

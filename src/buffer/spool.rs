@@ -210,7 +210,12 @@ impl Spool {
             return Err(error);
         }
         self.disk_bytes += MAGIC.len() as u64;
-        self.segments.push_back(Segment { first_id: self.next_id, path, len: MAGIC.len() as u64, next_id: self.next_id });
+        self.segments.push_back(Segment {
+            first_id: self.next_id,
+            path,
+            len: MAGIC.len() as u64,
+            next_id: self.next_id,
+        });
         self.writer = Some(file);
         self.writer_dirty = true;
         self.dir_dirty = true;
@@ -390,7 +395,8 @@ fn read_frame(reader: &mut impl Read, available: u64) -> io::Result<Option<Frame
     if !read_full(reader, &mut header)? {
         return Ok(None);
     }
-    let field = |range: std::ops::Range<usize>| header[range].iter().rev().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+    let field =
+        |range: std::ops::Range<usize>| header[range].iter().rev().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
     let len = field(0..4) as usize;
     let crc = field(4..8) as u32;
     let id = field(8..16);
@@ -606,7 +612,11 @@ mod tests {
                         file.set_len(cut).expect("truncate");
                         if rng.bool() {
                             let garbage: Vec<u8> = (0..rng.usize(1..64)).map(|_| rng.u8(..)).collect();
-                            OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(&garbage)).expect("garbage");
+                            OpenOptions::new()
+                                .append(true)
+                                .open(&path)
+                                .and_then(|mut f| f.write_all(&garbage))
+                                .expect("garbage");
                         }
                     }
                 }
@@ -628,7 +638,11 @@ mod tests {
                 got.push(frame.id);
             }
             for id in &must {
-                assert!(got.contains(id), "durable frame {id} lost (got {got:?}, persisted ack {})", self.persisted_acked);
+                assert!(
+                    got.contains(id),
+                    "durable frame {id} lost (got {got:?}, persisted ack {})",
+                    self.persisted_acked
+                );
             }
             // What did not come back is gone (delivered, or never durable); ids from next_id on
             // are given again.

@@ -294,7 +294,9 @@ impl Tailer {
             .into_iter()
             .filter(|k| k.gone && !self.files.contains_key(&k.key))
             .map(|k| self.resume_point(&k))
-            .filter(|&(offset, tail, _)| offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail))
+            .filter(|&(offset, tail, _)| {
+                offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail)
+            })
             .max_by_key(|&(offset, _, _)| offset)
     }
 

@@ -209,7 +209,11 @@ impl Metrics {
         );
         let buffer = BufferMetrics::default();
         registry.register("pillion_buffer_bytes", "Bytes of the disk buffer's spool on disk", buffer.bytes.clone());
-        registry.register("pillion_buffer_events", "Records in the disk buffer not yet delivered", buffer.events.clone());
+        registry.register(
+            "pillion_buffer_events",
+            "Records in the disk buffer not yet delivered",
+            buffer.events.clone(),
+        );
         registry.register(
             "pillion_buffer_corrupt_segments",
             "Damaged disk buffer segments (torn writes, checksum failures) whose rest was skipped",
