@@ -25,7 +25,7 @@ use crate::tail::checkpoint::{CheckpointError, CheckpointStore};
 use crate::tail::{self, TailerContext};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{Tracing, TracingError};
-use crate::transform::{TransformError, Transforms};
+use crate::transform::Transforms;
 
 /// A running sink's task.
 type SinkTask = JoinHandle<Result<(), SinkError>>;
@@ -44,8 +44,6 @@ pub enum RunError {
     Tracing(#[from] TracingError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error(transparent)]
-    Transform(#[from] TransformError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -93,7 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
     acks.restore(&loaded.entries, unix_now());
-    let transforms = Arc::new(Transforms::new(&logs.transforms)?);
+    let transforms = Arc::clone(&logs.transforms);
 
     let sink_failed = CancellationToken::new();
     let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
@@ -173,7 +171,6 @@ impl Proxies {
     }
 }
 
-/// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
 /// One tailer thread per input, sharing one parse pool (none without inputs).
 fn start_tailers(
     config: &Config,
@@ -206,6 +203,7 @@ fn start_tailers(
         .collect()
 }
 
+/// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
 async fn start_proxies(
     config: &Config,
     metrics: &Metrics,
@@ -214,11 +212,9 @@ async fn start_proxies(
     shutdown: CancellationToken,
 ) -> Result<Proxies, RunError> {
     let mut proxies = Proxies { servers: Vec::new(), access_log: None };
-    let Some(proxy) = &config.proxy else {
-        return Ok(proxies);
-    };
+    let proxy = &config.proxy;
     let drain = config.shutdown_timeout / 2;
-    if let Some(inbound) = proxy.inbound.as_ref().map(|spanned| &spanned.value) {
+    if let Some(inbound) = &proxy.inbound {
         let access_log = inbound.access_log.then(|| {
             let stop = CancellationToken::new();
             let dropped = metrics.proxy.access_log_dropped.clone();
@@ -227,13 +223,13 @@ async fn start_proxies(
             log
         });
         let server = InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log).await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen.0, source })?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen, source })?;
         tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
         proxies.servers.push(server.spawn(shutdown.clone(), drain));
     }
     if let Some(outbound) = &proxy.outbound {
         let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen.0, source })?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen, source })?;
         tracing::info!(address = %address, "egress proxy listening");
         proxies.servers.push(server.spawn(shutdown, drain));
     }

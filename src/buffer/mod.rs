@@ -13,6 +13,7 @@
 //! When the spool holds `max_bytes`, no batch is taken: the tailers wait, as without a buffer.
 
 pub mod codec;
+pub mod settings;
 pub mod spool;
 
 use std::path::Path;
@@ -22,10 +23,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::task::JoinHandle;
 
-use crate::config::BufferSettings;
 use crate::pipeline::{AckToken, Acknowledgements, Batch, FileKey};
 use crate::sink::RunningSink;
 use crate::telemetry::metrics::BufferMetrics;
+use settings::BufferSettings;
 use spool::Spool;
 
 /// How long a batch may wait for room in every sink's queue before it is spooled.
