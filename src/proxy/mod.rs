@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod body;
 pub mod breaker;
 pub mod conn;
+pub mod finish;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
