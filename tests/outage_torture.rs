@@ -140,9 +140,24 @@ fn delivered(receiver: &Receiver) -> HashMap<u64, u32> {
     seen
 }
 
-/// Runs the torture with kill -9s at `kills` (seconds from the start); returns (lost,
-/// duplicates).
-fn torture(kills: &[f64]) -> (u64, u64) {
+/// What a run saw.
+struct Outcome {
+    lost: u64,
+    duplicates: u64,
+    /// `pillion_buffer_events` and `pillion_buffer_bytes` near the end of the outage.
+    buffered: (u64, u64),
+}
+
+/// A gauge or counter of pillion's `/metrics`.
+fn metric(pillion: &mut Pillion, name: &str) -> u64 {
+    let (_, _, body) = support::http_get(pillion.admin_address(), "/metrics", &[]);
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// Runs the torture with kill -9s at `kills` (seconds from the start).
+fn torture(kills: &[f64]) -> Outcome {
     let receiver = Receiver::start();
     let setup = setup(&receiver);
     let written = Arc::new(AtomicU64::new(0));
@@ -150,7 +165,8 @@ fn torture(kills: &[f64]) -> (u64, u64) {
     pillion.admin_address();
     let writer = spawn_writer(setup.logs.clone(), Arc::clone(&written));
     let started = Instant::now();
-    let mut events: Vec<(f64, &str)> = vec![(OUTAGE.0, "down"), (OUTAGE.1, "up")];
+    let mut events: Vec<(f64, &str)> = vec![(OUTAGE.0, "down"), (OUTAGE.1 - 0.5, "probe"), (OUTAGE.1, "up")];
+    let mut buffered = (0, 0);
     events.extend(kills.iter().map(|at| (*at, "kill")));
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut logs = Vec::new();
@@ -161,6 +177,10 @@ fn torture(kills: &[f64]) -> (u64, u64) {
         match what {
             "down" => receiver.set_outage(Some(503)),
             "up" => receiver.set_outage(None),
+            "probe" => {
+                buffered =
+                    (metric(&mut pillion, "pillion_buffer_events"), metric(&mut pillion, "pillion_buffer_bytes"));
+            }
             _ => {
                 pillion.signal("KILL");
                 pillion.wait(Duration::from_secs(5));
@@ -196,18 +216,21 @@ fn torture(kills: &[f64]) -> (u64, u64) {
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    (missing.len() as u64, duplicates)
+    Outcome { lost: missing.len() as u64, duplicates, buffered }
 }
 
 #[test]
 fn an_outage_longer_than_log_retention_loses_nothing_with_the_buffer() {
-    let (lost, duplicates) = torture(&[]);
-    assert_eq!(lost, 0);
-    assert_eq!(duplicates, 0, "no kill, no duplicate");
+    let outcome = torture(&[]);
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.duplicates, 0, "no kill, no duplicate");
+    let (events, bytes) = outcome.buffered;
+    // About 10 s of lines waited in the spool near the end of the outage.
+    assert!(events > 5000 && bytes > 100_000, "buffer gauges: {events} events, {bytes} bytes");
 }
 
 #[test]
 fn kill_9_during_an_outage_loses_nothing_with_the_buffer() {
-    let (lost, _duplicates) = torture(&[4.5, 8.0, 11.5, 16.5]);
-    assert_eq!(lost, 0);
+    let outcome = torture(&[4.5, 8.0, 11.5, 16.5]);
+    assert_eq!(outcome.lost, 0);
 }

@@ -206,7 +206,10 @@ impl Buffered {
             return;
         }
         match self.spill(&batch.records) {
-            Ok(()) => self.pending.extend(batch.ack),
+            Ok(()) => {
+                self.metrics.spilled.inc_by(batch.records.len() as u64);
+                self.pending.extend(batch.ack);
+            }
             Err(error) => {
                 // No loss: the batch waits for the sinks, as without a buffer.
                 tracing::error!(%error, "cannot write to the disk buffer; waiting for the sinks instead");

@@ -83,6 +83,7 @@ pub struct BufferMetrics {
     pub bytes: Gauge,
     pub events: Gauge,
     pub corrupt_segments: Counter,
+    pub spilled: Counter,
     pub fsync_duration: Histogram,
 }
 
@@ -92,6 +93,7 @@ impl Default for BufferMetrics {
             bytes: Gauge::default(),
             events: Gauge::default(),
             corrupt_segments: Counter::default(),
+            spilled: Counter::default(),
             fsync_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         }
     }
@@ -218,6 +220,11 @@ impl Metrics {
             "pillion_buffer_corrupt_segments",
             "Damaged disk buffer segments (torn writes, checksum failures) whose rest was skipped",
             buffer.corrupt_segments.clone(),
+        );
+        registry.register(
+            "pillion_buffer_spilled_events",
+            "Records written to the disk buffer because the sinks did not take them in time",
+            buffer.spilled.clone(),
         );
         registry.register(
             "pillion_buffer_fsync_duration_seconds",
