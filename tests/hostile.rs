@@ -454,3 +454,59 @@ fn ten_thousand_hostile_requests_leave_metrics_and_memory_small() {
         rss_at_start >> 20
     );
 }
+
+#[test]
+fn no_secret_reaches_config_logs_or_errors() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "one line\n").expect("log");
+    let config = format!(
+        "admin: {{ listen: \"127.0.0.1:0\" }}\nlogs:\n  data_dir: data\n  inputs:\n    - {{ name: app, paths: [\"{}\"] }}\n  sinks:\n    - name: loki\n      type: loki\n      endpoint: \"http://lokiuser:urlpass-1@{closed}/?apikey=query-secret-2\"\n      headers: {{ X-Api-Key: header-secret-3 }}\ntracing:\n  otlp: {{ endpoint: \"http://otel:tracing-pass-4@{closed}/?token=query-secret-5\", protocol: grpc }}\n",
+        log.display()
+    );
+    let path = write_config(dir.path(), &config);
+    let mut pillion = Pillion::start(dir.path(), &path);
+    let admin = pillion.admin_address();
+    let secrets = ["urlpass-1", "query-secret-2", "header-secret-3", "tracing-pass-4", "query-secret-5", "lokiuser"];
+    let shown = http_get(admin, "/config", &[]).2;
+    for secret in secrets {
+        assert!(!shown.contains(secret), "/config shows {secret}:\n{shown}");
+    }
+    assert!(shown.contains("<redacted>"), "{shown}");
+    // The sink's failures are logged, naming the endpoint without its secrets.
+    let logs = eventually(Duration::from_secs(20), "a sink warning", || {
+        let lines = pillion.log_lines();
+        lines.iter().any(|l| l.contains("\"sink\":\"loki\"") && l.contains("WARN")).then_some(lines)
+    });
+    for line in &logs {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a log line shows {secret}: {line}");
+        }
+    }
+
+    // `validate` does not echo the password of an invalid endpoint.
+    let bad = write_config(
+        dir.path(),
+        "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: http://user:hunter2@loki:99999\n",
+    );
+    let output =
+        std::process::Command::new(support::BIN).args(["validate", "--config"]).arg(&bad).output().expect("validate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!stderr.contains("hunter2") && stderr.contains("<redacted>"), "{stderr}");
+}
+
+#[test]
+fn a_50_mb_config_is_refused_quickly_in_small_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, format!("service:\n  name: {}\n", "x".repeat(50 << 20))).expect("write");
+    let started = Instant::now();
+    let output =
+        std::process::Command::new(support::BIN).args(["validate", "--config"]).arg(&path).output().expect("validate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("limit is 4 MiB"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}

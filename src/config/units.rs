@@ -230,7 +230,7 @@ impl fmt::Display for ListenAddr {
 }
 string_scalar!(ListenAddr);
 
-/// An `http://` or `https://` base URL. Serializes without any password in its userinfo.
+/// An `http://` or `https://` base URL. Shown and serialized without its userinfo and query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint(pub url::Url);
 
@@ -256,14 +256,9 @@ impl FromStr for Endpoint {
 }
 
 impl fmt::Display for Endpoint {
+    /// The URL without its userinfo and query string (they may hold credentials).
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.0.password().is_some() {
-            let mut redacted = self.0.clone();
-            // set_password only fails for URLs that cannot have credentials, which we reject.
-            let _ = redacted.set_password(Some(super::REDACTED));
-            return redacted.fmt(f);
-        }
-        self.0.fmt(f)
+        f.write_str(&crate::redact::url(&self.0))
     }
 }
 string_scalar!(Endpoint);

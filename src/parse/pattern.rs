@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use regex::bytes::{CaptureLocations, Regex};
 
+use super::exception;
 use super::fields::{LevelFrom, LevelRule, ValueType, parse_traceparent};
 use super::timestamp::{TimeContext, TimeFormat, parse_zone};
 use crate::record::{Record, SpanId, TraceId, Value};
@@ -71,15 +72,28 @@ pub(super) enum Outcome {
 }
 
 impl RegexSpec {
-    /// Fills `record` from `line`; `NoMatch` leaves it untouched.
+    /// Fills `record` from `line`; `NoMatch` leaves it untouched. A record of several lines
+    /// (multiline framing) is matched on its first line; the others follow the message, and a
+    /// stack trace among them becomes the `exception.*` attributes.
     pub(super) fn parse(&self, line: &[u8], context: TimeContext<'_>, record: &mut Record) -> Outcome {
-        with_locations(&self.regex, |locations| {
-            if self.regex.captures_read(locations, line).is_none() {
+        let (first, rest) = match memchr::memchr(b'\n', line) {
+            Some(end) => (line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]), Some(&line[end + 1..])),
+            None => (line, None),
+        };
+        let outcome = with_locations(&self.regex, |locations| {
+            if self.regex.captures_read(locations, first).is_none() {
                 return Outcome::NoMatch;
             }
-            self.fill(line, locations, context, record);
+            self.fill(first, locations, context, record);
             Outcome::Parsed
-        })
+        });
+        if let (Outcome::Parsed, Some(rest)) = (&outcome, rest) {
+            record.message.push('\n');
+            let from = record.message.len();
+            record.message.push_str(&String::from_utf8_lossy(rest));
+            exception::annotate_message(record, from);
+        }
+        outcome
     }
 
     fn fill(&self, line: &[u8], locations: &CaptureLocations, context: TimeContext<'_>, record: &mut Record) {
