@@ -21,7 +21,7 @@
 //! that matches a line reads it. `multiline: java` names the multiline preset that joins the
 //! format's records (`pillion parse` frames its input with it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -32,7 +32,7 @@ use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
 use super::pattern::{Capture, IdRegex, LevelCapture, RegexSpec, Split, TimeCapture};
 use super::timestamp::{TimeFormat, check_strftime};
 use crate::frame::MultilinePreset;
-use crate::record::Level;
+use crate::record::{AttributeName, Level};
 
 /// A parser definition file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -401,7 +401,7 @@ fn compile_regex(
     let capture = |index: usize, name: &str| {
         let name = attribute_name(name);
         let kind = definition.types.get(&name).copied().unwrap_or(ValueType::String);
-        Capture { group: index, name, kind }
+        Capture { group: index, name: intern(&name), kind }
     };
     let mut splits = Vec::new();
     for (field, pattern) in &definition.split {
@@ -422,7 +422,7 @@ fn compile_regex(
         attributes
             .iter()
             .chain(splits.iter().flat_map(|s| s.attributes.iter().chain([&s.capture])))
-            .any(|c| &c.name == key)
+            .any(|c| c.name == key.as_str())
     };
     if let Some(unknown) = definition.types.keys().find(|key| !captured(key)) {
         return Err(("types", format!("{unknown:?} is not an attribute this regex captures")));
@@ -446,6 +446,27 @@ fn regex_error(error: &regex::Error) -> String {
     let text = error.to_string();
     let last = text.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or(&text);
     last.trim_start_matches("error: ").to_owned()
+}
+
+/// An attribute name that every record of a parser carries, made once: names longer than a
+/// `CompactString` holds inline (`http.request.header.referer`) are kept for the life of the
+/// process and shared, so that a record's name costs no allocation. Bounded by the distinct
+/// names of the definitions loaded.
+fn intern(name: &str) -> AttributeName {
+    static NAMES: std::sync::Mutex<BTreeSet<&'static str>> = std::sync::Mutex::new(BTreeSet::new());
+    if name.len() <= std::mem::size_of::<AttributeName>() {
+        return AttributeName::new(name);
+    }
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kept = match names.get(name) {
+        Some(kept) => *kept,
+        None => {
+            let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(kept);
+            kept
+        }
+    };
+    AttributeName::const_new(kept)
 }
 
 /// `client__address` → `client.address`.
@@ -488,6 +509,9 @@ mod tests {
         let Spec::Regex(spec) = &**spec else { panic!("regex") };
         assert_eq!(spec.attributes.len(), 1);
         assert_eq!(spec.attributes[0].name, "client.address");
+        let long = intern("http.request.header.referer");
+        assert!(long.as_static_str().is_some(), "shared, not allocated per record");
+        assert_eq!(long.clone().as_static_str(), long.as_static_str());
         assert!(spec.level.is_some() && spec.message.is_some());
     }
 }

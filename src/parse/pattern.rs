@@ -10,7 +10,7 @@ use regex::bytes::{CaptureLocations, Regex};
 use super::exception;
 use super::fields::{LevelFrom, LevelRule, ValueType, parse_traceparent};
 use super::timestamp::{TimeContext, TimeFormat, parse_zone};
-use crate::record::{Record, SpanId, TraceId, Value};
+use crate::record::{AttributeName, Record, SpanId, TraceId, Value};
 
 /// A compiled regex parser.
 #[derive(Debug)]
@@ -42,8 +42,9 @@ pub(super) struct Split {
 #[derive(Debug)]
 pub(super) struct Capture {
     pub group: usize,
-    /// The attribute name (the group name with `__` read as `.`).
-    pub name: String,
+    /// The attribute name (the group name with `__` read as `.`), cloned into every record
+    /// without an allocation (see `definition::intern`).
+    pub name: AttributeName,
     pub kind: ValueType,
 }
 
@@ -101,7 +102,7 @@ impl RegexSpec {
         let present = |group: usize| get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value));
         for capture in &self.attributes {
             if let Some(value) = present(capture.group) {
-                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(value));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(value));
             }
         }
         for split in &self.splits {
@@ -138,7 +139,7 @@ impl RegexSpec {
 
     fn fill_split(&self, split: &Split, value: &[u8], locations: &mut CaptureLocations, record: &mut Record) {
         if split.regex.captures_read(locations, value).is_none() {
-            record.attributes.insert(split.capture.name.as_str(), split.capture.kind.convert_bytes(value));
+            record.attributes.insert(split.capture.name.clone(), split.capture.kind.convert_bytes(value));
             return;
         }
         for capture in &split.attributes {
@@ -147,7 +148,7 @@ impl RegexSpec {
             };
             let part = &value[start..end];
             if !self.skip_values.iter().any(|skip| skip == part) {
-                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(part));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(part));
             }
         }
     }

@@ -34,13 +34,16 @@ use super::metrics::{ClientLabels, ErrorType, MethodGauges, ProxyMetrics, method
 use super::route::OTHER;
 pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo};
+use crate::backoff::Backoff;
 use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
 
 type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-/// First retry waits this long; each further one twice as long.
+/// First retry waits up to this long; each further one up to twice as long, at most
+/// `RETRY_BACKOFF_CAP`.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// The app's connections to its egress proxy: the same header-read and idle limits as inbound.
 const TIMEOUTS: ConnTimeouts = ConnTimeouts { header_read: Duration::from_secs(10), idle: Duration::from_secs(90) };
 /// Series of the client duration family beyond the destinations' own bound.
@@ -227,6 +230,7 @@ async fn forward(
 
     // Send with the timeout per attempt; the breaker learns every outcome.
     let mut attempt = 0;
+    let mut backoff = Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     let result = loop {
         attempt += 1;
         let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
@@ -245,7 +249,7 @@ async fn forward(
         outbound.record(&destination, outcome.is_ok());
         match outcome {
             Err(_) if attempt < attempts && outbound.admit(&destination) != Admission::Rejected => {
-                tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                tokio::time::sleep(backoff.next(None)).await;
             }
             other => break other,
         }
