@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
 //! override; PILLION_BIN=path measures another build; PILLION_BENCH_FORMAT=nginx ships nginx
-//! access lines parsed by the `nginx_access` regex parser instead of JSON lines). Under `cargo test` it does one 2 MB run
+//! access lines parsed by the `nginx_access` regex parser instead of JSON lines;
+//! PILLION_BENCH_BUFFER=1GiB configures the disk buffer). Under `cargo test` it does one 2 MB run
 //! as a smoke test. The sink batches with the defaults (10000 events, 1 MiB) but a 50 ms
 //! timeout, which the wall time includes once: the last, partial batch waits for it.
 //!
@@ -179,6 +180,15 @@ struct RunResult {
     requests: u64,
 }
 
+/// `PILLION_BENCH_BUFFER=1GiB` configures `logs.buffer` with that size (the spool should stay
+/// empty: the fast path must not touch the disk when the sink keeps up).
+fn buffer_yaml() -> String {
+    match std::env::var("PILLION_BENCH_BUFFER") {
+        Ok(size) if !size.is_empty() => format!("  buffer: {{ max_bytes: {size} }}\n"),
+        _ => String::new(),
+    }
+}
+
 fn run_pillion(dir: &Path, receiver: &Drain, lines: u64, format: Format) -> RunResult {
     let data = dir.join("data");
     let _ = std::fs::remove_dir_all(&data);
@@ -193,7 +203,7 @@ admin: {{ listen: "{admin}" }}
 worker_threads: 2
 logs:
   data_dir: {}
-  inputs:
+{buffer}  inputs:
     - {{ name: app, paths: ["{}/logs/*.log"], format: {}, poll_interval: 100ms }}
   sinks:
     - name: loki
@@ -205,7 +215,8 @@ logs:
             data.display(),
             dir.display(),
             format.parser(),
-            receiver.address
+            receiver.address,
+            buffer = buffer_yaml(),
         ),
     )
     .expect("config");
@@ -237,6 +248,9 @@ logs:
         proc_status(pid, "RssAnon:") as f64 / 1024.0,
         proc_status(pid, "RssFile:") as f64 / 1024.0
     );
+    if !buffer_yaml().is_empty() {
+        println!("  disk buffer: {} records spilled", scrape(admin, "pillion_buffer_spilled_events_total "));
+    }
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
     let (bytes_after, requests_after) = receiver.totals();
@@ -337,6 +351,11 @@ impl Drain {
 
 /// pillion's count of records the sink delivered, from its /metrics.
 fn sent(admin: std::net::SocketAddr) -> u64 {
+    scrape(admin, r#"pillion_sink_events_total{sink="loki",outcome="sent"} "#)
+}
+
+/// One sample of pillion's metrics (0 when it cannot be read).
+fn scrape(admin: std::net::SocketAddr, sample: &str) -> u64 {
     use std::io::Read;
     let Ok(mut stream) = std::net::TcpStream::connect(admin) else { return 0 };
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
@@ -344,7 +363,6 @@ fn sent(admin: std::net::SocketAddr) -> u64 {
     if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut text).is_err() {
         return 0;
     }
-    let sample = r#"pillion_sink_events_total{sink="loki",outcome="sent"} "#;
     text.lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0)
 }
 

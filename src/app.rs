@@ -1,7 +1,7 @@
-//! Runs pillion: starts the admin server, span export, the sinks, the fan-out, one tailer per
-//! input, the proxies and the checkpoint writer; on shutdown stops them in data-flow order
-//! (proxies and tailers first, sinks last) so that everything read is delivered and
-//! checkpointed within `shutdown_timeout`.
+//! Runs pillion: starts the admin server, span export, the sinks, the fan-out (with the disk
+//! buffer when configured), one tailer per input, the proxies and the checkpoint writer; on
+//! shutdown stops them in data-flow order (proxies and tailers first, sinks last) so that
+//! everything read is delivered and checkpointed within `shutdown_timeout`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState};
+use crate::buffer;
 use crate::config::Config;
 use crate::pipeline::unix_now;
 use crate::pipeline::{Acknowledgements, Batch};
@@ -46,6 +47,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Buffer(#[from] crate::buffer::BufferError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
     Tailer { input: String, source: std::io::Error },
     #[error("cannot start the parser threads: {0}")]
@@ -121,7 +124,8 @@ impl Running {
         let sink_failed = CancellationToken::new();
         let sinks = sink::start(&logs.sinks, &logs.data_dir, (&acks, &tap), &metrics.sink, &sink_failed)?;
         let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
-        let fanout = sink::spawn_fanout(fanout_input, &sinks, Arc::clone(&tap));
+        let buffer = logs.buffer.map(|settings| (settings, logs.data_dir.as_path()));
+        let fanout = buffer::spawn_fanout(fanout_input, &sinks, buffer, &acks, &metrics.buffer, Arc::clone(&tap))?;
         let sinks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
 
         let tailers = start_tailers(&config, &logs.transforms, &acks, &metrics, &tail_output, &shutdown)?;

@@ -25,6 +25,8 @@
 //! - [`record`]: the normalized record and its JSON form; depends on nothing else here.
 //! - [`transform`]: drop, rename, add, remove, redact, sample.
 //! - [`pipeline`]: batches downstream, acknowledgements upstream.
+//! - [`buffer`]: the fan-out to the sinks, spilling to a write-ahead disk spool (`logs.buffer`)
+//!   when they fall behind.
 //! - [`sink`]: where records go: stdout, file, Loki, Elasticsearch, OTLP; batching, retries, dead letters.
 //! - [`proxy`]: the inbound reverse proxy and outbound egress proxy: RED metrics, routes, spans.
 //! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
@@ -40,6 +42,7 @@
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod buffer;
 pub mod config;
 pub mod frame;
 pub mod inject;

@@ -24,6 +24,13 @@ pub struct FileKey {
     pub checksum: u64,
 }
 
+impl FileKey {
+    /// Not a file: the disk buffer's spool, whose "offset" is the id below which every spool
+    /// frame was delivered. Kept in the same ledger (and so persisted with the checkpoints)
+    /// so that sinks acknowledge replayed batches like any other; no device has this number.
+    pub const SPOOL: FileKey = FileKey { dev: u64::MAX, inode: u64::MAX, checksum: 0 };
+}
+
 /// Which batch of which file a sink is acknowledging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckToken {
@@ -66,6 +73,17 @@ struct Progress {
     next_commit: u64,
     /// Acknowledged batches above `next_commit`: seq to (acks so far, end offset, tail).
     pending: BTreeMap<u64, (u32, u64, u64)>,
+    /// A copy resuming where its original was read to: until the original's batches up to
+    /// there are delivered, the checkpoint of this file is the original's.
+    after: Option<Dependency>,
+}
+
+/// See [`Progress::after`].
+#[derive(Debug, Clone, Copy)]
+struct Dependency {
+    original: FileKey,
+    epoch: u64,
+    end: u64,
 }
 
 /// An entry of a checkpoint snapshot.
@@ -125,6 +143,7 @@ impl Acknowledgements {
             next_issue: 0,
             next_commit: 0,
             pending: BTreeMap::new(),
+            after: None,
         }
     }
 
@@ -155,6 +174,21 @@ impl Acknowledgements {
     pub fn reset(&self, file: FileKey, path: &str, offset: u64, tail: u64) {
         let progress = self.fresh(path, offset, tail);
         self.lock().insert(file, progress);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts `file`, a copy of `original` (copytruncate, or a compressed rotation), at
+    /// `(offset, tail)`: where the original was read to. Batches of the original below
+    /// `offset` may still be in flight; until they are delivered the checkpoint of `file` is
+    /// the original's delivered offset, so that a crash meanwhile reads them again from the
+    /// copy instead of losing them.
+    pub fn reset_after(&self, file: FileKey, path: &str, (offset, tail): (u64, u64), original: FileKey) {
+        let mut progress = self.fresh(path, offset, tail);
+        let mut files = self.lock();
+        if let Some(before) = files.get(&original).filter(|o| o.acked < offset) {
+            progress.after = Some(Dependency { original, epoch: before.epoch, end: offset });
+        }
+        files.insert(file, progress);
         self.dirty.store(true, Ordering::Relaxed);
     }
 
@@ -268,15 +302,35 @@ impl Acknowledgements {
 
     /// The delivered offsets of all files.
     pub fn snapshot(&self) -> Vec<FileOffset> {
-        let files = self.lock();
+        let mut files = self.lock();
+        // A copy's own progress counts once its original's batches are all delivered (an
+        // original reset or forgotten since has nothing in flight that counts).
+        let waiting: Vec<(FileKey, Option<(u64, u64)>)> = files
+            .iter()
+            .filter_map(|(key, p)| {
+                let dep = p.after?;
+                let original = files.get(&dep.original).filter(|o| o.epoch == dep.epoch && o.acked < dep.end);
+                Some((*key, original.map(|o| (o.acked, o.acked_tail))))
+            })
+            .collect();
+        let mut held = HashMap::new();
+        for (key, original) in waiting {
+            match original {
+                Some(at) => {
+                    held.insert(key, at);
+                }
+                None => {
+                    if let Some(p) = files.get_mut(&key) {
+                        p.after = None;
+                    }
+                }
+            }
+        }
         let mut out: Vec<FileOffset> = files
             .iter()
-            .map(|(key, p)| FileOffset {
-                key: *key,
-                path: p.path.clone(),
-                offset: p.acked,
-                tail: p.acked_tail,
-                gone_since: p.gone_since,
+            .map(|(key, p)| {
+                let (offset, tail) = held.get(key).copied().unwrap_or((p.acked, p.acked_tail));
+                FileOffset { key: *key, path: p.path.clone(), offset, tail, gone_since: p.gone_since }
             })
             .collect();
         out.sort_by_key(|entry| entry.key);
@@ -334,6 +388,23 @@ mod tests {
         assert_eq!(acks.acked_offset(&FILE), Some(0));
         acks.ack(&new);
         assert_eq!(acks.acked_offset(&FILE), Some(40));
+    }
+
+    #[test]
+    fn a_copy_is_checkpointed_at_its_original_until_the_original_is_delivered() {
+        let copy = FileKey { dev: 1, inode: 9, checksum: 3 };
+        let acks = Acknowledgements::new(1);
+        acks.open(FILE, "/a.log", 0);
+        let in_flight = acks.issue(FILE, 100, 11);
+        // Truncated after a read to 100; its copy resumes there and is read further.
+        acks.mark_gone(&FILE, 1);
+        acks.reset_after(copy, "/a.log.1", (100, 11), FILE);
+        let t = acks.issue(copy, 150, 0);
+        acks.ack(&t);
+        let offset = |key: FileKey| acks.snapshot().into_iter().find(|e| e.key == key).map(|e| (e.offset, e.tail));
+        assert_eq!(offset(copy), Some((0, 0)), "the original's batch is still in flight");
+        acks.ack(&in_flight);
+        assert_eq!(offset(copy), Some((150, 0)));
     }
 
     #[test]

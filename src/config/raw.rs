@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::units::{Duration, GlobPattern, ListenAddr, ScalarText};
+use crate::buffer::settings::BufferConfig;
 use crate::proxy::settings::ProxyConfig;
 use crate::sink::settings::SinkConfig;
 use crate::tail::settings::InputConfig;
@@ -105,6 +106,12 @@ pub struct LogsConfig {
     /// Where records go. None: JSON lines on stdout.
     #[schemars(with = "Vec<SinkConfig>")]
     pub sinks: Vec<Spanned<SinkConfig>>,
+    /// A write-ahead disk spool under `<data_dir>/buffer/` for records the sinks cannot take
+    /// (a backend outage): files can rotate away and pillion can be killed without losing
+    /// them. Off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BufferConfig>")]
+    pub buffer: Option<Spanned<BufferConfig>>,
 }
 
 impl Default for LogsConfig {
@@ -117,6 +124,7 @@ impl Default for LogsConfig {
             parsers: Vec::new(),
             transforms: Vec::new(),
             sinks: Vec::new(),
+            buffer: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The validation pass: turns a [`RawConfig`] into the [`Config`] the program runs on. Each
 //! section is checked by the component that owns it (`tail::settings`, `sink::settings`,
-//! `proxy::settings`, `telemetry::settings`); this pass orders them, loads the parser
+//! `buffer::settings`, `proxy::settings`, `telemetry::settings`); this pass orders them, loads the parser
 //! definitions they need, builds the resource, and checks what crosses sections: pillion
 //! never tails its own output. Nothing downstream re-validates.
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::raw::{RawConfig, ServiceConfig};
 use super::units::GlobPattern;
 use super::{Checker, ConfigIssue};
+use crate::buffer::settings::{BufferConfig, BufferSettings};
 use crate::parse::Registry;
 use crate::proxy::settings::ProxySettings;
 use crate::record::Resource;
@@ -53,6 +54,8 @@ pub struct LogsSettings {
     pub transforms: Arc<Transforms>,
     /// Never empty: with none configured, a `stdout` sink.
     pub sinks: Vec<SinkSettings>,
+    /// The disk buffer, when configured.
+    pub buffer: Option<BufferSettings>,
 }
 
 pub(super) fn validate(
@@ -84,6 +87,7 @@ pub(super) fn validate(
             Transforms::default()
         }
     };
+    let buffer = raw.logs.buffer.as_ref().map(|buffer| BufferConfig::check(buffer, &mut checker));
     if !checker.is_clean() {
         return Err(checker.into_issues());
     }
@@ -107,6 +111,7 @@ pub(super) fn validate(
             parsers: registry,
             transforms: Arc::new(transforms),
             sinks,
+            buffer,
         },
         proxy,
         tracing: raw.tracing.as_ref().map(|tracing| tracing.check()),

@@ -192,26 +192,12 @@ fn spawn_reporting(
     })
 }
 
-/// Gives every batch to every sink, in order, waiting when a sink's queue is full, and to the
-/// live taps (which never wait). Ends when the tailers have closed `input`; dropping the sink
-/// senders then lets each sink drain.
-pub fn spawn_fanout(mut input: mpsc::Receiver<Batch>, sinks: &[RunningSink], tap: Arc<Tap>) -> JoinHandle<()> {
-    let outputs: Vec<(Arc<str>, mpsc::Sender<Arc<Batch>>)> =
-        sinks.iter().map(|s| (Arc::clone(&s.name), s.sender.clone())).collect();
-    tokio::spawn(async move {
-        while let Some(batch) = input.recv().await {
-            let batch = Arc::new(batch);
-            tap.entering(&batch);
-            for (name, output) in &outputs {
-                if output.send(Arc::clone(&batch)).await.is_err() {
-                    tracing::error!(sink = %name, "sink stopped; its records are not acknowledged and will be re-read after restart");
-                }
-            }
-        }
-    })
-}
-
 impl RunningSink {
+    /// The sink's queue, for a fan-out.
+    pub fn sender(&self) -> mpsc::Sender<Arc<Batch>> {
+        self.sender.clone()
+    }
+
     /// Drops this handle's sender so that the sink ends once the fan-out is done.
     pub fn close(self) -> (Arc<str>, JoinHandle<Result<(), SinkError>>) {
         (self.name, self.task)

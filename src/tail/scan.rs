@@ -252,9 +252,9 @@ impl Tailer {
             return Some(offset);
         }
         // Before the inode rule: a copy may well reuse the inode of a file deleted earlier.
-        if let Some((offset, tail)) = self.copy_offset(key, found) {
+        if let Some((offset, tail, original)) = self.copy_offset(key, found) {
             tracing::info!(%path, offset, "file is a copy of a truncated or rotated file; resuming where that one stopped");
-            self.context.acks.reset(key, &path, offset, tail);
+            self.context.acks.reset_after(key, &path, (offset, tail), original);
             return Some(offset);
         }
         if !same_inode.is_empty() {
@@ -287,14 +287,24 @@ impl Tailer {
 
     /// The offset (and tail) a copy of a gone file resumes at: where that file was last
     /// delivered or read, if the copy has the same bytes just before it.
-    fn copy_offset(&self, key: FileKey, found: &Found) -> Option<(u64, u64)> {
+    fn copy_offset(&self, key: FileKey, found: &Found) -> Option<(u64, u64, FileKey)> {
         let file = File::open(&found.path).ok()?;
         self.originals(key, found.id)
             .into_iter()
             .filter(|k| k.gone && !self.files.contains_key(&k.key))
-            .map(|k| self.read_ends.get(&k.key).copied().unwrap_or((k.acked, k.tail)))
-            .filter(|&(offset, tail)| offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail))
-            .max_by_key(|&(offset, _)| offset)
+            .map(|k| self.resume_point(&k))
+            .filter(|&(offset, tail, _)| {
+                offset <= found.size && (tail == 0 || reader::plain_tail(&file, offset) == tail)
+            })
+            .max_by_key(|&(offset, _, _)| offset)
+    }
+
+    /// Where a copy of `original` resumes: where this run read it to, else where it was
+    /// delivered; and the original, whose batches still in flight the copy's checkpoint must
+    /// wait for.
+    fn resume_point(&self, original: &Known) -> (u64, u64, FileKey) {
+        let (offset, tail) = self.read_ends.get(&original.key).copied().unwrap_or((original.acked, original.tail));
+        (offset, tail, original.key)
     }
 
     /// A `.gz` file not followed yet (see the parent module's doc).
@@ -356,12 +366,12 @@ impl Tailer {
             let resume = self
                 .originals(key, found.id)
                 .into_iter()
-                .map(|k| self.read_ends.get(&k.key).copied().unwrap_or((k.acked, k.tail)))
-                .filter(|&(offset, tail)| tail == 0 || reader::gzip_tail(&found.path, offset) == tail)
-                .max_by_key(|&(offset, _)| offset);
-            if let Some((offset, tail)) = resume {
+                .map(|k| self.resume_point(&k))
+                .filter(|&(offset, tail, _)| tail == 0 || reader::gzip_tail(&found.path, offset) == tail)
+                .max_by_key(|&(offset, _, _)| offset);
+            if let Some((offset, tail, original)) = resume {
                 tracing::info!(%path, offset, "compressed copy of a rotated file; resuming where that one stopped");
-                self.context.acks.reset(key, &path, offset, tail);
+                self.context.acks.reset_after(key, &path, (offset, tail), original);
                 return Some(offset);
             }
         }

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     /// RED metrics of the inbound and outbound proxies.
     pub proxy: ProxyMetrics,
+    pub buffer: BufferMetrics,
     /// Span export outcomes.
     pub spans: SpanMetrics,
     /// Live tap clients and what they missed.
@@ -76,6 +77,28 @@ pub struct InputMetrics {
     pub lost_bytes: Family<InputLabel, Counter>,
     pub skipped_files: Family<SkippedLabels, Counter>,
     pub parse_errors: Family<ParserLabels, Counter>,
+}
+
+/// Disk buffer metrics (zero when `logs.buffer` is off).
+#[derive(Clone, Debug)]
+pub struct BufferMetrics {
+    pub bytes: Gauge,
+    pub events: Gauge,
+    pub corrupt_segments: Counter,
+    pub spilled: Counter,
+    pub fsync_duration: Histogram,
+}
+
+impl Default for BufferMetrics {
+    fn default() -> Self {
+        BufferMetrics {
+            bytes: Gauge::default(),
+            events: Gauge::default(),
+            corrupt_segments: Counter::default(),
+            spilled: Counter::default(),
+            fsync_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        }
+    }
 }
 
 /// Sink metrics.
@@ -188,10 +211,32 @@ impl Metrics {
             "Age of the oldest batch the sink has not yet acknowledged",
             sink.oldest_unacked_age.clone(),
         );
+        let buffer = BufferMetrics::default();
+        registry.register("pillion_buffer_bytes", "Bytes of the disk buffer's spool on disk", buffer.bytes.clone());
+        registry.register(
+            "pillion_buffer_events",
+            "Records in the disk buffer not yet delivered",
+            buffer.events.clone(),
+        );
+        registry.register(
+            "pillion_buffer_corrupt_segments",
+            "Damaged disk buffer segments (torn writes, checksum failures) whose rest was skipped",
+            buffer.corrupt_segments.clone(),
+        );
+        registry.register(
+            "pillion_buffer_spilled_events",
+            "Records written to the disk buffer because the sinks did not take them in time",
+            buffer.spilled.clone(),
+        );
+        registry.register(
+            "pillion_buffer_fsync_duration_seconds",
+            "Time of one group fsync of the disk buffer",
+            buffer.fsync_duration.clone(),
+        );
         let tap = crate::tap::TapMetrics::default();
         tap.register(&mut registry);
         registry.register_collector(Box::new(super::process::ProcessCollector));
-        Arc::new(Metrics { registry, input, sink, proxy, spans, tap })
+        Arc::new(Metrics { registry, input, sink, proxy, spans, buffer, tap })
     }
 
     /// The Prometheus text format (version 0.0.4), what `promtool check metrics` reads.
