@@ -536,6 +536,41 @@ pub struct ProxyConfig {
     /// An egress proxy for the app's own calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundConfig>,
+    /// This pod's mesh certificate, key and trust root (e.g. a cert-manager Secret mounted as
+    /// files), used for inbound `mtls` and outbound destinations with `mtls: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityConfig>,
+    /// DNS server for destinations' `dns` names, e.g. 127.0.0.1:5353; default: the system
+    /// resolver (/etc/resolv.conf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_nameserver: Option<std::net::SocketAddr>,
+}
+
+/// `proxy.identity:` PEM files, re-read when they change (new connections use the new
+/// certificate; no restart).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// This pod's certificate chain (PEM), leaf first; its URI SAN (else first DNS SAN) is the
+    /// pod's identity.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Trust root for peers' certificates (PEM, one or more CA certificates).
+    pub ca_file: PathBuf,
+}
+
+/// `proxy.inbound.mtls:`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtlsMode {
+    /// Plain HTTP only.
+    #[default]
+    Off,
+    /// TLS (client certificate optional) and plain HTTP on one port.
+    Permissive,
+    /// TLS with a client certificate signed by `proxy.identity.ca_file`; anything else is refused.
+    Required,
 }
 
 /// `proxy.inbound:`
@@ -558,6 +593,14 @@ pub struct InboundConfig {
     /// Proxy timeouts.
     #[serde(default)]
     pub timeouts: InboundTimeouts,
+    /// TLS termination with client certificates: off | permissive | required (needs
+    /// `proxy.identity`).
+    #[serde(default)]
+    pub mtls: MtlsMode,
+    /// Peer identities (URI or DNS SAN) allowed in, `*` matching any characters; others get 403.
+    /// Empty: every verified peer (and, when permissive, plain clients).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_identities: Vec<String>,
 }
 
 fn default_max_routes() -> NonZeroUsize {
@@ -601,6 +644,96 @@ pub struct OutboundConfig {
     /// Per-destination circuit breaker.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Services the app calls by name (http://NAME/...): their endpoints, load balancing and
+    /// mTLS. Other hosts are proxied as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// `proxy.outbound.destinations[]:`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The name the app calls, e.g. `analytics` for http://analytics/...
+    pub host: String,
+    /// Static endpoints, `IP:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<std::net::SocketAddr>,
+    /// Endpoints from DNS A/AAAA records (e.g. a headless Service), re-resolved every `refresh`
+    /// or when the answer's TTL runs out, whichever is first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscoveryConfig>,
+    /// Originate mTLS with `proxy.identity` and verify the server against its `ca_file`.
+    #[serde(default)]
+    pub mtls: bool,
+    /// The server's identity (URI or DNS SAN) to require; default: a DNS SAN equal to
+    /// `dns.name`, else `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_identity: Option<String>,
+    /// p2c_ewma (power of two choices over latency, the default) | round_robin.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// Weighted groups of endpoints (a canary): each request picks a group by weight, then an
+    /// endpoint in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitConfig>,
+    /// Endpoints that fail `consecutive_failures` times in a row are left out for `eject_for`.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+}
+
+/// `proxy.outbound.destinations[].dns:`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscoveryConfig {
+    /// The name to resolve, e.g. analytics.shop.svc.cluster.local.
+    pub name: String,
+    /// The port every resolved address is called on.
+    pub port: u16,
+    /// Resolve again this often (sooner when the answer's TTL is shorter).
+    #[serde(default = "default_dns_refresh")]
+    pub refresh: Duration,
+}
+
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `proxy.outbound.destinations[].load_balancer:`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    /// Of two endpoints drawn at random, the one with the lower latency (EWMA) times load.
+    #[default]
+    P2cEwma,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// `proxy.outbound.destinations[].split[]:`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Endpoints of this group (`IP:port`).
+    pub endpoints: Vec<std::net::SocketAddr>,
+    /// Relative share of requests.
+    pub weight: u32,
+}
+
+/// `proxy.outbound.destinations[].outlier:`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Failures in a row (connect errors, timeouts, 5xx) that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint is left out before it is tried again.
+    pub eject_for: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig { consecutive_failures: 5, eject_for: Duration::from_secs(30) }
+    }
 }
 
 fn default_outbound_timeout() -> Duration {

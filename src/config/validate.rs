@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
+    MtlsMode,
     BatchConfig, ContainerFormat, InputConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind, StartAt,
     TracingConfig, TransformConfig,
 };
@@ -139,6 +140,7 @@ pub(super) fn validate(
     let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
     let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
     check_ports(&mut checker, &raw);
+    check_mesh(&mut checker, &raw);
     if !checker.issues.is_empty() {
         return Err(checker.issues);
     }
@@ -582,6 +584,70 @@ fn check_ports(checker: &mut Checker, raw: &RawConfig) {
             message,
             Some("the app is on the same host: use http://127.0.0.1:PORT"),
         );
+    }
+}
+
+/// `mtls` needs an identity; destinations need endpoints; a split names known endpoints.
+fn check_mesh(checker: &mut Checker, raw: &RawConfig) {
+    let Some(proxy) = &raw.proxy else { return };
+    let mut issue = |field: String, message: String, hint: Option<&str>| {
+        checker.issues.push(ConfigIssue {
+            origin: checker.origin.to_owned(),
+            position: None,
+            field,
+            message,
+            hint: hint.map(str::to_owned),
+        })
+    };
+    let identity_hint = Some("add proxy.identity { cert_file, key_file, ca_file }");
+    if let Some(inbound) = &proxy.inbound {
+        if inbound.value.mtls != MtlsMode::Off && proxy.identity.is_none() {
+            issue("proxy.inbound.mtls".into(), "mTLS needs proxy.identity".into(), identity_hint);
+        }
+    }
+    let Some(outbound) = &proxy.outbound else { return };
+    let mut hosts = std::collections::HashSet::new();
+    for (index, destination) in outbound.destinations.iter().enumerate() {
+        let field = |name: &str| format!("proxy.outbound.destinations[{index}].{name}");
+        if !hosts.insert(destination.host.to_ascii_lowercase()) {
+            issue(field("host"), format!("{} is named twice", destination.host), None);
+        }
+        if destination.host.is_empty() || destination.host.contains([':', '/', ' ']) {
+            issue(field("host"), format!("{:?} is not a host name", destination.host), Some("the name the app calls, e.g. analytics"));
+        }
+        if destination.mtls && proxy.identity.is_none() {
+            issue(field("mtls"), "mTLS needs proxy.identity".into(), identity_hint);
+        }
+        if destination.server_identity.is_some() && !destination.mtls {
+            issue(field("server_identity"), "only checked with mtls: true".into(), Some("set mtls: true"));
+        }
+        let has_split = !destination.split.is_empty();
+        if destination.endpoints.is_empty() && destination.dns.is_none() && !has_split {
+            issue(field("endpoints"), "no endpoints: give endpoints, dns or split".into(), None);
+        }
+        if destination.dns.is_some() && !destination.endpoints.is_empty() {
+            issue(field("dns"), "give endpoints or dns, not both".into(), None);
+        }
+        if let Some(dns) = &destination.dns {
+            if dns.refresh.get().is_zero() {
+                issue(field("dns.refresh"), "must be more than 0s".into(), None);
+            }
+        }
+        for (group, split) in destination.split.iter().enumerate() {
+            if split.endpoints.is_empty() {
+                issue(field(&format!("split[{group}].endpoints")), "empty".into(), None);
+            }
+            let unknown = split.endpoints.iter().find(|e| !destination.endpoints.is_empty() && !destination.endpoints.contains(e));
+            if let Some(unknown) = unknown {
+                issue(field(&format!("split[{group}].endpoints")), format!("{unknown} is not in endpoints"), Some("a split names a subset of endpoints"));
+            }
+        }
+        if has_split && destination.split.iter().all(|s| s.weight == 0) {
+            issue(field("split"), "every weight is 0".into(), None);
+        }
+        if destination.outlier.consecutive_failures == 0 {
+            issue(field("outlier.consecutive_failures"), "must be at least 1".into(), None);
+        }
     }
 }
 

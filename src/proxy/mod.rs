@@ -9,6 +9,7 @@ pub mod body;
 pub mod breaker;
 pub mod conn;
 pub mod headers;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
