@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::proxy::ProxyError;
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::identity::{Identity, IdentityFiles};
 use crate::proxy::inbound::InboundServer;
 use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
@@ -213,6 +214,20 @@ async fn start_proxies(
         return Ok(proxies);
     };
     let drain = config.shutdown_timeout / 2;
+    let identity = match &proxy.identity {
+        Some(files) => {
+            let files = IdentityFiles {
+                cert_file: files.cert_file.clone(),
+                key_file: files.key_file.clone(),
+                ca_file: files.ca_file.clone(),
+            };
+            let identity = Identity::load(files, metrics.proxy.tls.clone()).map_err(ProxyError::from)?;
+            tracing::info!(identity = %identity.own_identity(), serial = %identity.serial(), "mesh identity loaded");
+            identity.watch(shutdown.clone());
+            Some(identity)
+        }
+        None => None,
+    };
     if let Some(inbound) = proxy.inbound.as_ref().map(|spanned| &spanned.value) {
         let access_log = inbound.access_log.then(|| {
             let stop = CancellationToken::new();
@@ -221,7 +236,9 @@ async fn start_proxies(
             proxies.access_log = Some((stop, task));
             log
         });
-        let server = InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log).await?;
+        let server =
+            InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log, identity.as_ref())
+                .await?;
         let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen.0, source })?;
         tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
         proxies.servers.push(server.spawn(shutdown.clone(), drain));

@@ -13,9 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::ConfigIssue;
 use super::raw::{
-    MtlsMode,
-    BatchConfig, ContainerFormat, InputConfig, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind, StartAt,
-    TracingConfig, TransformConfig,
+    BatchConfig, ContainerFormat, InputConfig, MtlsMode, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind,
+    StartAt, TracingConfig, TransformConfig,
 };
 use super::units::GlobPattern;
 use crate::frame::{MultilineRule, MultilineSettings};
@@ -613,7 +612,11 @@ fn check_mesh(checker: &mut Checker, raw: &RawConfig) {
             issue(field("host"), format!("{} is named twice", destination.host), None);
         }
         if destination.host.is_empty() || destination.host.contains([':', '/', ' ']) {
-            issue(field("host"), format!("{:?} is not a host name", destination.host), Some("the name the app calls, e.g. analytics"));
+            issue(
+                field("host"),
+                format!("{:?} is not a host name", destination.host),
+                Some("the name the app calls, e.g. analytics"),
+            );
         }
         if destination.mtls && proxy.identity.is_none() {
             issue(field("mtls"), "mTLS needs proxy.identity".into(), identity_hint);
@@ -637,9 +640,16 @@ fn check_mesh(checker: &mut Checker, raw: &RawConfig) {
             if split.endpoints.is_empty() {
                 issue(field(&format!("split[{group}].endpoints")), "empty".into(), None);
             }
-            let unknown = split.endpoints.iter().find(|e| !destination.endpoints.is_empty() && !destination.endpoints.contains(e));
+            let unknown = split
+                .endpoints
+                .iter()
+                .find(|e| !destination.endpoints.is_empty() && !destination.endpoints.contains(e));
             if let Some(unknown) = unknown {
-                issue(field(&format!("split[{group}].endpoints")), format!("{unknown} is not in endpoints"), Some("a split names a subset of endpoints"));
+                issue(
+                    field(&format!("split[{group}].endpoints")),
+                    format!("{unknown} is not in endpoints"),
+                    Some("a split names a subset of endpoints"),
+                );
             }
         }
         if has_split && destination.split.iter().all(|s| s.weight == 0) {

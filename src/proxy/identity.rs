@@ -15,7 +15,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ParsedCertificate, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
@@ -32,6 +35,9 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// The largest identity file read (a certificate chain or a key is a few KiB).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Inbound TLS sessions kept for resumption.
+const SESSIONS: usize = 1024;
 
 /// ALPN protocols, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -70,6 +76,9 @@ struct Material {
     serial: String,
     /// The files' bytes, to notice a change.
     files: [Vec<u8>; 3],
+    /// Inbound sessions for resumption; new with each certificate, so that a resumed session
+    /// never outlives the certificate it was made with.
+    sessions: Arc<ServerSessionMemoryCache>,
 }
 
 /// The current material, swapped whole when the files change.
@@ -177,6 +186,7 @@ impl Identity {
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(Arc::new(OwnCertificate { store: Arc::clone(&self.store) }));
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        config.session_storage = Arc::new(Sessions { store: Arc::clone(&self.store) });
         Ok(Arc::new(config))
     }
 
@@ -184,8 +194,11 @@ impl Identity {
     /// the trust root, then its identity: `pin` when given (a URI or DNS SAN equal to it), else the
     /// DNS SAN of the server name the connection is made for.
     pub fn client_config(self: &Arc<Self>, pin: Option<Arc<str>>) -> Result<Arc<ClientConfig>, IdentityError> {
-        let verifier =
-            ServerVerifier { store: Arc::clone(&self.store), pin, algorithms: self.provider.signature_verification_algorithms };
+        let verifier = ServerVerifier {
+            store: Arc::clone(&self.store),
+            pin,
+            algorithms: self.provider.signature_verification_algorithms,
+        };
         let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()?
             .dangerous()
@@ -213,7 +226,11 @@ fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
     Ok(bytes)
 }
 
-fn build(files: &IdentityFiles, bytes: [Vec<u8>; 3], provider: &Arc<CryptoProvider>) -> Result<Material, IdentityError> {
+fn build(
+    files: &IdentityFiles,
+    bytes: [Vec<u8>; 3],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Material, IdentityError> {
     let invalid = |path: &Path, why: String| IdentityError::Invalid { path: path.to_owned(), why };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes[0])
         .collect::<Result<_, _>>()
@@ -234,12 +251,22 @@ fn build(files: &IdentityFiles, bytes: [Vec<u8>; 3], provider: &Arc<CryptoProvid
         return Err(invalid(&files.ca_file, "no CERTIFICATE block".into()));
     }
     let roots = Arc::new(roots);
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(provider)).build()?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(provider)).build()?;
     let end_entity = &key.cert[0];
-    let identity = peer_identity(end_entity)
-        .ok_or_else(|| invalid(&files.cert_file, "the certificate has no URI or DNS subject alternative name".into()))?;
+    let identity = peer_identity(end_entity).ok_or_else(|| {
+        invalid(&files.cert_file, "the certificate has no URI or DNS subject alternative name".into())
+    })?;
     let serial = serial(end_entity).unwrap_or_default();
-    Ok(Material { key: Arc::new(key), roots, client_verifier, identity: Arc::from(identity), serial, files: bytes })
+    Ok(Material {
+        key: Arc::new(key),
+        roots,
+        client_verifier,
+        identity: Arc::from(identity),
+        serial,
+        files: bytes,
+        sessions: ServerSessionMemoryCache::new(SESSIONS),
+    })
 }
 
 /// A certificate's identity: its URI SAN, else its first DNS SAN.
@@ -320,6 +347,35 @@ impl ResolvesClientCert for OwnCertificate {
     }
 
     fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The current certificate's session cache.
+struct Sessions {
+    store: Arc<Store>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sessions")
+    }
+}
+
+impl StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.store.get().sessions.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.store.get().sessions.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.store.get().sessions.take(key)
+    }
+
+    fn can_cache(&self) -> bool {
         true
     }
 }

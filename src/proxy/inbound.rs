@@ -1,6 +1,8 @@
 //! The inbound reverse proxy: clients (HTTP/1.1, or HTTP/2 with prior knowledge, on one port)
 //! reach the app through it, and every request is counted, timed and traced on the way. The
-//! request path is [`proxy`]: one function, one commented step per layer.
+//! request path is [`proxy`]: one function, one commented step per layer. With `mtls` the
+//! listener terminates TLS first ([`handshake`]): the peer's verified identity is checked against
+//! `allow_identities` and handed to the app in `x-forwarded-client-cert`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,10 +16,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use opentelemetry::trace::SpanKind;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,12 +29,13 @@ use super::access_log::{AccessEntry, AccessLog};
 use super::body::{Completion, ProxyBody};
 use super::conn::{self, Activity};
 use super::headers;
+use super::identity::{Identity, identity_matches, peer_identity};
 use super::metrics::{ErrorType, MethodGauges, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
 use super::span::{self, RequestInfo, RequestSpan};
 use super::upstream::{Affinity, ForwardError, Lease, Upstream};
 use super::{ProxyError, upgrade};
-use crate::config::raw::InboundConfig;
+use crate::config::raw::{InboundConfig, MtlsMode};
 use crate::telemetry::traces::Tracing;
 
 /// The largest request head (request line and headers) accepted; larger gets 431.
@@ -48,7 +53,45 @@ pub struct Inbound {
     tracing: Option<Arc<Tracing>>,
     access_log: Option<AccessLog>,
     request_timeout: Duration,
+    /// With `mtls` on: who we are and whom we let in.
+    mesh: Option<InboundMesh>,
 }
+
+/// The inbound side of the mesh.
+struct InboundMesh {
+    identity: Arc<Identity>,
+    /// `allow_identities`; empty allows every peer.
+    allow: Vec<String>,
+}
+
+impl InboundMesh {
+    fn allows(&self, peer: Option<&str>) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        peer.is_some_and(|peer| self.allow.iter().any(|pattern| identity_matches(pattern, peer)))
+    }
+}
+
+/// What the connection's TLS handshake established.
+#[derive(Debug, Default)]
+pub struct Peer {
+    pub tls: bool,
+    /// The client certificate's identity (URI SAN, else first DNS SAN), when one was verified.
+    pub identity: Option<Arc<str>>,
+}
+
+/// TLS termination for an `mtls` listener.
+#[derive(Clone)]
+struct TlsTermination {
+    config: Arc<ServerConfig>,
+    /// Plain connections are served too.
+    permissive: bool,
+    identity: Arc<Identity>,
+}
+
+/// `x-forwarded-client-cert`, Envoy's header for the client certificate's identity.
+const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// The bound inbound listener, ready to serve.
 pub struct InboundServer {
@@ -56,6 +99,7 @@ pub struct InboundServer {
     inbound: Arc<Inbound>,
     header_read: Duration,
     idle: Duration,
+    tls: Option<TlsTermination>,
 }
 
 impl InboundServer {
@@ -65,6 +109,7 @@ impl InboundServer {
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
         access_log: Option<AccessLog>,
+        identity: Option<&Arc<Identity>>,
     ) -> Result<InboundServer, ProxyError> {
         let listen = config.listen.0;
         let listener =
@@ -72,6 +117,18 @@ impl InboundServer {
         let upstream = upstream_authority(config.upstream.url())?;
         let timeouts = &config.timeouts;
         let upstream = Upstream::new(upstream, timeouts.request.get(), timeouts.idle.get(), POOL_IDLE_PER_HOST);
+        let tls = match (config.mtls, identity) {
+            (MtlsMode::Off, _) => None,
+            (_, None) => return Err(ProxyError::NoIdentity),
+            (mode, Some(identity)) => Some(TlsTermination {
+                config: identity.server_config(mode == MtlsMode::Required)?,
+                permissive: mode == MtlsMode::Permissive,
+                identity: Arc::clone(identity),
+            }),
+        };
+        let mesh = tls
+            .as_ref()
+            .map(|tls| InboundMesh { identity: Arc::clone(&tls.identity), allow: config.allow_identities.clone() });
         let inbound = Inbound {
             upstream: Arc::new(upstream),
             routes: Routes::new(&config.routes, config.max_routes.get()),
@@ -80,12 +137,14 @@ impl InboundServer {
             tracing,
             access_log,
             request_timeout: timeouts.request.get(),
+            mesh,
         };
         Ok(InboundServer {
             listener,
             inbound: Arc::new(inbound),
             header_read: timeouts.header_read.get(),
             idle: timeouts.idle.get(),
+            tls,
         })
     }
 
@@ -100,38 +159,129 @@ impl InboundServer {
     }
 
     async fn serve(self, shutdown: CancellationToken, drain: Duration) {
-        let builder = server_builder(self.header_read);
+        let builder = Arc::new(server_builder(self.header_read));
         let graceful = GracefulShutdown::new();
         let expiry = tokio::spawn(expire_idle(Arc::clone(&self.inbound.upstream)));
         while let Some((stream, client)) = crate::net::accept(&self.listener, &shutdown, "proxy").await {
             let _ = stream.set_nodelay(true);
-            let activity = Activity::new();
-            let inbound = Arc::clone(&self.inbound);
-            let per_request = Arc::clone(&activity);
-            let affinity = Affinity::new(&inbound.upstream);
-            let service = service_fn(move |request| {
-                let inbound = Arc::clone(&inbound);
-                let activity = Arc::clone(&per_request);
-                let affinity = Arc::clone(&affinity);
-                async move { Ok::<_, Infallible>(proxy(inbound, client, activity, affinity, request).await) }
-            });
-            let io = TokioIo::new(stream);
-            let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
-            let idle = self.idle;
-            tokio::spawn(async move {
-                tokio::select! {
-                    served = connection => if let Err(error) = served {
-                        tracing::debug!(%error, %client, "proxy connection ended with an error");
-                    },
-                    _ = conn::idle(&activity, idle) => tracing::debug!(%client, "idle proxy connection closed"),
+            let connection = Connection {
+                inbound: Arc::clone(&self.inbound),
+                client,
+                builder: Arc::clone(&builder),
+                watcher: graceful.watcher(),
+                idle: self.idle,
+            };
+            match &self.tls {
+                None => {
+                    tokio::spawn(connection.serve(stream, None));
                 }
-            });
+                Some(tls) => {
+                    let tls = tls.clone();
+                    let header_read = self.header_read;
+                    tokio::spawn(async move {
+                        match handshake(stream, &tls, header_read, client).await {
+                            Some(Accepted::Plain(stream)) => connection.serve(stream, Some(Arc::default())).await,
+                            Some(Accepted::Tls(stream, peer)) => connection.serve(stream, Some(peer)).await,
+                            None => {}
+                        }
+                    });
+                }
+            }
         }
         drop(self.listener);
         expiry.abort();
         tracing::info!("proxy stopped accepting; draining in-flight requests");
         if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
             tracing::warn!("proxy drain timed out; closing the remaining connections");
+        }
+    }
+}
+
+/// One accepted client connection, ready to be served.
+struct Connection {
+    inbound: Arc<Inbound>,
+    client: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    idle: Duration,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` (plain, or TLS already terminated) until it closes or idles out.
+    async fn serve<I>(self, io: I, peer: Option<Arc<Peer>>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { inbound, client, builder, watcher, idle } = self;
+        let activity = Activity::new();
+        let per_request = Arc::clone(&activity);
+        let affinity = Affinity::new(&inbound.upstream);
+        let service = service_fn(move |request| {
+            let inbound = Arc::clone(&inbound);
+            let activity = Arc::clone(&per_request);
+            let affinity = Arc::clone(&affinity);
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(proxy(inbound, client, peer, activity, affinity, request).await) }
+        });
+        let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        tokio::select! {
+            served = connection => if let Err(error) = served {
+                tracing::debug!(%error, %client, "proxy connection ended with an error");
+            },
+            _ = conn::idle(&activity, idle) => tracing::debug!(%client, "idle proxy connection closed"),
+        }
+    }
+}
+
+/// A connection to an `mtls` listener after its first bytes.
+enum Accepted {
+    /// Not TLS, on a permissive listener.
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, Arc<Peer>),
+}
+
+/// Terminates TLS within `header_read`: `None` when the connection is refused (not TLS on a
+/// `required` listener, no or an unverified client certificate, or too slow).
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsTermination,
+    header_read: Duration,
+    client: SocketAddr,
+) -> Option<Accepted> {
+    /// The first byte of a TLS handshake record.
+    const HANDSHAKE: u8 = 0x16;
+    let metrics = tls.identity.metrics();
+    let deadline = tokio::time::Instant::now() + header_read;
+    if tls.permissive {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == HANDSHAKE => {}
+            Ok(Ok(1)) => return Some(Accepted::Plain(stream)),
+            _ => return None,
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            metrics.handshake("inbound", true);
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(peer_identity)
+                .map(Arc::from);
+            Some(Accepted::Tls(Box::new(stream), Arc::new(Peer { tls: true, identity })))
+        }
+        Ok(Err(error)) => {
+            metrics.handshake("inbound", false);
+            tracing::debug!(%error, %client, "inbound TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.handshake("inbound", false);
+            tracing::debug!(%client, "inbound TLS handshake timed out");
+            None
         }
     }
 }
@@ -178,6 +328,7 @@ fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
 async fn proxy(
     inbound: Arc<Inbound>,
     client: SocketAddr,
+    peer: Option<Arc<Peer>>,
     activity: Arc<Activity>,
     affinity: Arc<Affinity>,
     mut request: Request<Incoming>,
@@ -203,6 +354,7 @@ async fn proxy(
             server: None,
             client: Some(client),
             version: request.version(),
+            tls_client_subject: peer.as_ref().and_then(|peer| peer.identity.as_deref()),
         };
         let span = span::start(tracing, &mut headers, &info);
         *request.headers_mut() = headers;
@@ -218,13 +370,30 @@ async fn proxy(
     let upgrade = headers::upgrade_protocol(request.headers()).filter(|_| request.version() == Version::HTTP_11);
     headers::strip_hop_by_hop(request.headers_mut(), upgrade.as_ref());
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-    headers::add_forwarded(request.headers_mut(), client, "http", authority.as_deref());
+    let scheme = if peer.as_ref().is_some_and(|peer| peer.tls) { "https" } else { "http" };
+    headers::add_forwarded(request.headers_mut(), client, scheme, authority.as_deref());
     if let (None, Some(authority)) = (request.headers().get(HOST), &authority) {
         if let Ok(host) = HeaderValue::from_str(authority) {
             request.headers_mut().insert(HOST, host);
         }
     }
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+
+    // mTLS: only the verified peer's identity reaches the app; others than allowed get 403.
+    if let Some(mesh) = &inbound.mesh {
+        request.headers_mut().remove(XFCC);
+        let identity = peer.as_ref().and_then(|peer| peer.identity.as_deref());
+        if !mesh.allows(identity) {
+            tracing::debug!(%client, identity = identity.unwrap_or("none"), "peer identity not allowed");
+            return finish.respond(StatusCode::FORBIDDEN, None, "forbidden: this peer's identity is not allowed\n");
+        }
+        if let Some(identity) = identity {
+            let value = format!("By={};URI={identity}", mesh.identity.own_identity());
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                request.headers_mut().insert(XFCC, value);
+            }
+        }
+    }
 
     // Route to the app over HTTP/1.1, whatever the client spoke.
     *request.version_mut() = Version::HTTP_11;
@@ -299,7 +468,12 @@ impl Finish {
 
     /// A response pillion makes itself, for a failure to get one from the app.
     fn failed(self, status: StatusCode, error: ErrorType, text: &'static str) -> Response<ProxyBody> {
-        let finished = Finished { finish: self, status: status.as_u16(), error: Some(error) };
+        self.respond(status, Some(error), text)
+    }
+
+    /// A response pillion makes itself.
+    fn respond(self, status: StatusCode, error: Option<ErrorType>, text: &'static str) -> Response<ProxyBody> {
+        let finished = Finished { finish: self, status: status.as_u16(), error };
         let mut response = Response::new(ProxyBody::text(text).on_complete(Box::new(finished)));
         *response.status_mut() = status;
         response

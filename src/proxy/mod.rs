@@ -27,4 +27,8 @@ pub enum ProxyError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("proxy.inbound.upstream {upstream}: {why}")]
     Upstream { upstream: String, why: String },
+    #[error("mTLS needs proxy.identity")]
+    NoIdentity,
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }

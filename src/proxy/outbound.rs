@@ -156,6 +156,7 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
             server: Some((host, port)),
             client: None,
             version: request.version(),
+            tls_client_subject: None,
         };
         let span = span::start(tracing, &mut headers, &info);
         *request.headers_mut() = headers;
