@@ -155,6 +155,13 @@ pub struct InputConfig {
     /// At most this many files are kept open; idle, fully read files are closed first.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: NonZeroUsize,
+    /// Follow every symlink the globs find. Off (the default): a link is followed only if its
+    /// target is inside the directory named by the glob's fixed prefix (the path up to the
+    /// first component with a glob character), and `**` never descends through a link;
+    /// other links are skipped with a warning and counted in
+    /// `pillion_input_skipped_files_total{reason="symlink_outside"}`.
+    #[serde(default = "default_follow_symlinks")]
+    pub follow_symlinks: bool,
     /// Attributes added to every record from this input.
     #[serde(default)]
     pub attributes: BTreeMap<String, ScalarText>,
@@ -170,6 +177,10 @@ fn default_max_line_bytes() -> ByteSize {
 
 fn default_poll_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_follow_symlinks() -> bool {
+    false
 }
 
 fn default_max_open_files() -> NonZeroUsize {

@@ -74,6 +74,8 @@ pub struct InputSettings {
     pub max_line_bytes: usize,
     pub poll_interval: std::time::Duration,
     pub max_open_files: usize,
+    /// Follow symlinks leading out of the globs' fixed prefixes.
+    pub follow_symlinks: bool,
     pub attributes: Vec<(String, String)>,
 }
 
@@ -262,6 +264,7 @@ fn check_inputs(
                 max_line_bytes: input.max_line_bytes.as_usize(),
                 poll_interval: input.poll_interval.get(),
                 max_open_files: input.max_open_files.get(),
+                follow_symlinks: input.follow_symlinks,
                 attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             })),
             Err(message) => checker.at(spanned, field("paths"), message, None),

@@ -1,5 +1,9 @@
 //! File discovery: walks the literal directory prefix of each `paths` glob and keeps the
-//! regular files that match an include glob and no exclude glob.
+//! regular files that match an include glob and no exclude glob. What a glob selects but must
+//! not be tailed is reported with the reason ([`SkipReason`]): a symlink leading out of the
+//! glob's fixed prefix (unless `follow_symlinks`), or something that is not a regular file.
+//! Without `follow_symlinks` the walk never descends through a link to a directory, so `**`
+//! cannot wander out of the watched tree.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -54,28 +58,94 @@ pub fn roots(input: &InputSettings) -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
-/// The files that `input` selects right now, sorted, without duplicates.
-pub fn discover(input: &InputSettings) -> Vec<PathBuf> {
-    let mut found = Vec::new();
+/// Why a path the globs select is not tailed (the `reason` label of
+/// `pillion_input_skipped_files_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A symlink whose target is outside the glob's fixed prefix (`follow_symlinks: false`).
+    SymlinkOutside,
+    /// A FIFO, socket, device, directory, or a pseudo-file (procfs, sysfs) whose size says 0.
+    NotRegular,
+    /// It cannot be opened for reading (permissions).
+    Unreadable,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::SymlinkOutside => "symlink_outside",
+            SkipReason::NotRegular => "not_regular",
+            SkipReason::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// What one walk found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Regular files to follow, sorted, without duplicates.
+    pub files: Vec<PathBuf>,
+    /// Paths the globs select that are not followed, and why.
+    pub skipped: Vec<(PathBuf, SkipReason)>,
+}
+
+/// The files that `input` selects right now.
+pub fn discover(input: &InputSettings) -> Discovery {
+    let mut found = Discovery::default();
     for pattern in &input.paths {
         let root = walk_root(pattern);
-        let mut walker = walkdir::WalkDir::new(&root.dir).follow_links(true);
+        // Links are resolved by hand below, against the canonical root (which may itself be
+        // reached through a link: the root is always followed).
+        let canonical_root = match std::fs::canonicalize(&root.dir) {
+            Ok(dir) => dir,
+            Err(_) => continue,
+        };
+        let mut walker = walkdir::WalkDir::new(&root.dir).follow_links(input.follow_symlinks);
         if let Some(depth) = root.max_depth {
             walker = walker.max_depth(depth);
         }
         for entry in walker.into_iter().filter_map(Result::ok) {
-            if !entry.file_type().is_file() {
+            let file_type = entry.file_type();
+            if file_type.is_dir() && entry.depth() == 0 {
                 continue;
             }
             let path = clean(entry.path(), &root.dir, pattern);
-            if selected(input, &path) {
-                found.push(path);
+            if !selected(input, &path) {
+                continue;
+            }
+            let verdict = if file_type.is_symlink() {
+                // Only without follow_symlinks: walkdir resolves links itself otherwise (a
+                // dangling link stays a symlink and is skipped as not regular).
+                classify_link(entry.path(), &canonical_root, input.follow_symlinks)
+            } else if file_type.is_file() {
+                Ok(())
+            } else {
+                Err(SkipReason::NotRegular)
+            };
+            match verdict {
+                Ok(()) => found.files.push(path),
+                Err(reason) => found.skipped.push((path, reason)),
             }
         }
     }
-    found.sort();
-    found.dedup();
+    found.files.sort();
+    found.files.dedup();
     found
+}
+
+/// A symlink the walk did not follow: tailed when it leads to a regular file inside `root`
+/// (or anywhere with `follow_any`).
+fn classify_link(link: &Path, root: &Path, follow_any: bool) -> Result<(), SkipReason> {
+    let Ok(target) = std::fs::canonicalize(link) else {
+        return Err(SkipReason::NotRegular);
+    };
+    if !follow_any && !target.starts_with(root) {
+        return Err(SkipReason::SymlinkOutside);
+    }
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        _ => Err(SkipReason::NotRegular),
+    }
 }
 
 /// walkdir yields `./x.log` for a root of `.`; globs written as `x/*.log` expect `x/...`.

@@ -8,6 +8,10 @@
 //! - **Discovery** walks the `paths` globs every `poll_interval` (stat polling is the source
 //!   of truth); file-system events only wake the poller early ([`watch`]). A file is known by
 //!   its identity (device, inode and first-line checksum, see [`fingerprint`]), never by path.
+//!   Only regular files are tailed: a symlink leading out of the glob's fixed prefix (unless
+//!   `follow_symlinks`), a FIFO, device, directory, a pseudo-file (procfs, sysfs: size 0 with
+//!   content) or an unreadable file is skipped, warned about and counted once
+//!   (`pillion_input_skipped_files_total{input,reason}`).
 //! - **Rename rotation** (logrotate `create`): the renamed file keeps its identity. If it
 //!   still matches the globs it is simply followed under its new name; if not, or once it is
 //!   deleted, it is read to its end through the descriptor already open (even if deleted),
@@ -158,6 +162,10 @@ struct Tailer {
     /// Identities whose content was truncated in this run: the same inode showing the same
     /// first line again is new content.
     replaced: HashSet<FileKey>,
+    /// Paths skipped at the last scan (warned about and counted once while they stay so),
+    /// and those found so far by the current one.
+    skipped: HashSet<(PathBuf, discover::SkipReason)>,
+    skipped_now: HashSet<(PathBuf, discover::SkipReason)>,
     open_files: usize,
     buffer: Vec<u8>,
     first_scan: bool,
@@ -199,6 +207,8 @@ impl Tailer {
             covered: HashSet::new(),
             read_ends: HashMap::new(),
             replaced: HashSet::new(),
+            skipped: HashSet::new(),
+            skipped_now: HashSet::new(),
             open_files: 0,
             buffer: vec![0; READ_CHUNK],
             first_scan: true,

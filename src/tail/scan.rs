@@ -9,10 +9,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::discover::SkipReason;
 use super::reader::{self, Reader};
 use super::{Tailer, Waiting, discover, fingerprint, now_unix};
 use crate::config::raw::StartAt;
 use crate::pipeline::{FileKey, Known};
+use crate::telemetry::metrics::SkippedLabels;
 
 /// A file found by discovery that is not followed yet.
 struct Found {
@@ -26,7 +28,9 @@ impl Tailer {
     pub(super) fn scan(&mut self) {
         let mut seen = HashSet::new();
         let mut new = Vec::new();
-        for path in discover::discover(&self.context.input) {
+        let discovery = discover::discover(&self.context.input);
+        self.skipped_now.extend(discovery.skipped);
+        for path in discovery.files {
             let meta = match std::fs::metadata(&path) {
                 Ok(meta) => meta,
                 Err(error) => {
@@ -63,8 +67,20 @@ impl Tailer {
         self.waiting.retain(|id, _| seen.contains(id));
         self.covered.retain(|id| seen.contains(id));
         self.reopen_grown();
+        self.report_skipped();
         self.first_scan = false;
         self.update_gauges();
+    }
+
+    /// Warns about and counts each path newly skipped by this scan (once while it stays so).
+    fn report_skipped(&mut self) {
+        let now = std::mem::take(&mut self.skipped_now);
+        for (path, reason) in now.difference(&self.skipped) {
+            tracing::warn!(input = %self.context.input.name, path = %path.display(), reason = reason.as_str(), "file not tailed");
+            let labels = SkippedLabels { input: self.context.input.name.to_string(), reason: reason.as_str() };
+            self.context.metrics.skipped_files.get_or_create(&labels).inc();
+        }
+        self.skipped = now;
     }
 
     /// A compressed file's inode now holds another file (it was deleted and the inode reused
@@ -158,10 +174,21 @@ impl Tailer {
 
     /// A plain file not followed yet.
     fn consider_new(&mut self, found: Found) {
-        let head = match File::open(&found.path).and_then(|file| fingerprint::read_head(&file)) {
-            Ok(head) => head,
-            Err(error) => {
-                tracing::debug!(path = %found.path.display(), %error, "cannot read new file");
+        let head = match File::open(&found.path).and_then(|file| Ok((fingerprint::read_head(&file)?, file))) {
+            // A pseudo-file (procfs, sysfs) says it is empty yet has content, and would be
+            // read again from the start at every poll: never tailed.
+            Ok((head, file)) if !head.is_empty() && file.metadata().is_ok_and(|meta| meta.len() == 0) => {
+                self.skipped_now.insert((found.path, SkipReason::NotRegular));
+                return;
+            }
+            Ok((head, _)) => head,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %found.path.display(), %error, "file vanished before it was opened");
+                return;
+            }
+            // Permissions, or a file that cannot be read at all (EIO).
+            Err(_) => {
+                self.skipped_now.insert((found.path, SkipReason::Unreadable));
                 return;
             }
         };
@@ -286,6 +313,10 @@ impl Tailer {
         }
         let head = match Reader::gzip_head(&found.path) {
             Ok(head) => head,
+            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.skipped_now.insert((found.path, SkipReason::Unreadable));
+                return;
+            }
             Err(error) => {
                 tracing::warn!(path = %found.path.display(), %error, "cannot decompress; will retry when it changes");
                 return;

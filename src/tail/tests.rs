@@ -735,3 +735,96 @@ fn model_regression_restarts_around_a_deleted_rotation() {
     use Action::*;
     run_model(&[Write(1), RotateRename, Restart, Write(1), DeleteRotated, Restart, Restart, CopyTruncate]);
 }
+
+/// How many paths the tailer skipped for `reason`.
+fn skipped(h: &Harness, reason: &'static str) -> u64 {
+    let labels = crate::telemetry::metrics::SkippedLabels { input: "test".into(), reason };
+    h.metrics.skipped_files.get_or_create(&labels).get()
+}
+
+/// Waits until `reason` was counted `count` times, then proves (by a marker line through a
+/// regular file, which needs later scans) that it is not counted again while nothing changes.
+fn expect_skipped_once(h: &Harness, reason: &'static str, count: u64, marker_file: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while skipped(h, reason) < count {
+        assert!(Instant::now() < deadline, "{reason}: counted {} of {count}", skipped(h, reason));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let marker = format!("marker for {reason}");
+    append(&h.path(marker_file), &format!("{marker}\n"));
+    while !h.messages().contains(&marker) {
+        assert!(Instant::now() < deadline, "marker not delivered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A few more polls (20ms each) after the marker.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(skipped(h, reason), count, "{reason} counted once per path");
+}
+
+#[test]
+fn symlinks_out_of_the_watched_directory_are_not_followed() {
+    let h = Harness::new("**/*.log", "");
+    let outside = h.dir.path().join("outside");
+    fs::create_dir_all(outside.join("deep")).expect("mkdir");
+    fs::write(outside.join("token.log"), "SECRET-TOKEN\n").expect("write");
+    fs::write(outside.join("deep/more.log"), "SECRET-DEEP\n").expect("write");
+    write_lines(&h.path("inside-target.log"), &lines(0, 2));
+    std::os::unix::fs::symlink(outside.join("token.log"), h.path("token.log")).expect("symlink");
+    // `**` must not walk out through a link to a directory.
+    std::os::unix::fs::symlink(&outside, h.path("tree")).expect("symlink");
+    // A link whose target is inside the watched directory is followed (once: same inode).
+    std::os::unix::fs::symlink(h.path("inside-target.log"), h.path("inside-link.log")).expect("symlink");
+    expect_skipped_once(&h, "symlink_outside", 1, "app.log");
+    let messages = h.messages();
+    assert!(!messages.iter().any(|m| m.contains("SECRET")), "{messages:?}");
+    assert_eq!(messages.iter().filter(|m| m.starts_with("line-")).count(), 2, "{messages:?}");
+}
+
+#[test]
+fn follow_symlinks_follows_every_link() {
+    let h = Harness::new("*.log", "follow_symlinks: true");
+    let outside = h.dir.path().join("outside.txt");
+    fs::write(&outside, "shared on purpose\n").expect("write");
+    std::os::unix::fs::symlink(&outside, h.path("linked.log")).expect("symlink");
+    h.expect_exactly(&["shared on purpose".to_owned()]);
+    assert_eq!(skipped(&h, "symlink_outside"), 0);
+}
+
+#[test]
+fn fifos_directories_and_pseudo_files_are_never_tailed() {
+    let h = Harness::new("*.log", "follow_symlinks: true");
+    let status = std::process::Command::new("mkfifo").arg(h.path("pipe.log")).status().expect("mkfifo");
+    assert!(status.success());
+    fs::create_dir(h.path("dir.log")).expect("mkdir");
+    // procfs says size 0 and has content: read "from the start" at every poll, forever.
+    std::os::unix::fs::symlink("/proc/self/status", h.path("status.log")).expect("symlink");
+    expect_skipped_once(&h, "not_regular", 3, "app.log");
+    let messages = h.messages();
+    assert_eq!(messages, vec!["marker for not_regular".to_owned()]);
+}
+
+#[test]
+fn procfs_links_are_outside_by_default() {
+    let h = Harness::new("*.log", "");
+    std::os::unix::fs::symlink("/proc/self/status", h.path("status.log")).expect("symlink");
+    expect_skipped_once(&h, "symlink_outside", 1, "app.log");
+}
+
+#[test]
+fn unreadable_files_are_warned_about_and_counted() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new("*.log", "follow_symlinks: true");
+    // Root reads any file whatever its mode; nobody reads /proc/self/mem at offset 0 (EIO).
+    let probe = h.dir.path().join("probe");
+    fs::write(&probe, "x").expect("write");
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o000)).expect("chmod");
+    if File::open(&probe).is_err() {
+        let locked = h.path("locked.log");
+        fs::write(&locked, "SECRET\n").expect("write");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
+    }
+    std::os::unix::fs::symlink("/proc/self/mem", h.path("mem.log")).expect("symlink");
+    let expected = if h.path("locked.log").exists() { 2 } else { 1 };
+    expect_skipped_once(&h, "unreadable", expected, "app.log");
+    assert!(!h.messages().iter().any(|m| m.contains("SECRET")));
+}

@@ -20,6 +20,13 @@ pub struct InputLabel {
     pub input: String,
 }
 
+/// `{input, reason}`: why a file the globs select is not tailed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkippedLabels {
+    pub input: String,
+    pub reason: &'static str,
+}
+
 /// `{input, parser}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ParserLabels {
@@ -65,6 +72,7 @@ pub struct InputMetrics {
     pub rotations: Family<InputLabel, Counter>,
     pub invalid_utf8: Family<InputLabel, Counter>,
     pub lost_bytes: Family<InputLabel, Counter>,
+    pub skipped_files: Family<SkippedLabels, Counter>,
     pub parse_errors: Family<ParserLabels, Counter>,
 }
 
@@ -140,6 +148,11 @@ impl Metrics {
             "pillion_input_lost_bytes",
             "Bytes that could not be read: a file deleted or truncated before pillion read them",
             input.lost_bytes.clone(),
+        );
+        registry.register(
+            "pillion_input_skipped_files",
+            "Paths the globs select that are not tailed: symlink_outside, not_regular, unreadable",
+            input.skipped_files.clone(),
         );
         registry.register(
             "pillion_parse_errors",
