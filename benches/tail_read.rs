@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pillion::config::raw::ContainerFormat;
+use pillion::frame::ContainerFormat;
 use pillion::frame::{Assembler, FrameSettings};
 use pillion::tail::READ_CHUNK;
 

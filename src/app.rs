@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::proxy::ProxyError;
 use crate::proxy::access_log::AccessLog;
-use crate::proxy::identity::{Identity, IdentityFiles};
+use crate::proxy::identity::Identity;
 use crate::proxy::inbound::InboundServer;
 use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
@@ -24,7 +24,7 @@ use crate::tail::checkpoint::{CheckpointError, CheckpointStore};
 use crate::tail::{self, TailerContext};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{Tracing, TracingError};
-use crate::transform::{TransformError, Transforms};
+use crate::transform::Transforms;
 
 /// A running sink's task.
 type SinkTask = JoinHandle<Result<(), SinkError>>;
@@ -43,8 +43,6 @@ pub enum RunError {
     Tracing(#[from] TracingError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error(transparent)]
-    Transform(#[from] TransformError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the tailer thread for input {input:?}: {source}")]
@@ -90,7 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
     acks.restore(&loaded.entries, unix_now());
-    let transforms = Arc::new(Transforms::new(&logs.transforms)?);
+    let transforms = Arc::clone(&logs.transforms);
 
     let sink_failed = CancellationToken::new();
     let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
@@ -169,7 +167,6 @@ impl Proxies {
     }
 }
 
-/// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
 /// One tailer thread per input, sharing one parse pool (none without inputs).
 fn start_tailers(
     config: &Config,
@@ -202,6 +199,7 @@ fn start_tailers(
         .collect()
 }
 
+/// Binds `proxy.inbound` and `proxy.outbound` when configured and starts serving.
 async fn start_proxies(
     config: &Config,
     metrics: &Metrics,
@@ -210,25 +208,18 @@ async fn start_proxies(
     shutdown: CancellationToken,
 ) -> Result<Proxies, RunError> {
     let mut proxies = Proxies { servers: Vec::new(), access_log: None };
-    let Some(proxy) = &config.proxy else {
-        return Ok(proxies);
-    };
+    let proxy = &config.proxy;
     let drain = config.shutdown_timeout / 2;
     let identity = match &proxy.identity {
         Some(files) => {
-            let files = IdentityFiles {
-                cert_file: files.cert_file.clone(),
-                key_file: files.key_file.clone(),
-                ca_file: files.ca_file.clone(),
-            };
-            let identity = Identity::load(files, metrics.proxy.tls.clone()).map_err(ProxyError::from)?;
+            let identity = Identity::load(files.clone(), metrics.proxy.tls.clone()).map_err(ProxyError::from)?;
             tracing::info!(identity = %identity.own_identity(), serial = %identity.serial(), "mesh identity loaded");
             identity.watch(shutdown.clone());
             Some(identity)
         }
         None => None,
     };
-    if let Some(inbound) = proxy.inbound.as_ref().map(|spanned| &spanned.value) {
+    if let Some(inbound) = &proxy.inbound {
         let access_log = inbound.access_log.then(|| {
             let stop = CancellationToken::new();
             let dropped = metrics.proxy.access_log_dropped.clone();
@@ -239,13 +230,13 @@ async fn start_proxies(
         let server =
             InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log, identity.as_ref())
                 .await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen.0, source })?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen, source })?;
         tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
         proxies.servers.push(server.spawn(shutdown.clone(), drain));
     }
     if let Some(outbound) = &proxy.outbound {
         let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
-        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen.0, source })?;
+        let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen, source })?;
         tracing::info!(address = %address, "egress proxy listening");
         proxies.servers.push(server.spawn(shutdown, drain));
     }

@@ -42,6 +42,8 @@ enum Command {
     Validate,
     /// Parse lines from FILE (or stdin) and print one normalized record per line as JSON.
     Parse(ParseArgs),
+    /// Print the config's JSON Schema (draft 2020-12), for editors and CI.
+    Schema,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,10 @@ fn main() -> ExitCode {
         Command::Run => run(cli.config),
         Command::Validate => validate(cli.config),
         Command::Parse(args) => parse(cli.config, args),
+        Command::Schema => {
+            println!("{}", config::schema_json());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -1,17 +1,25 @@
-//! Configuration: the YAML file (`raw`), its scalars (`units`), `${VAR}` interpolation (`env`),
-//! and the validated [`Config`] built once at start-up (`validate`). Every error names the file,
+//! Configuration: the YAML file (`raw`, assembling the sections each component owns), its
+//! scalars (`units`), `${VAR}` interpolation (`env`), the [`Checker`] every component's check
+//! reports through, the JSON Schema (`schema`), and the validated [`Config`] built once at
+//! start-up (`validate`). Every error names the file,
 //! line, column and field path, e.g.
 //! `config/x.yaml:12:7: logs.sinks[0].batch.max_bytes: invalid size "10 potatoes"`.
 
+mod check;
 mod env;
+mod fields;
 pub mod raw;
+mod schema;
 pub mod units;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
 
-pub use validate::{Config, FileSinkSettings, InputSettings, LogsSettings, SinkSettings, SinkTarget};
+pub use check::Checker;
+pub use fields::field_names;
+pub use schema::schema_json;
+pub use validate::{Config, LogsSettings};
 
 /// Shown instead of every secret in `/config` and in debug output.
 pub const REDACTED: &str = "<redacted>";

@@ -414,6 +414,44 @@ fn one_line(message: &str) -> String {
         .to_owned()
 }
 
+/// Implements `JsonSchema` for a config scalar: its JSON type(s), a description, and an
+/// optional pattern, inlined where it is used.
+macro_rules! scalar_schema {
+    ($ty:ty, $name:literal, $schema:tt) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
+}
+
+scalar_schema!(ScalarText, "ScalarText", { "type": ["string", "number", "boolean"] });
+scalar_schema!(Duration, "Duration", {
+    "type": "string",
+    "pattern": "^\\s*([0-9]+\\s*(ns|us|µs|ms|s|m|h)\\s*)+$",
+    "examples": ["250ms", "5s", "1m30s"]
+});
+scalar_schema!(ByteSize, "ByteSize", {
+    "type": ["string", "integer"],
+    "minimum": 0,
+    "pattern": "^\\s*[0-9]+\\s*(B|b|KB|kB|kb|K|k|MB|mb|M|GB|gb|G|KiB|kib|Ki|MiB|mib|Mi|GiB|gib|Gi)?\\s*$",
+    "examples": ["512KiB", "1MiB", "1MB"]
+});
+scalar_schema!(ListenAddr, "ListenAddr", { "type": "string", "examples": ["127.0.0.1:9901", "0.0.0.0:15001", ":15001"] });
+scalar_schema!(Endpoint, "Endpoint", { "type": "string", "pattern": "^\\s*https?://", "examples": ["http://loki:3100"] });
+scalar_schema!(Pattern, "Pattern", { "type": "string", "format": "regex" });
+scalar_schema!(GlobPattern, "GlobPattern", { "type": "string", "examples": ["/var/log/app/**/*.log"] });
+scalar_schema!(Ratio, "Ratio", { "type": ["number", "string"], "minimum": 0, "maximum": 1 });
+scalar_schema!(RouteTemplate, "RouteTemplate", { "type": "string", "pattern": "^/", "examples": ["/api/users/{id}"] });
+scalar_schema!(Secret, "Secret", { "type": ["string", "number", "boolean"], "writeOnly": true });
+
 #[cfg(test)]
 mod tests {
     use super::*;

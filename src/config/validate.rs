@@ -1,25 +1,23 @@
-//! The validation pass: turns a [`RawConfig`] into the [`Config`] the program runs on
-//! (compiled globs, resolved defaults, the resource), checking what a single field cannot:
-//! unique names, which sink fields go with which `type`, and that pillion never tails its own
-//! output. Nothing downstream re-validates.
+//! The validation pass: turns a [`RawConfig`] into the [`Config`] the program runs on. Each
+//! section is checked by the component that owns it (`tail::settings`, `sink::settings`,
+//! `proxy::settings`, `telemetry::settings`); this pass orders them, loads the parser
+//! definitions they need, builds the resource, and checks what crosses sections: pillion
+//! never tails its own output. Nothing downstream re-validates.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde_saphyr::Spanned;
-
-use super::ConfigIssue;
-use super::raw::{
-    BatchConfig, ContainerFormat, InputConfig, MtlsMode, ProxyConfig, RawConfig, ServiceConfig, SinkConfig, SinkKind,
-    StartAt, TracingConfig, TransformConfig,
-};
+use super::raw::{RawConfig, ServiceConfig};
 use super::units::GlobPattern;
-use crate::frame::{MultilineRule, MultilineSettings};
-use crate::parse::{ParseOptions, Parser, Registry};
+use super::{Checker, ConfigIssue};
+use crate::parse::Registry;
+use crate::proxy::settings::ProxySettings;
 use crate::record::Resource;
+use crate::sink::settings::{SinkSettings, check_sinks};
+use crate::tail::settings::{InputSettings, check_inputs, glob};
+use crate::telemetry::settings::TracingSettings;
+use crate::transform::Transforms;
 
 /// The checked configuration.
 #[derive(Debug)]
@@ -36,8 +34,9 @@ pub struct Config {
     pub shutdown_timeout: std::time::Duration,
     pub worker_threads: usize,
     pub logs: LogsSettings,
-    pub proxy: Option<ProxyConfig>,
-    pub tracing: Option<TracingConfig>,
+    pub proxy: ProxySettings,
+    /// Span export; `None` without a `tracing:` section.
+    pub tracing: Option<TracingSettings>,
 }
 
 /// The log pipeline, checked.
@@ -50,76 +49,10 @@ pub struct LogsSettings {
     /// Every parser an input can name: the built-ins and the `logs.parsers` files; empty when
     /// there are no inputs and no parser files (`pillion parse` then uses the built-ins).
     pub parsers: Registry,
-    pub transforms: Vec<TransformConfig>,
+    /// The compiled transform chain.
+    pub transforms: Arc<Transforms>,
     /// Never empty: with none configured, a `stdout` sink.
     pub sinks: Vec<SinkSettings>,
-}
-
-/// One input, checked, with its globs compiled.
-#[derive(Debug)]
-pub struct InputSettings {
-    pub name: Arc<str>,
-    /// The `paths` globs as written (discovery walks from their literal prefixes).
-    pub paths: Vec<String>,
-    pub include: GlobSet,
-    /// Exclusions written with a `/`, matched against the whole path.
-    pub exclude_paths: GlobSet,
-    /// Exclusions without a `/`, matched against the file name.
-    pub exclude_names: GlobSet,
-    pub start_at: StartAt,
-    pub container: ContainerFormat,
-    /// The input's parser, with its time zone and trace pattern; clone it per tailer thread.
-    pub parser: Parser,
-    pub multiline: Option<MultilineSettings>,
-    pub max_line_bytes: usize,
-    pub poll_interval: std::time::Duration,
-    pub max_open_files: usize,
-    /// Follow symlinks leading out of the globs' fixed prefixes.
-    pub follow_symlinks: bool,
-    pub attributes: Vec<(String, String)>,
-}
-
-/// One sink, checked.
-#[derive(Debug)]
-pub struct SinkSettings {
-    pub name: Arc<str>,
-    pub batch: BatchConfig,
-    pub target: SinkTarget,
-}
-
-/// What a sink writes to.
-#[derive(Debug)]
-pub enum SinkTarget {
-    Stdout,
-    File(FileSinkSettings),
-    Loki(Box<SinkConfig>),
-    Elasticsearch(Box<SinkConfig>),
-    Otlp(Box<SinkConfig>),
-}
-
-/// `type: file`
-#[derive(Debug, Clone)]
-pub struct FileSinkSettings {
-    pub path: PathBuf,
-}
-
-/// Collects issues so that one run reports every problem, not just the first.
-struct Checker<'a> {
-    origin: &'a str,
-    issues: Vec<ConfigIssue>,
-}
-
-impl Checker<'_> {
-    fn at<T>(&mut self, spanned: &Spanned<T>, field: String, message: String, hint: Option<&str>) {
-        let position = Some((spanned.referenced.line() as usize, spanned.referenced.column() as usize));
-        self.issues.push(ConfigIssue {
-            origin: self.origin.to_owned(),
-            position,
-            field,
-            message,
-            hint: hint.map(str::to_owned),
-        });
-    }
 }
 
 pub(super) fn validate(
@@ -129,7 +62,7 @@ pub(super) fn validate(
 ) -> Result<Config, Vec<ConfigIssue>> {
     let effective_yaml = serde_saphyr::to_string(&raw)
         .unwrap_or_else(|error| format!("# the effective config could not be rendered: {error}\n"));
-    let mut checker = Checker { origin, issues: Vec::new() };
+    let mut checker = Checker::new(origin);
     let mut warnings = Vec::new();
     // Compiling the built-in parsers costs start-up time and memory; a config with no inputs
     // and no parser files (a proxy-only sidecar) uses none of them.
@@ -139,11 +72,20 @@ pub(super) fn validate(
         load_parsers(&mut checker, &raw.logs.parsers, &mut warnings)
     };
     let inputs = check_inputs(&mut checker, &raw.logs.inputs, &registry);
-    let sinks = check_sinks(&mut checker, &raw.logs.sinks, &inputs);
-    check_ports(&mut checker, &raw);
-    check_mesh(&mut checker, &raw);
-    if !checker.issues.is_empty() {
-        return Err(checker.issues);
+    let tailed_by = |path: &Path| -> Vec<String> {
+        inputs.iter().filter(|input| input.include.is_match(path)).map(|input| input.name.to_string()).collect()
+    };
+    let sinks = check_sinks(&mut checker, &raw.logs.sinks, &tailed_by);
+    let proxy = raw.proxy.as_ref().map(|proxy| proxy.check(&mut checker, raw.admin.listen.0)).unwrap_or_default();
+    let transforms = match Transforms::new(&raw.logs.transforms) {
+        Ok(transforms) => transforms,
+        Err(error) => {
+            checker.unplaced("logs.transforms".into(), error.to_string());
+            Transforms::default()
+        }
+    };
+    if !checker.is_clean() {
+        return Err(checker.into_issues());
     }
     let worker_threads = raw
         .worker_threads
@@ -163,114 +105,12 @@ pub(super) fn validate(
             checkpoint_ttl: raw.logs.checkpoint_ttl.get(),
             inputs,
             parsers: registry,
-            transforms: raw.logs.transforms,
+            transforms: Arc::new(transforms),
             sinks,
         },
-        proxy: raw.proxy,
-        tracing: raw.tracing,
+        proxy,
+        tracing: raw.tracing.as_ref().map(|tracing| tracing.check()),
     })
-}
-
-fn check_inputs(
-    checker: &mut Checker,
-    inputs: &[Spanned<InputConfig>],
-    registry: &Registry,
-) -> Vec<Arc<InputSettings>> {
-    let mut names = BTreeSet::new();
-    let mut checked = Vec::new();
-    for (index, spanned) in inputs.iter().enumerate() {
-        let input = &spanned.value;
-        let field = |name: &str| format!("logs.inputs[{index}].{name}");
-        if input.name.trim().is_empty() {
-            checker.at(spanned, field("name"), "an input needs a non-empty name".into(), None);
-        } else if !names.insert(input.name.clone()) {
-            let message = format!("duplicate input name {:?}", input.name);
-            checker.at(spanned, field("name"), message, Some("input names must be unique"));
-        }
-        if input.paths.is_empty() {
-            let hint = Some("e.g. paths: [\"/var/log/app/*.log\"]");
-            checker.at(spanned, field("paths"), "an input needs at least one path glob".into(), hint);
-        }
-        let zone = match input.timezone.as_deref().map(crate::parse::timestamp::parse_zone) {
-            None => jiff::tz::TimeZone::UTC,
-            Some(Ok(zone)) => zone,
-            Some(Err(message)) => {
-                let hint = "an IANA name such as Europe/Paris, UTC, local, or an offset such as +02:00";
-                checker.at(spanned, field("timezone"), message, Some(hint));
-                continue;
-            }
-        };
-        let trace_pattern = match &input.trace_pattern {
-            Some(pattern) => Some(pattern.regex().clone()),
-            None => crate::parse::default_trace_pattern(),
-        };
-        if let Some(pattern) = &trace_pattern {
-            if !pattern.capture_names().flatten().any(|n| matches!(n, "trace_id" | "traceparent")) {
-                let message =
-                    format!("trace_pattern {:?} has no capture named trace_id or traceparent", pattern.as_str());
-                checker.at(
-                    spanned,
-                    field("trace_pattern"),
-                    message,
-                    Some("e.g. 'trace_id=(?P<trace_id>[0-9a-f]{32})'"),
-                );
-            }
-        }
-        let Some(parser) = registry.parser(&input.format, ParseOptions { zone, trace_pattern }) else {
-            let message = format!("unknown parser {:?}", input.format);
-            let names: Vec<&str> = registry.names().collect();
-            let hint = format!("available parsers: {}; add your own with logs.parsers", names.join(", "));
-            checker.at(spanned, field("format"), message, Some(&hint));
-            continue;
-        };
-        if input.max_line_bytes.bytes() < 64 {
-            let message = format!("max_line_bytes {} is too small", input.max_line_bytes);
-            checker.at(spanned, field("max_line_bytes"), message, Some("use at least 1KiB"));
-        }
-        if input.poll_interval.get() < std::time::Duration::from_millis(10) {
-            let message = format!("poll_interval {} is too short", input.poll_interval);
-            checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
-        }
-        let multiline = input.multiline.as_ref().and_then(|m| {
-            let rule = match (&m.start, m.preset) {
-                (Some(start), None) => MultilineRule::start(start.regex().clone()),
-                (None, Some(preset)) => MultilineRule::preset(preset),
-                (start, _) => {
-                    let message =
-                        if start.is_some() { "give either start or preset, not both" } else { "give start or preset" };
-                    checker.at(
-                        spanned,
-                        field("multiline"),
-                        message.into(),
-                        Some("e.g. `preset: java` or `start: '^\\d{4}-'`"),
-                    );
-                    return None;
-                }
-            };
-            Some(MultilineSettings { rule: Arc::new(rule), max_lines: m.max_lines.get(), timeout: m.timeout.get() })
-        });
-        let compiled = compile_globs(input);
-        match compiled {
-            Ok((include, exclude_paths, exclude_names)) => checked.push(Arc::new(InputSettings {
-                name: Arc::from(input.name.as_str()),
-                paths: input.paths.iter().map(|glob| glob.0.clone()).collect(),
-                include,
-                exclude_paths,
-                exclude_names,
-                start_at: input.start_at,
-                container: input.container,
-                parser,
-                multiline,
-                max_line_bytes: input.max_line_bytes.as_usize(),
-                poll_interval: input.poll_interval.get(),
-                max_open_files: input.max_open_files.get(),
-                follow_symlinks: input.follow_symlinks,
-                attributes: input.attributes.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
-            })),
-            Err(message) => checker.at(spanned, field("paths"), message, None),
-        }
-    }
-    checked
 }
 
 /// The built-in parsers plus the definitions in the `logs.parsers` files. Relative globs are
@@ -281,30 +121,24 @@ fn load_parsers(checker: &mut Checker, globs: &[GlobPattern], warnings: &mut Vec
     let mut registry = match Registry::builtin() {
         Ok(registry) => registry,
         Err(errors) => {
-            checker.issues.extend(errors.into_iter().map(definition_issue));
+            errors.into_iter().for_each(|error| checker.push(definition_issue(error)));
             return Registry::default();
         }
     };
-    let base = Path::new(checker.origin).parent().filter(|_| !checker.origin.starts_with('<'));
+    let base = Path::new(checker.origin()).parent().filter(|_| !checker.origin().starts_with('<'));
     for (index, pattern) in globs.iter().enumerate() {
         let files = match expand_glob(base, &pattern.0) {
             Ok(files) => files,
             Err(message) => {
-                checker.issues.push(ConfigIssue {
-                    origin: checker.origin.to_owned(),
-                    position: None,
-                    field: format!("logs.parsers[{index}]"),
-                    message,
-                    hint: None,
-                });
+                checker.unplaced(format!("logs.parsers[{index}]"), message);
                 continue;
             }
         };
         if files.is_empty() {
-            warnings.push(format!("{}: logs.parsers[{index}]: {:?} matches no file", checker.origin, pattern.0));
+            warnings.push(format!("{}: logs.parsers[{index}]: {:?} matches no file", checker.origin(), pattern.0));
         }
         // `parsers: ["*.yaml"]` beside the config file would match the config itself.
-        let config_file = std::fs::canonicalize(checker.origin).ok();
+        let config_file = std::fs::canonicalize(checker.origin()).ok();
         for file in files.into_iter().filter(|f| std::fs::canonicalize(f).ok() != config_file || config_file.is_none())
         {
             let origin = file.display().to_string();
@@ -312,18 +146,12 @@ fn load_parsers(checker: &mut Checker, globs: &[GlobPattern], warnings: &mut Vec
                 Ok(text) => text,
                 Err(error) => {
                     let message = format!("cannot read parser definitions: {error}");
-                    checker.issues.push(ConfigIssue {
-                        origin,
-                        position: None,
-                        field: String::new(),
-                        message,
-                        hint: None,
-                    });
+                    checker.push(ConfigIssue { origin, position: None, field: String::new(), message, hint: None });
                     continue;
                 }
             };
             if let Err(errors) = registry.add_yaml(&text, &origin) {
-                checker.issues.extend(errors.into_iter().map(definition_issue));
+                errors.into_iter().for_each(|error| checker.push(definition_issue(error)));
             }
         }
     }
@@ -367,301 +195,6 @@ fn expand_glob(base: Option<&Path>, pattern: &str) -> Result<Vec<PathBuf>, Strin
         .collect();
     files.sort();
     Ok(files)
-}
-
-fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| format!("invalid glob {pattern:?}: {e}"))
-}
-
-fn compile_globs(input: &InputConfig) -> Result<(GlobSet, GlobSet, GlobSet), String> {
-    let mut include = GlobSetBuilder::new();
-    for pattern in &input.paths {
-        include.add(glob(&pattern.0)?);
-    }
-    let mut by_path = GlobSetBuilder::new();
-    let mut by_name = GlobSetBuilder::new();
-    for pattern in &input.exclude {
-        if pattern.0.contains('/') {
-            by_path.add(glob(&pattern.0)?);
-        } else {
-            by_name.add(glob(&pattern.0)?);
-        }
-    }
-    let build = |builder: GlobSetBuilder| builder.build().map_err(|e| e.to_string());
-    Ok((build(include)?, build(by_path)?, build(by_name)?))
-}
-
-/// Which optional sink fields are set, by their YAML names.
-fn fields_set(sink: &SinkConfig) -> Vec<&'static str> {
-    let candidates = [
-        ("endpoint", sink.endpoint.is_some()),
-        ("encoding", sink.encoding.is_some()),
-        ("labels", !sink.labels.is_empty()),
-        ("structured_metadata", !sink.structured_metadata.is_empty()),
-        ("max_label_values", sink.max_label_values.is_some()),
-        ("tenant", sink.tenant.is_some()),
-        ("line_format", sink.line_format.is_some()),
-        ("index", sink.index.is_some()),
-        ("op", sink.op.is_some()),
-        ("id", sink.id.is_some()),
-        ("compression", sink.compression.is_some()),
-        ("protocol", sink.protocol.is_some()),
-        ("path", sink.path.is_some()),
-        ("auth", sink.auth.is_some()),
-        ("tls", sink.tls.is_some()),
-        ("headers", !sink.headers.is_empty()),
-        ("request_timeout", sink.request_timeout.is_some()),
-        ("concurrency", sink.concurrency.is_some()),
-    ];
-    candidates.into_iter().filter_map(|(name, set)| set.then_some(name)).collect()
-}
-
-const HTTP_FIELDS: &[&str] = &["endpoint", "auth", "tls", "headers", "request_timeout", "concurrency"];
-
-/// The optional fields each sink type accepts, and the ones it requires.
-fn sink_fields(kind: SinkKind) -> (Vec<&'static str>, &'static [&'static str]) {
-    let mut allowed: Vec<&'static str> = match kind {
-        SinkKind::Loki => {
-            vec![
-                "encoding",
-                "labels",
-                "structured_metadata",
-                "max_label_values",
-                "tenant",
-                "line_format",
-                "compression",
-            ]
-        }
-        SinkKind::Elasticsearch => vec!["index", "op", "id", "compression"],
-        SinkKind::Otlp => vec!["protocol", "compression"],
-        SinkKind::Stdout => return (Vec::new(), &[]),
-        SinkKind::File => return (vec!["path"], &["path"]),
-    };
-    allowed.extend_from_slice(HTTP_FIELDS);
-    (allowed, &["endpoint"])
-}
-
-fn check_sinks(
-    checker: &mut Checker,
-    sinks: &[Spanned<SinkConfig>],
-    inputs: &[Arc<InputSettings>],
-) -> Vec<SinkSettings> {
-    if sinks.is_empty() {
-        let batch = BatchConfig::default();
-        return vec![SinkSettings { name: Arc::from("stdout"), batch, target: SinkTarget::Stdout }];
-    }
-    let mut names = BTreeSet::new();
-    let mut checked = Vec::new();
-    for (index, spanned) in sinks.iter().enumerate() {
-        let sink = &spanned.value;
-        let field = |name: &str| format!("logs.sinks[{index}].{name}");
-        if sink.name.trim().is_empty() {
-            checker.at(spanned, field("name"), "a sink needs a non-empty name".into(), None);
-        } else if !names.insert(sink.name.clone()) {
-            let message = format!("duplicate sink name {:?}", sink.name);
-            checker.at(spanned, field("name"), message, Some("sink names must be unique"));
-        }
-        let kind = sink.kind.as_str();
-        let (allowed, required) = sink_fields(sink.kind);
-        let set = fields_set(sink);
-        for name in set.iter().filter(|name| !allowed.contains(name)) {
-            let message = format!("`{name}` does not apply to a {kind} sink");
-            let hint = format!("a {kind} sink takes: name, type, batch{}", list_suffix(&allowed));
-            checker.at(spanned, field(name), message, Some(&hint));
-        }
-        for name in required.iter().filter(|name| !set.contains(name)) {
-            let message = format!("{} {kind} sink needs `{name}`", article(kind));
-            checker.at(spanned, field(name), message, None);
-        }
-        if let Some(path) = &sink.path {
-            for input in inputs.iter().filter(|input| input.include.is_match(path)) {
-                let message = format!(
-                    "file sink path {} is tailed by input {:?}: pillion would read its own output in a loop",
-                    path.display(),
-                    &*input.name
-                );
-                checker.at(spanned, field("path"), message, Some("write the sink file outside the input globs"));
-            }
-        }
-        check_network_sink(checker, spanned, index);
-        let target = match sink.kind {
-            SinkKind::Stdout => SinkTarget::Stdout,
-            SinkKind::File => SinkTarget::File(FileSinkSettings { path: sink.path.clone().unwrap_or_default() }),
-            SinkKind::Loki => SinkTarget::Loki(Box::new(sink.clone())),
-            SinkKind::Elasticsearch => SinkTarget::Elasticsearch(Box::new(sink.clone())),
-            SinkKind::Otlp => SinkTarget::Otlp(Box::new(sink.clone())),
-        };
-        checked.push(SinkSettings { name: Arc::from(sink.name.as_str()), batch: sink.batch, target });
-    }
-    checked
-}
-
-/// Cross-field checks of the network sinks: one way of authenticating, certificate and key
-/// together, compression only where it applies, index templates that close their braces.
-fn check_network_sink(checker: &mut Checker, spanned: &Spanned<SinkConfig>, index: usize) {
-    let sink = &spanned.value;
-    let field = |name: &str| format!("logs.sinks[{index}].{name}");
-    if let Some(auth) = &sink.auth {
-        let methods = [
-            auth.bearer_token.is_some(),
-            auth.bearer_token_file.is_some(),
-            auth.api_key.is_some(),
-            auth.username.is_some(),
-        ];
-        if methods.iter().filter(|set| **set).count() > 1 {
-            let hint = Some("choose one of bearer_token, bearer_token_file, api_key, username/password");
-            checker.at(spanned, field("auth"), "more than one way of authenticating".into(), hint);
-        }
-        if (auth.password.is_some() || auth.password_file.is_some()) && auth.username.is_none() {
-            checker.at(spanned, field("auth.username"), "a password needs a username".into(), None);
-        }
-        if auth.api_key.is_some() && sink.kind != SinkKind::Elasticsearch {
-            checker.at(spanned, field("auth.api_key"), "api_key is for Elasticsearch sinks".into(), None);
-        }
-        let grpc = sink.kind == SinkKind::Otlp && sink.protocol.unwrap_or_default() == super::raw::OtlpProtocol::Grpc;
-        if grpc && auth.username.is_some() {
-            let hint = Some("use bearer_token or bearer_token_file, or protocol: http/protobuf");
-            checker.at(spanned, field("auth.username"), "basic auth is not supported over gRPC".into(), hint);
-        }
-    }
-    if sink.tls.as_ref().is_some_and(|tls| tls.cert_file.is_some() != tls.key_file.is_some()) {
-        let hint = Some("mTLS needs both the client certificate and its key");
-        checker.at(spanned, field("tls"), "cert_file and key_file go together".into(), hint);
-    }
-    if sink.kind == SinkKind::Loki
-        && sink.encoding != Some(super::raw::LokiEncoding::Json)
-        && sink.compression == Some(super::raw::Compression::Gzip)
-    {
-        let hint = Some("protobuf pushes are always snappy-compressed; gzip applies to `encoding: json`");
-        checker.at(spanned, field("compression"), "gzip does not apply to protobuf pushes".into(), hint);
-    }
-    if let Some(Err(message)) = sink.index.as_deref().map(check_index_template) {
-        checker.at(spanned, field("index"), message, Some("e.g. index: logs-{service_name}-default"));
-    }
-}
-
-/// `{field}` placeholders must close and name something.
-fn check_index_template(template: &str) -> Result<(), String> {
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in index {template:?}"))?;
-        if after[..close].trim().is_empty() || after[..close].contains('{') {
-            return Err(format!("invalid placeholder in index {template:?}"));
-        }
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(format!("unmatched `}}` in index {template:?}"));
-    }
-    if template.trim().is_empty() {
-        return Err("an empty index name".into());
-    }
-    Ok(())
-}
-
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
-}
-
-fn list_suffix(fields: &[&str]) -> String {
-    fields.iter().map(|f| format!(", {f}")).collect()
-}
-
-fn check_ports(checker: &mut Checker, raw: &RawConfig) {
-    let Some(inbound) = raw.proxy.as_ref().and_then(|proxy| proxy.inbound.as_ref()) else {
-        return;
-    };
-    let listen = inbound.value.listen.0;
-    if listen.port() != 0 && listen == raw.admin.listen.0 {
-        let message = format!("proxy.inbound.listen {listen} is also admin.listen");
-        checker.at(inbound, "proxy.inbound.listen".into(), message, Some("give the admin server its own port"));
-    }
-    let upstream = inbound.value.upstream.url();
-    if upstream.scheme() != "http" {
-        let message = format!("proxy.inbound.upstream {upstream}: only http:// is supported");
-        checker.at(
-            inbound,
-            "proxy.inbound.upstream".into(),
-            message,
-            Some("the app is on the same host: use http://127.0.0.1:PORT"),
-        );
-    }
-}
-
-/// `mtls` needs an identity; destinations need endpoints; a split names known endpoints.
-fn check_mesh(checker: &mut Checker, raw: &RawConfig) {
-    let Some(proxy) = &raw.proxy else { return };
-    let mut issue = |field: String, message: String, hint: Option<&str>| {
-        checker.issues.push(ConfigIssue {
-            origin: checker.origin.to_owned(),
-            position: None,
-            field,
-            message,
-            hint: hint.map(str::to_owned),
-        })
-    };
-    let identity_hint = Some("add proxy.identity { cert_file, key_file, ca_file }");
-    if let Some(inbound) = &proxy.inbound {
-        if inbound.value.mtls != MtlsMode::Off && proxy.identity.is_none() {
-            issue("proxy.inbound.mtls".into(), "mTLS needs proxy.identity".into(), identity_hint);
-        }
-    }
-    let Some(outbound) = &proxy.outbound else { return };
-    let mut hosts = std::collections::HashSet::new();
-    for (index, destination) in outbound.destinations.iter().enumerate() {
-        let field = |name: &str| format!("proxy.outbound.destinations[{index}].{name}");
-        if !hosts.insert(destination.host.to_ascii_lowercase()) {
-            issue(field("host"), format!("{} is named twice", destination.host), None);
-        }
-        if destination.host.is_empty() || destination.host.contains([':', '/', ' ']) {
-            issue(
-                field("host"),
-                format!("{:?} is not a host name", destination.host),
-                Some("the name the app calls, e.g. analytics"),
-            );
-        }
-        if destination.mtls && proxy.identity.is_none() {
-            issue(field("mtls"), "mTLS needs proxy.identity".into(), identity_hint);
-        }
-        if destination.server_identity.is_some() && !destination.mtls {
-            issue(field("server_identity"), "only checked with mtls: true".into(), Some("set mtls: true"));
-        }
-        let has_split = !destination.split.is_empty();
-        if destination.endpoints.is_empty() && destination.dns.is_none() && !has_split {
-            issue(field("endpoints"), "no endpoints: give endpoints, dns or split".into(), None);
-        }
-        if destination.dns.is_some() && !destination.endpoints.is_empty() {
-            issue(field("dns"), "give endpoints or dns, not both".into(), None);
-        }
-        if let Some(dns) = &destination.dns {
-            if dns.refresh.get().is_zero() {
-                issue(field("dns.refresh"), "must be more than 0s".into(), None);
-            }
-        }
-        for (group, split) in destination.split.iter().enumerate() {
-            if split.endpoints.is_empty() {
-                issue(field(&format!("split[{group}].endpoints")), "empty".into(), None);
-            }
-            let unknown = split
-                .endpoints
-                .iter()
-                .find(|e| !destination.endpoints.is_empty() && !destination.endpoints.contains(e));
-            if let Some(unknown) = unknown {
-                issue(
-                    field(&format!("split[{group}].endpoints")),
-                    format!("{unknown} is not in endpoints"),
-                    Some("a split names a subset of endpoints"),
-                );
-            }
-        }
-        if has_split && destination.split.iter().all(|s| s.weight == 0) {
-            issue(field("split"), "every weight is 0".into(), None);
-        }
-        if destination.outlier.consecutive_failures == 0 {
-            issue(field("outlier.consecutive_failures"), "must be at least 1".into(), None);
-        }
-    }
 }
 
 /// Resource attributes: `service.*` from config, else the standard environment variables;
@@ -773,7 +306,6 @@ mod tests {
         assert!(found.iter().any(|m| m.contains("gzip does not apply to protobuf")), "{found:?}");
         assert!(found.iter().any(|m| m.contains("unclosed `{` in index")), "{found:?}");
         assert_eq!(found.len(), 4, "{found:?}");
-        assert!(check_index_template("logs-{service_name}-%Y.%m.%d").is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::config::raw::ContainerFormat;
+use super::ContainerFormat;
 
 /// One entry of a container log, unwrapped.
 #[derive(Debug, PartialEq)]

@@ -9,6 +9,7 @@
 pub mod container;
 pub mod line;
 pub mod multiline;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +19,7 @@ use jiff::Timestamp;
 pub use container::Stream;
 pub use line::{Line, LineFramer};
 pub use multiline::MultilineRule;
-
-use crate::config::raw::ContainerFormat;
+pub use settings::{ContainerFormat, MultilinePreset};
 
 /// How one input's files are framed.
 #[derive(Debug, Clone)]
@@ -299,7 +299,6 @@ fn join_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::MultilinePreset;
 
     type Out = Vec<(String, u64, u64, bool)>;
 

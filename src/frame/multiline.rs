@@ -11,7 +11,7 @@
 
 use regex::Regex;
 
-use crate::config::raw::MultilinePreset;
+use super::MultilinePreset;
 
 /// When a line continues the record before it.
 #[derive(Debug, Clone)]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -32,10 +31,11 @@ use super::headers;
 use super::identity::{Identity, identity_matches, peer_identity};
 use super::metrics::{ErrorType, MethodGauges, ProxyMetrics, ServerLabels, TraceExemplar, method_label};
 use super::route::Routes;
+pub use super::settings::InboundSettings as Settings;
+use super::settings::MtlsMode;
 use super::span::{self, RequestInfo, RequestSpan};
 use super::upstream::{Affinity, ForwardError, Lease, Upstream};
 use super::{ProxyError, upgrade};
-use crate::config::raw::{InboundConfig, MtlsMode};
 use crate::telemetry::traces::Tracing;
 
 /// The largest request head (request line and headers) accepted; larger gets 431.
@@ -105,18 +105,17 @@ pub struct InboundServer {
 impl InboundServer {
     /// Binds `config.listen` and prepares the connections to `config.upstream`.
     pub async fn bind(
-        config: &InboundConfig,
+        config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
         access_log: Option<AccessLog>,
         identity: Option<&Arc<Identity>>,
     ) -> Result<InboundServer, ProxyError> {
-        let listen = config.listen.0;
+        let listen = config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
-        let upstream = upstream_authority(config.upstream.url())?;
         let timeouts = &config.timeouts;
-        let upstream = Upstream::new(upstream, timeouts.request.get(), timeouts.idle.get(), POOL_IDLE_PER_HOST);
+        let upstream = Upstream::new(config.upstream.clone(), timeouts.request, timeouts.idle, POOL_IDLE_PER_HOST);
         let tls = match (config.mtls, identity) {
             (MtlsMode::Off, _) => None,
             (_, None) => return Err(ProxyError::NoIdentity),
@@ -131,19 +130,19 @@ impl InboundServer {
             .map(|tls| InboundMesh { identity: Arc::clone(&tls.identity), allow: config.allow_identities.clone() });
         let inbound = Inbound {
             upstream: Arc::new(upstream),
-            routes: Routes::new(&config.routes, config.max_routes.get()),
+            routes: Routes::new(&config.routes, config.max_routes),
             active: MethodGauges::new(&metrics.server_active),
             metrics,
             tracing,
             access_log,
-            request_timeout: timeouts.request.get(),
+            request_timeout: timeouts.request,
             mesh,
         };
         Ok(InboundServer {
             listener,
             inbound: Arc::new(inbound),
-            header_read: timeouts.header_read.get(),
-            idle: timeouts.idle.get(),
+            header_read: timeouts.header_read,
+            idle: timeouts.idle,
             tls,
         })
     }
@@ -307,21 +306,6 @@ async fn expire_idle(upstream: Arc<Upstream>) {
         ticks.tick().await;
         upstream.expire_idle();
     }
-}
-
-fn upstream_authority(url: &url::Url) -> Result<Authority, ProxyError> {
-    let invalid = |why: &str| ProxyError::Upstream { upstream: url.to_string(), why: why.to_owned() };
-    if url.scheme() != "http" {
-        return Err(invalid("only http:// upstreams are supported (the app is on the same host)"));
-    }
-    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let text = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    text.parse().map_err(|_| invalid("not a valid host and port"))
 }
 
 /// One inbound request, layer by layer.
@@ -538,16 +522,5 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.active.dec();
         self.activity.request_finished();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_authority_has_a_port() {
-        let url = url::Url::parse("http://localhost").expect("url");
-        assert_eq!(upstream_authority(&url).expect("authority").as_str(), "localhost:80");
     }
 }

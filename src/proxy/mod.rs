@@ -14,6 +14,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod route;
+pub mod settings;
 pub mod span;
 pub mod upgrade;
 pub mod upstream;

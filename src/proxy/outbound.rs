@@ -33,8 +33,8 @@ use super::body::{Completion, ProxyBody};
 use super::breaker::{Admission, Breakers};
 use super::headers;
 use super::metrics::{ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label};
+pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo, RequestSpan};
-use crate::config::raw::OutboundConfig;
 use crate::telemetry::traces::Tracing;
 
 type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -61,28 +61,26 @@ pub struct OutboundServer {
 
 impl OutboundServer {
     pub async fn bind(
-        config: &OutboundConfig,
+        config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
     ) -> Result<OutboundServer, ProxyError> {
-        let listen = config.listen.0;
+        let listen = config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout.get()));
+        connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
-        let breaker = &config.circuit_breaker;
-        let breakers =
-            Breakers::new(breaker.consecutive_failures, breaker.open_for.get(), metrics.breaker_state.clone());
+        let breakers = Breakers::new(config.breaker_failures, config.breaker_open_for, metrics.breaker_state.clone());
         let outbound = Outbound {
             client,
             metrics,
             tracing,
             breakers,
-            timeout: config.timeout.get(),
-            retries: config.retries.attempts,
-            idempotent_only: config.retries.idempotent_only,
+            timeout: config.timeout,
+            retries: config.retries,
+            idempotent_only: config.idempotent_only,
         };
         Ok(OutboundServer { listener, outbound: Arc::new(outbound) })
     }

@@ -15,7 +15,7 @@ pub use attributes::{AttributeName, Attributes};
 pub use value::Value;
 
 /// Severity levels, with OpenTelemetry severity numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Trace,

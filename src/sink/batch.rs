@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::raw::BatchConfig;
+use super::settings::BatchLimits;
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::record::{Record, Value};
 use crate::telemetry::metrics::SinkMetrics;
@@ -160,18 +160,18 @@ pub(crate) struct Buffer {
 
 impl Buffer {
     /// Adds a record of about `size` encoded bytes; true when the batch is now full.
-    pub fn push(&mut self, entry: Entry, size: usize, limits: &BatchConfig) -> bool {
+    pub fn push(&mut self, entry: Entry, size: usize, limits: &BatchLimits) -> bool {
         if self.entries.is_empty() {
             self.since = Some(Instant::now());
         }
         self.entries.push(entry);
         self.bytes += size;
-        self.entries.len() >= limits.max_events.get() || self.bytes as u64 >= limits.max_bytes.bytes()
+        self.entries.len() >= limits.max_events || self.bytes as u64 >= limits.max_bytes
     }
 
     /// When this buffer must be sent even if not full.
-    pub fn deadline(&self, limits: &BatchConfig) -> Option<Instant> {
-        self.since.map(|since| since + limits.timeout.get())
+    pub fn deadline(&self, limits: &BatchLimits) -> Option<Instant> {
+        self.since.map(|since| since + limits.timeout)
     }
 
     pub fn take(&mut self) -> Entries {
@@ -233,11 +233,7 @@ mod tests {
 
     #[test]
     fn buffers_fill_by_events_and_bytes() {
-        let limits = BatchConfig {
-            max_events: std::num::NonZeroUsize::new(3).expect("non-zero"),
-            max_bytes: crate::config::units::ByteSize(1000),
-            timeout: crate::config::units::Duration::from_secs(1),
-        };
+        let limits = BatchLimits { max_events: 3, max_bytes: 1000, timeout: std::time::Duration::from_secs(1) };
         let acks = Arc::new(Acknowledgements::new(1));
         let ledger = Ledger::new("s".into(), acks, &SinkMetrics::default());
         let resource = Arc::new(Vec::new());

@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{SinkContext, SinkError};
+
+/// The fields a file sink takes (and requires).
+pub const FIELDS: &[&str] = &["path"];
+
+/// A file sink, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The NDJSON file appended to.
+    pub path: PathBuf,
+}
 use crate::pipeline::Batch;
 
 /// The open output file.

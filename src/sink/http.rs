@@ -17,10 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::SinkError;
 use super::retry::parse_retry_after;
-use crate::config::raw::{AuthConfig, SinkConfig, TlsConfig};
-
-/// Default timeout of one request.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use super::settings::{AuthSettings, HttpSettings, TlsSettings};
 
 /// An encoded request, ready to send (and to send again).
 #[derive(Debug, Clone)]
@@ -94,17 +91,17 @@ pub(crate) struct HttpTransport {
 impl HttpTransport {
     /// A transport posting to `url`; `health_url` is fetched with GET by the start-up check.
     pub fn new(
-        sink: &SinkConfig,
+        sink: &HttpSettings,
         url: reqwest::Url,
         health_url: Option<reqwest::Url>,
         extra_headers: &[(&'static str, String)],
     ) -> Result<HttpTransport, SinkError> {
-        let error = |message: String| SinkError::Setup { sink: sink.name.clone(), message };
-        let timeout = sink.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.get());
+        let error = |message: String| SinkError::Setup { sink: sink.sink.to_string(), message };
+        let timeout = sink.request_timeout;
         // Loading the system roots reads and parses ~150 files: only when TLS may be used.
         let uses_tls = |url: &reqwest::Url| url.scheme() == "https";
         let system_roots = uses_tls(&url) || health_url.as_ref().is_some_and(uses_tls);
-        let tls = tls_config(sink.tls.as_ref(), system_roots).map_err(error)?;
+        let tls = tls_config(&sink.tls, system_roots).map_err(error)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(timeout)
@@ -122,7 +119,7 @@ impl HttpTransport {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let auth = auth(sink.auth.as_ref()).map_err(error)?;
+        let auth = auth(&sink.auth).map_err(error)?;
         Ok(HttpTransport { client, url, health_url, headers, auth })
     }
 
@@ -227,28 +224,23 @@ impl Auth {
     }
 }
 
-pub(crate) fn auth(config: Option<&AuthConfig>) -> Result<Auth, String> {
-    let Some(config) = config else {
-        return Ok(Auth::None);
-    };
-    if let Some(token) = &config.bearer_token {
-        return Ok(Auth::Bearer(token.expose().to_owned()));
-    }
-    if let Some(path) = &config.bearer_token_file {
-        return Ok(Auth::BearerFile(TokenFile { path: path.clone(), cached: Mutex::new((None, String::new())) }));
-    }
-    if let Some(key) = &config.api_key {
-        return Ok(Auth::ApiKey(key.expose().to_owned()));
-    }
-    if let Some(username) = &config.username {
-        let password = match (&config.password, &config.password_file) {
-            (Some(password), _) => Some(password.expose().to_owned()),
-            (None, Some(path)) => Some(read_trimmed(path)?),
-            (None, None) => None,
-        };
-        return Ok(Auth::Basic { username: username.clone(), password });
-    }
-    Ok(Auth::None)
+pub(crate) fn auth(config: &AuthSettings) -> Result<Auth, String> {
+    Ok(match config {
+        AuthSettings::None => Auth::None,
+        AuthSettings::Bearer(token) => Auth::Bearer(token.expose().to_owned()),
+        AuthSettings::BearerFile(path) => {
+            Auth::BearerFile(TokenFile { path: path.clone(), cached: Mutex::new((None, String::new())) })
+        }
+        AuthSettings::ApiKey(key) => Auth::ApiKey(key.expose().to_owned()),
+        AuthSettings::Basic { username, password, password_file } => {
+            let password = match (password, password_file) {
+                (Some(password), _) => Some(password.expose().to_owned()),
+                (None, Some(path)) => Some(read_trimmed(path)?),
+                (None, None) => None,
+            };
+            Auth::Basic { username: username.clone(), password }
+        }
+    })
 }
 
 fn read_trimmed(path: &Path) -> Result<String, String> {
@@ -260,18 +252,17 @@ fn read_trimmed(path: &Path) -> Result<String, String> {
 /// The rustls client config: ring provider; trust the custom CA when given, else the system
 /// roots (none when `system_roots` is false: plain-HTTP endpoints); present a client
 /// certificate when given.
-pub(crate) fn tls_config(tls: Option<&TlsConfig>, system_roots: bool) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(tls: &TlsSettings, system_roots: bool) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
-    let builder = if tls.is_some_and(|t| t.insecure_skip_verify) {
+    let builder = if tls.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
-        builder.with_root_certificates(root_store(tls.and_then(|t| t.ca_file.as_deref()), system_roots)?)
+        builder.with_root_certificates(root_store(tls.ca_file.as_deref(), system_roots)?)
     };
-    let client_cert = tls.and_then(|t| t.cert_file.as_deref().zip(t.key_file.as_deref()));
-    let mut config = match client_cert {
+    let mut config = match &tls.client_cert {
         Some((cert_file, key_file)) => {
             let certs = read_certs(cert_file)?;
             let key = PrivateKeyDer::from_pem_file(key_file)
@@ -389,8 +380,8 @@ mod tests {
 
     #[test]
     fn system_roots_and_bad_ca_files() {
-        assert!(tls_config(None, true).is_ok());
-        let tls = TlsConfig { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsConfig::default() };
-        assert!(tls_config(Some(&tls), false).expect_err("missing CA file").contains("/nonexistent/ca.pem"));
+        assert!(tls_config(&TlsSettings::default(), true).is_ok());
+        let tls = TlsSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsSettings::default() };
+        assert!(tls_config(&tls, false).expect_err("missing CA file").contains("/nonexistent/ca.pem"));
     }
 }

@@ -13,12 +13,13 @@ mod batch;
 mod dead_letter;
 pub mod elasticsearch;
 mod fields;
-mod file;
+pub mod file;
 mod http;
 pub mod loki;
 pub mod otlp;
 mod retry;
 mod service;
+pub mod settings;
 mod stdout;
 
 use std::path::Path;
@@ -29,10 +30,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::raw::{OtlpProtocol, SinkConfig};
-use crate::config::{SinkSettings, SinkTarget};
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::telemetry::metrics::SinkMetrics;
+use crate::telemetry::settings::OtlpProtocol;
+pub use settings::{SinkConfig, SinkSettings, SinkTarget};
 
 /// Batches queued per sink before the fan-out waits (and so, upstream, the tailers). Small:
 /// a network sink already holds a filling request and a queued one per lane, and queued
@@ -79,9 +80,6 @@ impl SinkContext {
     }
 }
 
-/// Concurrent requests per network sink when `concurrency` is not set.
-pub const DEFAULT_CONCURRENCY: usize = 2;
-
 /// Starts every configured sink. Dead letters go under `data_dir`.
 pub fn start(
     settings: &[SinkSettings],
@@ -100,8 +98,8 @@ pub fn start(
                 let writer = file::FileWriter::open(&sink.name, &file.path)?;
                 spawn_reporting(file::run(context, writer, receiver), failed)
             }
-            SinkTarget::Loki(config) | SinkTarget::Elasticsearch(config) | SinkTarget::Otlp(config) => {
-                let network = network_sink(sink, config, data_dir, acks, metrics)?;
+            SinkTarget::Loki(_) | SinkTarget::Elasticsearch(_) | SinkTarget::Otlp(_) => {
+                let network = network_sink(sink, data_dir, acks, metrics)?;
                 spawn_reporting(service::run(network, receiver), failed)
             }
         };
@@ -114,46 +112,53 @@ pub fn start(
 /// shared batching, retry and dead-letter machinery.
 fn network_sink(
     sink: &SinkSettings,
-    config: &SinkConfig,
     data_dir: &Path,
     acks: &Arc<Acknowledgements>,
     metrics: &SinkMetrics,
 ) -> Result<service::NetworkSink, SinkError> {
-    let setup = |message: &str| SinkError::Setup { sink: sink.name.to_string(), message: message.to_owned() };
-    let endpoint = config.endpoint.as_ref().ok_or_else(|| setup("no endpoint"))?.url();
-    let (protocol, transport, ordered): (Arc<dyn service::Protocol>, Arc<dyn http::Transport>, bool) =
-        match &sink.target {
-            SinkTarget::Loki(_) => {
-                let tenant = config.tenant.as_deref().filter(|t| !t.trim().is_empty());
-                let headers: Vec<(&'static str, String)> =
-                    tenant.map(|t| ("X-Scope-OrgID", t.trim().to_owned())).into_iter().collect();
-                let push = http::join(endpoint, "/loki/api/v1/push");
-                let ready = http::join(endpoint, "/ready");
-                let transport = http::HttpTransport::new(config, push, Some(ready), &headers)?;
-                (Arc::new(loki::Loki::new(config)), Arc::new(transport), true)
-            }
-            SinkTarget::Elasticsearch(_) => {
-                let bulk = http::join(endpoint, "/_bulk");
-                let transport = http::HttpTransport::new(config, bulk, Some(endpoint.clone()), &[])?;
-                (Arc::new(elasticsearch::Elasticsearch::new(config)), Arc::new(transport), false)
-            }
-            _ => {
-                let transport: Arc<dyn http::Transport> = match config.protocol.unwrap_or_default() {
-                    OtlpProtocol::Grpc => Arc::new(otlp::GrpcTransport::new(config, endpoint)?),
-                    OtlpProtocol::HttpProtobuf => {
-                        Arc::new(http::HttpTransport::new(config, http::join(endpoint, "/v1/logs"), None, &[])?)
-                    }
-                };
-                (Arc::new(otlp::Otlp::new(config)), transport, false)
-            }
-        };
+    let (protocol, transport, ordered, concurrency): (
+        Arc<dyn service::Protocol>,
+        Arc<dyn http::Transport>,
+        bool,
+        usize,
+    ) = match &sink.target {
+        SinkTarget::Loki(loki) => {
+            let headers: Vec<(&'static str, String)> =
+                loki.tenant.iter().map(|t| ("X-Scope-OrgID", t.clone())).collect();
+            let endpoint = &loki.http.endpoint;
+            let push = http::join(endpoint, "/loki/api/v1/push");
+            let ready = http::join(endpoint, "/ready");
+            let transport = http::HttpTransport::new(&loki.http, push, Some(ready), &headers)?;
+            (Arc::new(loki::Loki::new(loki)), Arc::new(transport), true, loki.http.concurrency)
+        }
+        SinkTarget::Elasticsearch(es) => {
+            let endpoint = &es.http.endpoint;
+            let bulk = http::join(endpoint, "/_bulk");
+            let transport = http::HttpTransport::new(&es.http, bulk, Some(endpoint.clone()), &[])?;
+            (Arc::new(elasticsearch::Elasticsearch::new(es)), Arc::new(transport), false, es.http.concurrency)
+        }
+        SinkTarget::Otlp(otlp) => {
+            let transport: Arc<dyn http::Transport> = match otlp.protocol {
+                OtlpProtocol::Grpc => Arc::new(otlp::GrpcTransport::new(&otlp.http)?),
+                OtlpProtocol::HttpProtobuf => {
+                    let logs = http::join(&otlp.http.endpoint, "/v1/logs");
+                    Arc::new(http::HttpTransport::new(&otlp.http, logs, None, &[])?)
+                }
+            };
+            (Arc::new(otlp::Otlp::new(otlp)), transport, false, otlp.http.concurrency)
+        }
+        SinkTarget::Stdout | SinkTarget::File(_) => {
+            let message = "not a network sink".to_owned();
+            return Err(SinkError::Setup { sink: sink.name.to_string(), message });
+        }
+    };
     Ok(service::NetworkSink {
         ledger: Arc::new(batch::Ledger::new(Arc::clone(&sink.name), Arc::clone(acks), metrics)),
         dead_letters: Arc::new(dead_letter::DeadLetters::new(data_dir, Arc::clone(&sink.name))),
         protocol,
         transport,
         limits: sink.batch,
-        concurrency: config.concurrency.map_or(DEFAULT_CONCURRENCY, |n| n.get()),
+        concurrency,
         ordered,
     })
 }

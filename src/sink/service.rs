@@ -26,7 +26,7 @@ use super::batch::{AGE_TICK, Buffer, Entries, Entry, Ledger, size_hint};
 use super::dead_letter::DeadLetters;
 use super::http::{Reply, Request, Transport};
 use super::retry::{Backoff, Outcome};
-use crate::config::raw::BatchConfig;
+use super::settings::BatchLimits;
 use crate::pipeline::Batch;
 use crate::record::Record;
 
@@ -65,7 +65,7 @@ pub(crate) struct NetworkSink {
     pub dead_letters: Arc<DeadLetters>,
     pub protocol: Arc<dyn Protocol>,
     pub transport: Arc<dyn Transport>,
-    pub limits: BatchConfig,
+    pub limits: BatchLimits,
     pub concurrency: usize,
     /// Whether records must stay in order per stream key (one worker per lane).
     pub ordered: bool,
@@ -162,9 +162,8 @@ async fn refresh_age(ledger: Arc<Ledger>) {
 }
 
 /// Records a sink may hold (buffered, queued, in flight): a request's worth per lane, plus one.
-fn retention_limit(limits: &BatchConfig, lanes: usize) -> usize {
-    let per_request =
-        limits.max_events.get().min(usize::try_from(limits.max_bytes.bytes() / 256).unwrap_or(usize::MAX));
+fn retention_limit(limits: &BatchLimits, lanes: usize) -> usize {
+    let per_request = limits.max_events.min(usize::try_from(limits.max_bytes / 256).unwrap_or(usize::MAX));
     per_request.max(64).saturating_mul(lanes + 1).min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
@@ -399,7 +398,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::config::raw::SinkConfig;
     use crate::pipeline::{Acknowledgements, FileKey};
     use crate::record::Level;
     use crate::sink::http::BoxFuture;
@@ -445,15 +443,20 @@ mod tests {
             answer(204),
             answer(400),
         ]);
-        let config: SinkConfig =
-            serde_saphyr::from_str("{name: l, type: loki, endpoint: 'http://x', labels: [level]}").expect("config");
+        let config =
+            match crate::sink::settings::from_yaml("{name: l, type: loki, endpoint: 'http://x', labels: [level]}")
+                .target
+            {
+                crate::sink::SinkTarget::Loki(settings) => settings,
+                other => panic!("not loki: {other:?}"),
+            };
         let ledger = Arc::new(Ledger::new("l".into(), Arc::clone(&acks), &SinkMetrics::default()));
         let sink = NetworkSink {
             ledger: Arc::clone(&ledger),
             dead_letters: Arc::new(DeadLetters::new(dir.path(), "l".into())),
             protocol: Arc::new(Loki::new(&config)),
             transport: Arc::clone(&transport) as Arc<dyn Transport>,
-            limits: BatchConfig::default(),
+            limits: BatchLimits::default(),
             concurrency: 1,
             ordered: true,
         };

@@ -7,7 +7,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::InputSettings;
+use super::InputSettings;
 
 /// Where to walk for one glob: the directory before the first glob character, and how deep.
 #[derive(Debug, PartialEq, Eq)]

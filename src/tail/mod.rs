@@ -59,6 +59,7 @@ mod parsing;
 mod read;
 mod reader;
 mod scan;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -71,7 +72,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::InputSettings;
 use crate::frame::{Assembler, FrameSettings};
 use crate::pipeline::{Acknowledgements, Batch, FileKey};
 use crate::record::Resource;
@@ -81,6 +81,7 @@ use crate::transform::Transforms;
 pub use parsing::ParsePool;
 use parsing::{InFlight, ParseContext};
 use reader::Reader;
+pub use settings::{InputConfig, InputSettings, StartAt};
 
 /// Bytes read from one file per read call; one read makes at most one batch.
 pub const READ_CHUNK: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 
-use crate::config::InputSettings;
+use super::InputSettings;
 use crate::frame::{Framed, Stream};
 use crate::parse::Parser;
 use crate::pipeline::{AckToken, Acknowledgements, Batch};
@@ -250,7 +250,7 @@ mod tests {
         let input = Arc::clone(&config.logs.inputs[0]);
         Arc::new(ParseContext {
             parser: input.parser.clone(),
-            transforms: Arc::new(Transforms::new(&config.logs.transforms).expect("transforms")),
+            transforms: Arc::clone(&config.logs.transforms),
             resource: Arc::new(Vec::new()),
             acks: Arc::clone(acks),
             metrics: InputMetrics::default(),

@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use super::discover::SkipReason;
 use super::reader::{self, Reader};
-use super::{Tailer, Waiting, discover, fingerprint, now_unix};
-use crate::config::raw::StartAt;
+use super::{StartAt, Tailer, Waiting, discover, fingerprint, now_unix};
 use crate::pipeline::{FileKey, Known};
 use crate::telemetry::metrics::SkippedLabels;
 

@@ -18,9 +18,9 @@ use super::ParsePool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::InputSettings;
 use super::checkpoint::CheckpointStore;
 use super::{TailerContext, spawn};
-use crate::config::InputSettings;
 use crate::pipeline::Acknowledgements;
 use crate::record::{Record, Value};
 use crate::telemetry::metrics::InputMetrics;

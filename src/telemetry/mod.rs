@@ -6,4 +6,5 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod propagation;
+pub mod settings;
 pub mod traces;

@@ -8,7 +8,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
-use crate::config::raw::Propagator;
+use super::settings::Propagator;
 
 /// One propagator doing what every configured one does, in configuration order.
 pub fn build(propagators: &[Propagator]) -> TextMapCompositePropagator {

@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::raw::{OtlpProtocol, TracingConfig};
+use super::settings::{OtlpProtocol, TracingSettings};
 use crate::record::Resource as ResourceAttributes;
 
 /// Spans waiting for export; beyond this they are dropped (OTEL_BSP_MAX_QUEUE_SIZE).
@@ -76,17 +76,17 @@ pub struct ExportSettings {
 impl ExportSettings {
     /// Config first, then OTEL_EXPORTER_OTLP_{TRACES_,}ENDPOINT and _PROTOCOL, then the
     /// specification's defaults (localhost:4317 for gRPC, localhost:4318 for HTTP).
-    pub fn resolve(config: &TracingConfig, env: &dyn Fn(&str) -> Option<String>) -> ExportSettings {
+    pub fn resolve(config: &TracingSettings, env: &dyn Fn(&str) -> Option<String>) -> ExportSettings {
         let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
         let protocol = match &config.otlp {
-            Some(otlp) => otlp.protocol,
+            Some((_, protocol)) => *protocol,
             None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
                 Some(p) if p.trim().starts_with("http") => OtlpProtocol::HttpProtobuf,
                 _ => OtlpProtocol::Grpc,
             },
         };
         let base = match &config.otlp {
-            Some(otlp) => Some(otlp.endpoint.url().as_str().to_owned()),
+            Some((endpoint, _)) => Some(endpoint.as_str().to_owned()),
             None => env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         };
         let endpoint = match (env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), base, protocol) {
@@ -133,7 +133,7 @@ pub struct Tracing {
 impl Tracing {
     /// Builds the exporter on a new export thread and returns what feeds it.
     pub fn start(
-        config: &TracingConfig,
+        config: &TracingSettings,
         resource: &ResourceAttributes,
         metrics: &SpanMetrics,
         env: &dyn Fn(&str) -> Option<String>,
@@ -148,7 +148,7 @@ impl Tracing {
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, "exporting spans");
         Ok(Tracing {
             propagator: super::propagation::build(&config.propagators),
-            sampler: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.0))),
+            sampler: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))),
             ids: RandomIdGenerator::default(),
             queue: sender,
             dropped: metrics.dropped.clone(),
@@ -323,7 +323,6 @@ async fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::OtlpExportConfig;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
@@ -331,7 +330,7 @@ mod tests {
 
     #[test]
     fn http_endpoints_get_the_traces_path_and_env_is_a_fallback() {
-        let mut config = TracingConfig::default();
+        let mut config = TracingSettings::default();
         let settings = ExportSettings::resolve(&config, &env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]));
         assert_eq!((settings.endpoint.as_str(), settings.protocol), ("http://c:4317", OtlpProtocol::Grpc));
         let settings = ExportSettings::resolve(
@@ -342,12 +341,12 @@ mod tests {
             ]),
         );
         assert_eq!(settings.endpoint, "http://c:4318/v1/traces");
-        config.otlp = Some(OtlpExportConfig {
-            endpoint: "http://loki:3100/otlp".parse().expect("endpoint"),
-            protocol: OtlpProtocol::HttpProtobuf,
-        });
+        config.otlp = Some(("http://loki:3100/otlp".parse().expect("endpoint"), OtlpProtocol::HttpProtobuf));
         let settings = ExportSettings::resolve(&config, &env_of(&[]));
         assert_eq!(settings.endpoint, "http://loki:3100/otlp/v1/traces");
-        assert_eq!(ExportSettings::resolve(&TracingConfig::default(), &env_of(&[])).endpoint, "http://localhost:4317");
+        assert_eq!(
+            ExportSettings::resolve(&TracingSettings::default(), &env_of(&[])).endpoint,
+            "http://localhost:4317"
+        );
     }
 }

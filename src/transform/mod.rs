@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use regex::Regex;
 
-use crate::config::raw::{BuiltinRedaction, TransformConfig};
+pub mod settings;
+
 use crate::record::{Level, Record, Value};
+pub use settings::{BuiltinRedaction, TransformConfig};
 
 /// The compiled transform chain.
 #[derive(Debug, Default)]
@@ -166,12 +168,11 @@ fn redact_text<T: std::ops::Deref<Target = str> + From<String>>(text: &mut T, pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawConfig;
     use std::sync::Arc;
 
     fn chain(yaml: &str) -> Transforms {
-        let raw: RawConfig = serde_saphyr::from_str(yaml).expect("yaml");
-        Transforms::new(&raw.logs.transforms).expect("compiles")
+        let config = crate::config::load_str(yaml, "x.yaml", &|_| None).expect("valid config");
+        Arc::into_inner(config.logs.transforms).expect("one owner")
     }
 
     fn record(message: &str, level: Option<Level>) -> Record {

@@ -7,6 +7,8 @@
 //! there"). Per-item results: 429 and 5xx items are retried alone, other failures (mapping
 //! conflicts...) are dead-lettered with Elasticsearch's error.
 
+pub mod settings;
+
 use std::borrow::Cow;
 use std::io::Write;
 use std::time::Duration;
@@ -21,12 +23,8 @@ use super::http::Request;
 use super::loki::gzip;
 use super::retry::{Outcome, classify_status};
 use super::service::{AnyOrder, Protocol, Router};
-use crate::config::raw::{BulkOp, Compression, DocumentId, SinkConfig};
 use crate::record::{Record, Rfc3339Nanos};
-
-/// Where records go when no `index` is configured: a data stream matching Elasticsearch's
-/// built-in `logs-*-*` template.
-pub const DEFAULT_INDEX: &str = "logs-generic-default";
+pub use settings::{BulkOp, DocumentId, Settings};
 
 /// The Elasticsearch protocol.
 pub(crate) struct Elasticsearch {
@@ -37,12 +35,12 @@ pub(crate) struct Elasticsearch {
 }
 
 impl Elasticsearch {
-    pub fn new(config: &SinkConfig) -> Elasticsearch {
+    pub fn new(config: &Settings) -> Elasticsearch {
         Elasticsearch {
-            index: IndexTemplate::parse(config.index.as_deref().unwrap_or(DEFAULT_INDEX)),
-            op: config.op.unwrap_or(BulkOp::Create),
-            deterministic_ids: config.id == Some(DocumentId::Deterministic),
-            gzip: config.compression != Some(Compression::None),
+            index: IndexTemplate::parse(&config.index),
+            op: config.op,
+            deterministic_ids: config.deterministic_ids,
+            gzip: config.gzip,
         }
     }
 
@@ -269,7 +267,10 @@ mod tests {
     use crate::telemetry::metrics::SinkMetrics;
 
     fn sink(yaml: &str) -> Elasticsearch {
-        Elasticsearch::new(&serde_saphyr::from_str(yaml).expect("config"))
+        match crate::sink::settings::from_yaml(yaml).target {
+            crate::sink::SinkTarget::Elasticsearch(settings) => Elasticsearch::new(&settings),
+            other => panic!("not an elasticsearch sink: {other:?}"),
+        }
     }
 
     fn entries(n: usize) -> Vec<Entry> {

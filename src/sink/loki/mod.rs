@@ -7,6 +7,7 @@
 //! split per stream, so that only the stream Loki refuses is dead-lettered; 429 is retried.
 
 pub mod proto;
+pub mod settings;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -26,11 +27,9 @@ use super::fields::FieldRef;
 use super::http::Request;
 use super::retry::{Outcome, classify_status};
 use super::service::{Protocol, Router};
-use crate::config::raw::{Compression, LineFormat, LokiEncoding, SinkConfig};
 use crate::record::Record;
+pub use settings::{LineFormat, LokiEncoding, Settings};
 
-/// Distinct values a label may take before it is demoted to structured metadata.
-pub const DEFAULT_MAX_LABEL_VALUES: usize = 100;
 /// Label values longer than this are cut (Loki's default limit is 2048).
 const MAX_LABEL_VALUE_BYTES: usize = 1024;
 
@@ -55,7 +54,7 @@ pub(crate) struct Loki {
 }
 
 impl Loki {
-    pub fn new(config: &SinkConfig) -> Loki {
+    pub fn new(config: &Settings) -> Loki {
         let named = |fields: &[String]| fields.iter().map(|f| (FieldRef::new(f), sanitize_name(f))).collect::<Vec<_>>();
         let labels = named(&config.labels);
         let mut sorted_labels: Vec<(usize, FieldRef, String)> =
@@ -67,10 +66,10 @@ impl Loki {
             sorted_labels,
             metadata: named(&config.structured_metadata),
             demoted: Arc::new(config.labels.iter().map(|_| AtomicBool::new(false)).collect()),
-            max_label_values: config.max_label_values.map_or(DEFAULT_MAX_LABEL_VALUES, |n| n.get()),
-            encoding: config.encoding.unwrap_or(LokiEncoding::Protobuf),
-            gzip: config.compression != Some(Compression::None),
-            line_format: config.line_format.unwrap_or(LineFormat::Message),
+            max_label_values: config.max_label_values,
+            encoding: config.encoding,
+            gzip: config.gzip,
+            line_format: config.line_format,
         }
     }
 
@@ -403,8 +402,11 @@ mod tests {
     use crate::sink::batch::Ledger;
     use crate::telemetry::metrics::SinkMetrics;
 
-    fn config(yaml: &str) -> SinkConfig {
-        serde_saphyr::from_str(yaml).expect("sink config")
+    fn config(yaml: &str) -> Settings {
+        match crate::sink::settings::from_yaml(yaml).target {
+            crate::sink::SinkTarget::Loki(settings) => settings,
+            other => panic!("not a loki sink: {other:?}"),
+        }
     }
 
     fn entries(records: Vec<Record>) -> Vec<Entry> {

@@ -11,9 +11,9 @@ use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::raw::SinkConfig;
 use crate::sink::SinkError;
-use crate::sink::http::{Auth, BoxFuture, DEFAULT_REQUEST_TIMEOUT, Reply, Request, Transport, auth};
+use crate::sink::http::{Auth, BoxFuture, Reply, Request, Transport, auth};
+use crate::sink::settings::HttpSettings;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
@@ -27,9 +27,10 @@ pub(crate) struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(config: &SinkConfig, endpoint: &url::Url) -> Result<GrpcTransport, SinkError> {
-        let error = |message: String| SinkError::Setup { sink: config.name.clone(), message };
-        let timeout = config.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.get());
+    pub fn new(config: &HttpSettings) -> Result<GrpcTransport, SinkError> {
+        let error = |message: String| SinkError::Setup { sink: config.sink.to_string(), message };
+        let endpoint = &config.endpoint;
+        let timeout = config.request_timeout;
         let mut builder = Endpoint::from_shared(endpoint.as_str().trim_end_matches('/').to_owned())
             .map_err(|e| error(format!("endpoint: {e}")))?
             .timeout(timeout)
@@ -43,7 +44,7 @@ impl GrpcTransport {
             let value = value.expose().parse().map_err(|e| error(format!("header {name:?}: {e}")))?;
             metadata.push((key, value));
         }
-        let auth = auth(config.auth.as_ref()).map_err(error)?;
+        let auth = auth(&config.auth).map_err(error)?;
         Ok(GrpcTransport { channel: builder.connect_lazy(), target: endpoint.to_string(), metadata, auth })
     }
 
@@ -114,9 +115,9 @@ fn reply_for(status: &tonic::Status) -> Reply {
     Reply::Answer { status: http, retry_after: None, body: Bytes::from(reason) }
 }
 
-fn tls(config: &SinkConfig) -> Result<ClientTlsConfig, String> {
+fn tls(config: &HttpSettings) -> Result<ClientTlsConfig, String> {
     let mut tls = ClientTlsConfig::new();
-    let settings = config.tls.clone().unwrap_or_default();
+    let settings = &config.tls;
     match &settings.ca_file {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
@@ -124,7 +125,7 @@ fn tls(config: &SinkConfig) -> Result<ClientTlsConfig, String> {
         }
         None => tls = tls.with_native_roots(),
     }
-    if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
+    if let Some((cert, key)) = &settings.client_cert {
         let cert = std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
         let key = std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?;
         tls = tls.identity(Identity::from_pem(cert, key));

@@ -7,6 +7,7 @@
 //! dead-letter file; the collector does not say which records it dropped.
 
 mod grpc;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use super::http::Request;
 use super::loki::gzip;
 use super::retry::{Outcome, classify_status};
 use super::service::{AnyOrder, Protocol, Router};
-use crate::config::raw::{Compression, OtlpProtocol, SinkConfig};
 use crate::record::{Record, Value};
+pub use settings::Settings;
 
 /// The OTLP protocol (both transports share the encoding and the answer's meaning).
 pub(crate) struct Otlp {
@@ -37,9 +38,8 @@ pub(crate) struct Otlp {
 }
 
 impl Otlp {
-    pub fn new(config: &SinkConfig) -> Otlp {
-        let http = config.protocol == Some(OtlpProtocol::HttpProtobuf);
-        Otlp { gzip: http && config.compression == Some(Compression::Gzip) }
+    pub fn new(config: &Settings) -> Otlp {
+        Otlp { gzip: config.gzip }
     }
 }
 
