@@ -235,7 +235,15 @@ async fn start_proxies(
         proxies.servers.push(server.spawn(shutdown.clone(), drain));
     }
     if let Some(outbound) = &proxy.outbound {
-        let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
+        let server = OutboundServer::bind(
+            outbound,
+            metrics.proxy.clone(),
+            span_export,
+            identity.as_ref(),
+            proxy.dns_nameserver,
+            &shutdown,
+        )
+        .await?;
         let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen, source })?;
         tracing::info!(address = %address, "egress proxy listening");
         proxies.servers.push(server.spawn(shutdown, drain));

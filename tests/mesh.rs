@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_support::{Ca, client_config, tls_get};
+use mesh_support::{Ca, DnsServer, NamedApp, client_config, tls_get, via_proxy};
 use proxy_support::{Upstream, log_address, runtime};
 use support::{Pillion, eventually, http_get, write_config};
 
@@ -189,4 +189,146 @@ fn a_replaced_certificate_is_served_without_a_restart_or_a_failed_request() {
         pillion.log_lines().into_iter().find(|l| l.contains("mesh certificate reloaded"))
     });
     assert!(reloaded.contains("\"serial\":\"20\""), "{reloaded}");
+}
+
+fn outbound(extra_proxy: &str, destinations: &str) -> String {
+    format!(
+        "admin: {{ listen: \"127.0.0.1:0\" }}\nproxy:\n{extra_proxy}  outbound:\n    listen: \"127.0.0.1:0\"\n    destinations:\n{destinations}"
+    )
+}
+
+fn start_egress(dir: &std::path::Path, config: &str) -> (Pillion, SocketAddr, SocketAddr) {
+    let path = write_config(dir, config);
+    let mut pillion = Pillion::start(dir, &path);
+    let admin = pillion.admin_address();
+    let egress = log_address(&mut pillion, "egress proxy listening");
+    (pillion, admin, egress)
+}
+
+fn tally(egress: SocketAddr, host: &str, count: usize) -> (std::collections::HashMap<String, usize>, usize) {
+    let mut counts = std::collections::HashMap::new();
+    let mut failed = 0;
+    for _ in 0..count {
+        match via_proxy(egress, host, "/work") {
+            (200, body) => *counts.entry(body).or_default() += 1,
+            _ => failed += 1,
+        }
+    }
+    (counts, failed)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn load_spreads_over_three_endpoints_and_survives_one_killed() {
+    let rt = runtime();
+    let apps: Vec<NamedApp> =
+        ["a", "b", "c"].iter().map(|name| NamedApp::start(&rt, loopback(0), name).expect("app")).collect();
+    let endpoints: Vec<String> = apps.iter().map(|app| format!("\"{}\"", app.address)).collect();
+    let destinations = format!("      - host: analytics\n        endpoints: [{}]\n", endpoints.join(", "));
+    let dir = tempfile::tempdir().expect("dir");
+    let (_pillion, admin, egress) = start_egress(dir.path(), &outbound("", &destinations));
+
+    let (counts, failed) = tally(egress, "analytics", 300);
+    assert_eq!(failed, 0);
+    for name in ["a", "b", "c"] {
+        assert!(counts.get(name).copied().unwrap_or(0) >= 60, "each endpoint >= 20%: {counts:?}");
+    }
+
+    apps[1].kill();
+    let (counts, failed) = tally(egress, "analytics", 300);
+    assert!(failed <= 3, "{failed} of 300 failed after one endpoint was killed: {counts:?}");
+    assert!(!counts.contains_key("b"));
+    let text = http_get(admin, "/metrics", &[]).2;
+    assert!(text.contains(r#"pillion_endpoints{destination="analytics",state="ejected"} 1"#), "{text}");
+    assert!(text.contains(r#"pillion_endpoints{destination="analytics",state="up"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"http_client_request_duration_seconds_count{http_request_method="GET",server_address="analytics:80",destination="analytics",http_response_status_code="200"}"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_90_10_split_holds_within_5_points() {
+    let rt = runtime();
+    let stable = NamedApp::start(&rt, loopback(0), "stable").expect("app");
+    let canary = NamedApp::start(&rt, loopback(0), "canary").expect("app");
+    let destinations = format!(
+        "      - host: shop\n        split: [{{ endpoints: [\"{}\"], weight: 90 }}, {{ endpoints: [\"{}\"], weight: 10 }}]\n",
+        stable.address, canary.address
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let (_pillion, _admin, egress) = start_egress(dir.path(), &outbound("", &destinations));
+    let (counts, failed) = tally(egress, "shop", 400);
+    assert_eq!(failed, 0);
+    let canary_share = counts.get("canary").copied().unwrap_or(0) as f64 / 400.0;
+    assert!((0.05..=0.15).contains(&canary_share), "canary share {canary_share}: {counts:?}");
+}
+
+/// Two pods: the caller's egress proxy originates mTLS to the callee's inbound proxy, which
+/// hands the caller's identity to its app. A wrong pin is refused by the caller.
+#[test]
+fn mtls_between_two_pillions_carries_the_callers_identity() {
+    let rt = runtime();
+    let app = Upstream::start(&rt);
+    let ca = Ca::new();
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server_identity = ca.install(server_dir.path(), &ca.leaf(&["api", SERVER_ID], 1));
+    let (_server, _server_admin, inbound_proxy) =
+        start(server_dir.path(), &inbound(app.address, &server_identity, "    mtls: required\n"));
+
+    let client_dir = tempfile::tempdir().expect("dir");
+    let client_identity = ca.install(client_dir.path(), &ca.leaf(&[CLIENT_ID], 2));
+    let destinations = format!(
+        "      - host: api\n        endpoints: [\"{inbound_proxy}\"]\n        mtls: true\n      - host: pinned\n        endpoints: [\"{inbound_proxy}\"]\n        mtls: true\n        server_identity: \"{SERVER_ID}\"\n      - host: wrongpin\n        endpoints: [\"{inbound_proxy}\"]\n        mtls: true\n        server_identity: \"spiffe://cluster.local/ns/shop/sa/db\"\n"
+    );
+    let (_client, client_admin, egress) = start_egress(client_dir.path(), &outbound(&client_identity, &destinations));
+
+    let (status, _) = via_proxy(egress, "api", "/call");
+    assert_eq!(status, 200);
+    let seen = app.seen();
+    assert_eq!(
+        seen.last().expect("request").headers.get("x-forwarded-client-cert").expect("xfcc"),
+        &format!("By={SERVER_ID};URI={CLIENT_ID}")
+    );
+    assert_eq!(via_proxy(egress, "pinned", "/call").0, 200);
+    let before = app.seen().len();
+    assert_eq!(via_proxy(egress, "wrongpin", "/call").0, 502);
+    assert_eq!(app.seen().len(), before);
+    let text = http_get(client_admin, "/metrics", &[]).2;
+    assert!(text.contains(r#"pillion_tls_handshakes_total{direction="outbound",outcome="success"}"#), "{text}");
+    assert!(text.contains(r#"pillion_tls_handshakes_total{direction="outbound",outcome="failure"}"#), "{text}");
+}
+
+/// A headless Service's answer changes (a pod replaced): traffic follows within the refresh.
+#[test]
+fn traffic_follows_a_changed_dns_answer_within_the_refresh() {
+    let rt = runtime();
+    let first = NamedApp::start(&rt, SocketAddr::from(([127, 0, 0, 2], 0)), "first").expect("app");
+    let port = first.address.port();
+    let Ok(second) = NamedApp::start(&rt, SocketAddr::from(([127, 0, 0, 3], port)), "second") else {
+        panic!("port {port} is taken on 127.0.0.3");
+    };
+    let dns = DnsServer::start(&rt, &[first.address.ip()], 1);
+    let destinations = format!(
+        "      - host: analytics\n        dns: {{ name: analytics.shop.svc.cluster.local, port: {port}, refresh: 1s }}\n"
+    );
+    let extra = format!("  dns_nameserver: \"{}\"\n", dns.address);
+    let dir = tempfile::tempdir().expect("dir");
+    let (_pillion, admin, egress) = start_egress(dir.path(), &outbound(&extra, &destinations));
+    eventually(Duration::from_secs(10), "first answer used", || {
+        (via_proxy(egress, "analytics", "/") == (200, "first".to_owned())).then_some(())
+    });
+    dns.set(&[second.address.ip()]);
+    let changed = Instant::now();
+    eventually(Duration::from_secs(5), "traffic on the new answer", || {
+        (via_proxy(egress, "analytics", "/") == (200, "second".to_owned())).then_some(())
+    });
+    assert!(changed.elapsed() < Duration::from_millis(2500), "followed after {:?}", changed.elapsed());
+    let (counts, failed) = tally(egress, "analytics", 20);
+    assert_eq!((counts.get("second").copied(), failed), (Some(20), 0), "{counts:?}");
+    let text = http_get(admin, "/metrics", &[]).2;
+    assert!(text.contains(r#"pillion_endpoints{destination="analytics",state="up"} 1"#), "{text}");
 }

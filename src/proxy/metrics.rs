@@ -62,6 +62,8 @@ impl ErrorType {
 pub struct ClientLabels {
     pub method: &'static str,
     pub server_address: Arc<str>,
+    /// The named destination (`proxy.outbound.destinations[].host`), when the call was to one.
+    pub destination: Option<Arc<str>>,
     pub status: u16,
     pub error_type: Option<ErrorType>,
 }
@@ -144,6 +146,9 @@ impl EncodeLabelSet for ClientLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
         label(encoder, "http_request_method", self.method)?;
         label(encoder, "server_address", &self.server_address)?;
+        if let Some(destination) = &self.destination {
+            label(encoder, "destination", destination)?;
+        }
         ("http_response_status_code", self.status as u64).encode(encoder.encode_label())?;
         match self.error_type {
             Some(error) => label(encoder, "error_type", &error.as_label()),

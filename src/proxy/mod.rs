@@ -5,9 +5,12 @@
 //! (`upstream`).
 
 pub mod access_log;
+pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod conn;
+pub mod destination;
+pub mod discovery;
 pub mod headers;
 pub mod identity;
 pub mod inbound;
@@ -32,4 +35,6 @@ pub enum ProxyError {
     NoIdentity,
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Destination(#[from] destination::DestinationError),
 }

@@ -2,17 +2,17 @@
 //! requests (`GET http://svc/path`) and `CONNECT host:port` for TLS tunnels. Each call gets
 //! client-side RED metrics per destination, a CLIENT span carrying the app's trace onward, a
 //! timeout, retries (idempotent, replayable requests only) and a per-destination circuit
-//! breaker. The request path is [`forward`], one commented step per layer.
+//! breaker. Named destinations (`destinations`, see `destination`) are balanced over their
+//! endpoints, with mTLS when configured; a retry goes to another endpoint. The request path is
+//! [`forward`], one commented step per layer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -31,13 +31,14 @@ use tokio_util::sync::CancellationToken;
 use super::ProxyError;
 use super::body::{Completion, ProxyBody};
 use super::breaker::{Admission, Breakers};
+use super::destination::{Destination, OutBody};
+use super::discovery::Dns;
 use super::headers;
+use super::identity::Identity;
 use super::metrics::{ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label};
 pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo, RequestSpan};
 use crate::telemetry::traces::Tracing;
-
-type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// First retry waits this long; each further one twice as long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
@@ -51,6 +52,15 @@ pub struct Outbound {
     timeout: Duration,
     retries: u32,
     idempotent_only: bool,
+    /// Named destinations.
+    destinations: Vec<Arc<Destination>>,
+}
+
+impl Outbound {
+    /// The named destination the app called, if `host` is one.
+    fn named(&self, host: &str) -> Option<&Arc<Destination>> {
+        self.destinations.iter().find(|d| d.host.eq_ignore_ascii_case(host))
+    }
 }
 
 /// The bound egress listener.
@@ -64,6 +74,9 @@ impl OutboundServer {
         config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
+        identity: Option<&Arc<Identity>>,
+        dns_nameserver: Option<SocketAddr>,
+        shutdown: &CancellationToken,
     ) -> Result<OutboundServer, ProxyError> {
         let listen = config.listen;
         let listener =
@@ -73,7 +86,19 @@ impl OutboundServer {
         connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
         let breakers = Breakers::new(config.breaker_failures, config.breaker_open_for, metrics.breaker_state.clone());
+        let mut dns: Option<Arc<Dns>> = None;
+        let destinations = config
+            .destinations
+            .iter()
+            .map(|destination| {
+                let gauge = metrics.endpoints.clone();
+                let timeout = config.timeout;
+                Destination::new(destination, identity, &mut dns, dns_nameserver, timeout, gauge, shutdown)
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let outbound = Outbound {
+            destinations,
             client,
             metrics,
             tracing,
@@ -133,11 +158,12 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let started = Instant::now();
     let method = method_label(request.method());
     let destination = destination(request.uri());
+    let named = request.uri().host().and_then(|host| outbound.named(host)).cloned();
 
     // RED: in flight until the response body is done. Circuit breaker: fail fast while the
     // destination is known to be down.
     let finish = match ClientFinish::admit(&outbound, started, method, &destination) {
-        Ok(finish) => finish,
+        Ok(finish) => ClientFinish { named: named.as_ref().map(|d| Arc::clone(&d.host)), ..finish },
         Err(rejected) => return *rejected,
     };
 
@@ -177,27 +203,37 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     let (parts, body) = request.into_parts();
     let mut body = Some(body.boxed_unsync());
 
-    // Send with the timeout per attempt; the breaker learns every outcome.
+    // Send with the timeout per attempt; the breaker learns every outcome. A named
+    // destination's balancer picks an endpoint per attempt, another one for each retry.
     let mut attempt = 0;
+    let mut tried: Vec<SocketAddr> = Vec::new();
     let result = loop {
         attempt += 1;
         let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        let attempt_request = Request::from_parts(parts.clone(), body);
-        let result = tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await;
-        let outcome = match result {
-            Ok(Ok(response)) if response.status().is_server_error() => {
-                let status = response.status().as_u16();
-                Err((Some(response), ErrorType::Status(status)))
-            }
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if error.is_connect() => Err((None, ErrorType::Connect)),
-            Ok(Err(_)) => Err((None, ErrorType::Upstream)),
-            Err(_) => Err((None, ErrorType::Timeout)),
+        let mut attempt_request = Request::from_parts(parts.clone(), body);
+        let outcome = match &named {
+            None => classify(tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await),
+            Some(named) => match named.balancer.pick(&tried) {
+                None => Err((None, ErrorType::Connect)),
+                Some(pick) => {
+                    tried.push(pick.endpoint.address);
+                    *attempt_request.uri_mut() = endpoint_uri(pick.endpoint.address, &parts.uri);
+                    let sent = named.client.request(attempt_request);
+                    let outcome = classify(tokio::time::timeout(outbound.timeout, sent).await);
+                    named.balancer.report(pick, outcome.is_ok());
+                    outcome
+                }
+            },
         };
         outbound.breakers.record(&destination, outcome.is_ok());
         match outcome {
             Err(_) if attempt < attempts && outbound.breakers.admit(&destination) != Admission::Rejected => {
-                tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                // Another endpoint is tried at once; the same one (or a plain host) after a pause.
+                let elsewhere =
+                    named.as_ref().is_some_and(|d| d.balancer.addresses().iter().any(|a| !tried.contains(a)));
+                if !elsewhere {
+                    tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                }
             }
             other => break other,
         }
@@ -219,6 +255,32 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
             finish.failed(StatusCode::BAD_GATEWAY, error, "bad gateway: the destination is not reachable\n")
         }
     }
+}
+
+type Outcome = Result<Response<Incoming>, (Option<Response<Incoming>>, ErrorType)>;
+
+/// An attempt's result: a response, or why it failed (with the 5xx response, if there was one).
+// The error side carries the 5xx response itself, moved once per attempt, never stored.
+#[allow(clippy::result_large_err)]
+fn classify(
+    result: Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
+) -> Outcome {
+    match result {
+        Ok(Ok(response)) if response.status().is_server_error() => {
+            let status = response.status().as_u16();
+            Err((Some(response), ErrorType::Status(status)))
+        }
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) if error.is_connect() => Err((None, ErrorType::Connect)),
+        Ok(Err(_)) => Err((None, ErrorType::Upstream)),
+        Err(_) => Err((None, ErrorType::Timeout)),
+    }
+}
+
+/// The app's request URI pointed at one endpoint (the `Host` header keeps the name it called).
+fn endpoint_uri(endpoint: SocketAddr, uri: &http::Uri) -> http::Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{endpoint}{path}").parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// `CONNECT host:port`: answer 200, then copy bytes both ways (TLS stays end to end).
@@ -287,6 +349,8 @@ struct ClientFinish {
     started: Instant,
     method: &'static str,
     destination: Arc<str>,
+    /// The named destination, for the `destination` label.
+    named: Option<Arc<str>>,
     span: Option<RequestSpan>,
 }
 
@@ -305,6 +369,7 @@ impl ClientFinish {
             started,
             method,
             destination: Arc::clone(destination),
+            named: None,
             span: None,
         };
         if outbound.breakers.admit(destination) == Admission::Rejected {
@@ -334,8 +399,13 @@ impl Completion for ClientFinished {
     fn complete(self: Box<Self>, _body_bytes: u64) {
         let ClientFinished { finish, status, error } = *self;
         let metrics = &finish.outbound.metrics;
-        let labels =
-            ClientLabels { method: finish.method, server_address: finish.destination, status, error_type: error };
+        let labels = ClientLabels {
+            method: finish.method,
+            server_address: finish.destination,
+            destination: finish.named,
+            status,
+            error_type: error,
+        };
         let exemplar =
             finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
         metrics.client_duration.get_or_create(&labels).observe(finish.started.elapsed().as_secs_f64(), exemplar, None);

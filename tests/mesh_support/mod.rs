@@ -154,3 +154,119 @@ pub async fn tls_get(
     };
     tokio::time::timeout(Duration::from_secs(10), exchange).await.map_err(|_| "timed out".to_owned())?
 }
+
+/// A DNS server on 127.0.0.1 (UDP) answering every A/AAAA question with the current addresses
+/// and a TTL, decoded and encoded with hickory-proto.
+pub struct DnsServer {
+    pub address: SocketAddr,
+    pub answers: Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+}
+
+impl DnsServer {
+    pub fn start(rt: &tokio::runtime::Runtime, ips: &[std::net::IpAddr], ttl: u32) -> DnsServer {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        use hickory_proto::rr::rdata::{A, AAAA};
+        use hickory_proto::rr::{RData, Record, RecordType};
+        let socket = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0")).expect("bind dns");
+        let address = socket.local_addr().expect("addr");
+        let answers = Arc::new(std::sync::Mutex::new(ips.to_vec()));
+        let current = Arc::clone(&answers);
+        rt.spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else { return };
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut response = Message::new();
+                response.set_id(query.id());
+                response.set_message_type(MessageType::Response);
+                response.set_op_code(query.op_code());
+                response.set_authoritative(true);
+                response.set_recursion_desired(query.recursion_desired());
+                response.set_recursion_available(true);
+                response.set_response_code(ResponseCode::NoError);
+                let ips = current.lock().expect("lock").clone();
+                for question in query.queries() {
+                    response.add_query(question.clone());
+                    for ip in &ips {
+                        let rdata = match (question.query_type(), ip) {
+                            (RecordType::A, std::net::IpAddr::V4(v4)) => RData::A(A(*v4)),
+                            (RecordType::AAAA, std::net::IpAddr::V6(v6)) => RData::AAAA(AAAA(*v6)),
+                            _ => continue,
+                        };
+                        response.add_answer(Record::from_rdata(question.name().clone(), ttl, rdata));
+                    }
+                }
+                if let Ok(bytes) = response.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        DnsServer { address, answers }
+    }
+
+    pub fn set(&self, ips: &[std::net::IpAddr]) {
+        *self.answers.lock().expect("lock") = ips.to_vec();
+    }
+}
+
+/// A tiny app that answers every request with its name, and can be killed (listener and every
+/// open connection closed) to play an endpoint that goes away.
+pub struct NamedApp {
+    pub address: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl NamedApp {
+    pub fn start(rt: &tokio::runtime::Runtime, bind: SocketAddr, name: &'static str) -> std::io::Result<NamedApp> {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
+        let address = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        rt.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, _)) = accepted else { return };
+                let stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(name))))
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = stopped.cancelled() => {}
+                        _ = connection => {}
+                    }
+                });
+            }
+        });
+        Ok(NamedApp { address, stop })
+    }
+
+    pub fn kill(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// `GET http://{host}{path}` through the egress proxy at `proxy`: (status, body), status 0 when
+/// the exchange failed.
+pub fn via_proxy(proxy: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(proxy) else { return (0, String::new()) };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
+}
