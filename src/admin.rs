@@ -13,12 +13,19 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::{ServeOptions, serve};
+use crate::proxy::conn::{Activity, ConnTimeouts};
 use crate::telemetry::metrics::Metrics;
+
+/// The admin server's connections get the inbound proxy's default header-read and idle limits.
+const TIMEOUTS: ConnTimeouts =
+    ConnTimeouts { header_read: std::time::Duration::from_secs(10), idle: std::time::Duration::from_secs(90) };
+/// Scrapes in progress at shutdown get this long to finish.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,22 +56,16 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub fn spawn(self, state: AdminState, shutdown: CancellationToken) -> JoinHandle<()> {
         let state = Arc::new(state);
-        tokio::spawn(async move {
-            while let Some((stream, _)) = crate::net::accept(&self.listener, &shutdown, "admin").await {
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, &request)) }
-                    });
-                    let connection =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "admin connection ended with an error");
-                    }
-                });
-            }
-        })
+        let options = ServeOptions { server: "admin", timeouts: TIMEOUTS, drain: DRAIN };
+        tokio::spawn(serve(self.listener, shutdown, options, None, move |_client, activity: Arc<Activity>, _peer| {
+            let state = Arc::clone(&state);
+            service_fn(move |request| {
+                activity.request_started();
+                let response = route(&state, &request);
+                activity.request_finished();
+                async move { Ok::<_, Infallible>(response) }
+            })
+        }))
     }
 }
 

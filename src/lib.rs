@@ -29,6 +29,7 @@
 //! - [`proxy`]: the inbound reverse proxy and outbound egress proxy: RED metrics, routes, spans.
 //! - [`telemetry`]: the metrics registry, process metrics, log output, OTLP span export.
 //! - [`admin`]: the admin HTTP server.
+//! - [`redact`]: the one redaction function for /config, pillion's logs and error messages.
 //! - [`app`]: start-up and ordered shutdown.
 
 #![forbid(unsafe_code)]
@@ -42,6 +43,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod proxy;
 pub mod record;
+pub mod redact;
 pub mod sink;
 pub mod tail;
 pub mod telemetry;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use pillion::config::{self, Config, ConfigError};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
+use pillion::redact;
 use pillion::telemetry::logging::{self, LogFormat};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -90,7 +91,7 @@ fn validate(path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -100,7 +101,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let config = match load(path.as_ref()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -168,7 +169,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     let config = match loaded {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("{}", redact::text(&error.to_string()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -191,7 +192,7 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     match parse_lines(parser, args.file, config.resource) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pillion parse: {error:#}");
+            eprintln!("pillion parse: {}", redact::text(&format!("{error:#}")));
             ExitCode::from(EXIT_RUNTIME)
         }
     }

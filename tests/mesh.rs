@@ -245,7 +245,7 @@ fn load_spreads_over_three_endpoints_and_survives_one_killed() {
     assert!(text.contains(r#"pillion_endpoints{destination="analytics",state="ejected"} 1"#), "{text}");
     assert!(text.contains(r#"pillion_endpoints{destination="analytics",state="up"} 2"#), "{text}");
     assert!(
-        text.contains(r#"http_client_request_duration_seconds_count{http_request_method="GET",server_address="analytics:80",destination="analytics",http_response_status_code="200"}"#),
+        text.contains(r#"http_client_request_duration_seconds_count{http_request_method="GET",server_address="analytics",destination="analytics",http_response_status_code="200"}"#),
         "{text}"
     );
 }

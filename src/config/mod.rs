@@ -22,7 +22,11 @@ pub use schema::schema_json;
 pub use validate::{Config, LogsSettings};
 
 /// Shown instead of every secret in `/config` and in debug output.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::redact::REDACTED;
+
+/// The largest config file read (after `${VAR}` interpolation too): a config is a few KiB, and
+/// a huge one would only cost memory.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 /// The embedded default config: tails `fixtures/*.log`, records to stdout.
 pub const QUICKSTART_YAML: &str = include_str!("../../config/quickstart.yaml");
@@ -33,6 +37,11 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{origin}: cannot read config: {source}")]
     Read { origin: String, source: std::io::Error },
+    /// The file (or its text after interpolation) is larger than [`MAX_CONFIG_BYTES`].
+    #[error(
+        "{origin}: the config is {bytes} bytes; the limit is 4 MiB (a config is a few KiB: is this the right file?)"
+    )]
+    TooLarge { origin: String, bytes: u64 },
     /// The file was read but is not a valid config; every problem found is listed.
     #[error("{}", render_issues(.0))]
     Invalid(Vec<ConfigIssue>),
@@ -53,15 +62,17 @@ pub struct ConfigIssue {
 }
 
 impl fmt::Display for ConfigIssue {
+    /// The issue, with any secret in the value its message quotes redacted.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{}", self.origin)?;
         if let Some((line, column)) = self.position {
             write!(f, ":{line}:{column}")?;
         }
+        let message = crate::redact::text(&self.message);
         if self.field.is_empty() {
-            write!(f, ": {}", self.message)?;
+            write!(f, ": {message}")?;
         } else {
-            write!(f, ": {}: {}", self.field, self.message)?;
+            write!(f, ": {}: {message}", self.field)?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
@@ -76,8 +87,18 @@ fn render_issues(issues: &[ConfigIssue]) -> String {
 
 /// Reads, interpolates, parses and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    use std::io::Read;
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { origin: origin.clone(), source })?;
+    let read_error = |source| ConfigError::Read { origin: origin.clone(), source };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        return Err(ConfigError::TooLarge { origin, bytes: size });
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text")))?;
     load_str(&text, &origin, &|name| std::env::var(name).ok())
 }
 
@@ -98,6 +119,10 @@ pub fn load_str(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) 
             hint: Some("write ${NAME} or ${NAME:-default}; $$ is a literal $".to_owned()),
         }])
     })?;
+    if text.len() > MAX_CONFIG_BYTES || interpolated.text.len() > MAX_CONFIG_BYTES {
+        let bytes = text.len().max(interpolated.text.len()) as u64;
+        return Err(ConfigError::TooLarge { origin: origin.to_owned(), bytes });
+    }
     let raw = parse_yaml(&interpolated.text, origin)?;
     let mut config = validate::validate(raw, origin, env).map_err(ConfigError::Invalid)?;
     config.warnings.extend(interpolated.unset.iter().map(|name| {
@@ -132,10 +157,32 @@ fn yaml_issue(error: &serde_saphyr::Error, field: &str, origin: &str) -> ConfigI
         Some(cut) => full[..cut].to_owned(),
         None => full.clone(),
     };
+    let message = in_our_words(message);
     let position = error.location().map(|l| (l.line() as usize, l.column() as usize));
     let field = clean_field_path(field);
     let hint = hint_for(&message);
     ConfigIssue { origin: origin.to_owned(), position, field, message, hint }
+}
+
+/// The YAML library's messages that speak of its own API or print a Rust value, said for a
+/// config's author instead.
+fn in_our_words(message: String) -> String {
+    if let Some(breach) = message.strip_prefix("budget breached: ") {
+        // e.g. `Nodes { nodes: 250001 }`
+        let what = breach.split_whitespace().next().unwrap_or("nodes").to_ascii_lowercase();
+        let count: String = breach.chars().filter(char::is_ascii_digit).collect();
+        return format!(
+            "the YAML is too large or too deeply nested: {what} limit reached ({count}); a config needs far less"
+        );
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest);
+        return format!("duplicate key `{key}`: each key may appear once");
+    }
+    if message.starts_with("multiple YAML documents detected") {
+        return "more than one YAML document (`---`): a config is one document".to_owned();
+    }
+    message
 }
 
 /// `serde_path_to_error` reports `.value` for the inside of a `Spanned`, and `?` for the root.
@@ -197,6 +244,33 @@ mod tests {
         }
         assert!(shown.contains(REDACTED), "{shown}");
         assert!(shown.contains("loki:3100"), "{shown}");
+    }
+
+    #[test]
+    fn errors_are_ours_not_the_yaml_librarys_and_quote_no_secret() {
+        let many = format!("logs:\n  inputs:\n    - name: a\n      paths: [{}]\n", vec!["a"; 300_000].join(","));
+        let text = issues(&many)[0].to_string();
+        assert!(!text.contains('{') && text.contains("too large or too deeply nested"), "{text}");
+        let text = issues("admin: {}\nadmin: {}\n")[0].to_string();
+        assert!(!text.contains("DuplicateKeyPolicy") && text.contains("duplicate key `admin`"), "{text}");
+        let text = issues("service: {}\n---\nservice: {}\n")[0].to_string();
+        assert!(!text.contains("from_str_multiple"), "{text}");
+        let yaml = "logs:\n  sinks:\n    - name: l\n      type: loki\n      endpoint: http://user:hunter2@loki:99999\n";
+        let text = issues(yaml)[0].to_string();
+        assert!(!text.contains("hunter2") && text.contains("<redacted>@loki:99999"), "{text}");
+    }
+
+    #[test]
+    fn configs_over_4_mib_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, format!("service:\n  name: {}\n", "x".repeat(5 << 20))).expect("write");
+        match load_file(&path) {
+            Err(error @ ConfigError::TooLarge { .. }) => assert!(error.to_string().contains("4 MiB"), "{error}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let env = |_: &str| Some("y".repeat(5 << 20));
+        assert!(matches!(load_str("service: { name: ${BIG} }\n", "x.yaml", &env), Err(ConfigError::TooLarge { .. })));
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl fmt::Display for ListenAddr {
 }
 string_scalar!(ListenAddr);
 
-/// An `http://` or `https://` base URL. Serializes without any password in its userinfo.
+/// An `http://` or `https://` base URL. Shown and serialized without its userinfo and query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint(pub url::Url);
 
@@ -256,17 +256,62 @@ impl FromStr for Endpoint {
 }
 
 impl fmt::Display for Endpoint {
+    /// The URL without its userinfo and query string (they may hold credentials).
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.0.password().is_some() {
-            let mut redacted = self.0.clone();
-            // set_password only fails for URLs that cannot have credentials, which we reject.
-            let _ = redacted.set_password(Some(super::REDACTED));
-            return redacted.fmt(f);
-        }
-        self.0.fmt(f)
+        f.write_str(&crate::redact::url(&self.0))
     }
 }
 string_scalar!(Endpoint);
+
+/// A CIDR block such as `10.0.0.0/8` or `fd00::/8`; a bare address is a block of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(network) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(network) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid = || format!("invalid CIDR {text:?}: expected an address block such as 10.0.0.0/8 or fd00::/8");
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = address.parse().map_err(|_| invalid())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(invalid)?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+string_scalar!(Cidr);
 
 /// A regular expression, compiled when the config is loaded.
 #[derive(Debug, Clone)]
@@ -506,6 +551,21 @@ mod tests {
         assert!("api/users".parse::<RouteTemplate>().is_err());
         assert!("/api/{id".parse::<RouteTemplate>().is_err());
         assert!("/api/x{id}".parse::<RouteTemplate>().is_err());
+    }
+
+    #[test]
+    fn cidrs_contain_their_addresses() {
+        let block: Cidr = "10.1.0.0/16".parse().expect("v4");
+        assert!(block.contains("10.1.200.3".parse().expect("ip")));
+        assert!(block.contains("::ffff:10.1.0.1".parse().expect("mapped")));
+        assert!(!block.contains("10.2.0.1".parse().expect("ip")));
+        let one: Cidr = "127.0.0.1".parse().expect("bare");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")) && !one.contains("127.0.0.2".parse().expect("ip")));
+        assert!("0.0.0.0/0".parse::<Cidr>().expect("all").contains("8.8.8.8".parse().expect("ip")));
+        assert!("fd00::/8".parse::<Cidr>().expect("v6").contains("fd12::1".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     #[test]

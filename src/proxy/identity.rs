@@ -7,6 +7,7 @@
 //! certificate's URI SAN (SPIFFE), else its first DNS SAN.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,8 +27,10 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{Activity, Watched};
 use super::metrics::TlsMetrics;
 
 /// How often the certificate files are read again to notice a rotation.
@@ -41,6 +44,85 @@ const SESSIONS: usize = 1024;
 
 /// ALPN protocols, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// What a connection's TLS handshake established.
+#[derive(Debug, Default)]
+pub struct Peer {
+    pub tls: bool,
+    /// The client certificate's identity (URI SAN, else first DNS SAN), when one was verified.
+    pub identity: Option<Arc<str>>,
+}
+
+/// TLS termination for an inbound `mtls` listener.
+pub struct Termination {
+    config: Arc<ServerConfig>,
+    /// Plain connections are served too.
+    permissive: bool,
+    metrics: TlsMetrics,
+}
+
+/// A connection to an `mtls` listener after its first bytes.
+pub enum Accepted {
+    /// Not TLS, on a permissive listener.
+    Plain(Watched<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Watched<TcpStream>>>, Arc<Peer>),
+}
+
+impl Termination {
+    pub fn new(identity: &Arc<Identity>, required: bool) -> Result<Termination, IdentityError> {
+        Ok(Termination {
+            config: identity.server_config(required)?,
+            permissive: !required,
+            metrics: identity.metrics.clone(),
+        })
+    }
+
+    /// Terminates TLS within `header_read`: `None` when the connection is refused (not TLS on a
+    /// `required` listener, no or an unverified client certificate, or too slow).
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+        activity: Arc<Activity>,
+        header_read: Duration,
+    ) -> Option<Accepted> {
+        /// The first byte of a TLS handshake record.
+        const HANDSHAKE: u8 = 0x16;
+        let deadline = tokio::time::Instant::now() + header_read;
+        if self.permissive {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == HANDSHAKE => {}
+                Ok(Ok(1)) => return Some(Accepted::Plain(Watched::new(stream, activity))),
+                _ => return None,
+            }
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config));
+        match tokio::time::timeout_at(deadline, acceptor.accept(Watched::new(stream, activity))).await {
+            Ok(Ok(stream)) => {
+                self.metrics.handshake("inbound", true);
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(peer_identity)
+                    .map(Arc::from);
+                Some(Accepted::Tls(Box::new(stream), Arc::new(Peer { tls: true, identity })))
+            }
+            Ok(Err(error)) => {
+                self.metrics.handshake("inbound", false);
+                tracing::debug!(%error, %client, "inbound TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.metrics.handshake("inbound", false);
+                tracing::debug!(%client, "inbound TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
 
 /// Where the identity's files are.
 #[derive(Debug, Clone)]

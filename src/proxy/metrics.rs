@@ -1,8 +1,13 @@
 //! The proxy's RED metric families (design.md, "Metrics"), named after the OpenTelemetry HTTP
 //! semantic conventions in Prometheus form, with trace-id exemplars on the duration buckets.
+//! The duration families are [`Bounded`]: each has a total series cap, past which new label
+//! sets fold into `other`, so no client can grow `/metrics` without limit.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +43,10 @@ pub enum ErrorType {
     Upstream,
     /// The outbound circuit breaker is open (503).
     CircuitOpen,
+    /// The client sent something malformed, incomplete or too slowly (pillion's 4xx).
+    ClientError,
+    /// The client left before the response was complete (499 when before its head).
+    ClientClosed,
 }
 
 impl ErrorType {
@@ -48,6 +57,8 @@ impl ErrorType {
             ErrorType::Connect => "connect_error".into(),
             ErrorType::Upstream => "upstream_error".into(),
             ErrorType::CircuitOpen => "circuit_open".into(),
+            ErrorType::ClientError => "client_error".into(),
+            ErrorType::ClientClosed => "client_closed".into(),
         }
     }
 
@@ -198,16 +209,127 @@ impl EncodeLabelSet for TraceExemplar {
 type DurationFamily<L> =
     Family<L, HistogramWithExemplars<TraceExemplar>, fn() -> HistogramWithExemplars<TraceExemplar>>;
 
+/// A label set with one value that clients influence (route, destination), which can fold.
+pub trait Foldable: Clone + Hash + Eq + EncodeLabelSet + fmt::Debug + Send + Sync + 'static {
+    /// The same labels with the client-influenced value replaced by `other`.
+    fn folded(&self) -> Self;
+    /// Folded further: the method too (`_OTHER`), leaving only the status and error type.
+    fn folded_fully(&self) -> Self;
+}
+
+/// Series past the cap allowed for folded (`other`) label sets, before the method folds too.
+const FOLDED_HEADROOM: usize = 100;
+
+/// A duration histogram family with a total series cap: a new label set past the cap is folded
+/// into `other` (and, past the headroom for those, into `_OTHER` method too). Every series made
+/// is remembered so the series of a forgotten route can be removed.
+#[derive(Clone)]
+pub struct Bounded<L: Foldable> {
+    family: DurationFamily<L>,
+    cap: Arc<AtomicUsize>,
+    series: Arc<Mutex<HashSet<L>>>,
+}
+
+impl<L: Foldable> Bounded<L> {
+    fn new(cap: usize) -> Bounded<L> {
+        Bounded {
+            family: Family::new_with_constructor(server_histogram),
+            cap: Arc::new(AtomicUsize::new(cap)),
+            series: Arc::default(),
+        }
+    }
+
+    /// Sets the series cap (done once, when the proxy starts with its configured bounds).
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Records one duration under `labels`, or under their folded form past the cap.
+    pub fn observe(&self, labels: &L, seconds: f64, exemplar: Option<TraceExemplar>) {
+        if let Some(histogram) = self.family.get(labels) {
+            histogram.observe(seconds, exemplar, None);
+            return;
+        }
+        let labels = self.admit(labels);
+        self.family.get_or_create(&labels).observe(seconds, exemplar, None);
+    }
+
+    /// The label set a new series is made under.
+    fn admit(&self, labels: &L) -> L {
+        let cap = self.cap.load(Ordering::Relaxed);
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if series.contains(labels) || series.len() < cap {
+            series.insert(labels.clone());
+            return labels.clone();
+        }
+        let folded = labels.folded();
+        if series.contains(&folded) || series.len() < cap + FOLDED_HEADROOM {
+            series.insert(folded.clone());
+            return folded;
+        }
+        let folded = labels.folded_fully();
+        series.insert(folded.clone());
+        folded
+    }
+
+    /// Removes every series `matches` selects (those of a forgotten route).
+    pub fn forget(&self, matches: impl Fn(&L) -> bool) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series.retain(|labels| {
+            let forget = matches(labels);
+            if forget {
+                self.family.remove(labels);
+            }
+            !forget
+        });
+    }
+
+    /// Series currently exported.
+    pub fn len(&self) -> usize {
+        self.series.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[cfg(test)]
+    fn contains(&self, labels: &L) -> bool {
+        self.family.get(labels).is_some()
+    }
+}
+
+impl Foldable for ServerLabels {
+    fn folded(&self) -> Self {
+        ServerLabels { route: Arc::from(super::route::OTHER), ..self.clone() }
+    }
+    fn folded_fully(&self) -> Self {
+        ServerLabels { method: "_OTHER", ..self.folded() }
+    }
+}
+
+impl Foldable for ClientLabels {
+    fn folded(&self) -> Self {
+        ClientLabels { server_address: Arc::from(super::route::OTHER), ..self.clone() }
+    }
+    fn folded_fully(&self) -> Self {
+        ClientLabels { method: "_OTHER", ..self.folded() }
+    }
+}
+
 fn server_histogram() -> HistogramWithExemplars<TraceExemplar> {
     HistogramWithExemplars::new(SERVER_BUCKETS.into_iter())
 }
 
+/// The series cap of a duration family until the proxy sets its own from its configuration.
+const DEFAULT_SERIES_CAP: usize = 300;
+
 /// The proxy's metric families; cheap to clone (every family is an `Arc` inside).
 #[derive(Clone)]
 pub struct ProxyMetrics {
-    pub server_duration: DurationFamily<ServerLabels>,
+    pub server_duration: Bounded<ServerLabels>,
     pub server_active: Family<MethodLabel, Gauge>,
-    pub client_duration: DurationFamily<ClientLabels>,
+    pub client_duration: Bounded<ClientLabels>,
     pub client_active: Family<MethodLabel, Gauge>,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<DestinationLabel, Gauge>,
@@ -222,9 +344,9 @@ pub struct ProxyMetrics {
 impl Default for ProxyMetrics {
     fn default() -> Self {
         ProxyMetrics {
-            server_duration: Family::new_with_constructor(server_histogram),
+            server_duration: Bounded::new(DEFAULT_SERIES_CAP),
             server_active: Family::default(),
-            client_duration: Family::new_with_constructor(server_histogram),
+            client_duration: Bounded::new(DEFAULT_SERIES_CAP),
             client_active: Family::default(),
             breaker_state: Family::default(),
             access_log_dropped: Counter::default(),
@@ -240,13 +362,13 @@ impl ProxyMetrics {
         registry.register(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests proxied to the app",
-            self.server_duration.clone(),
+            self.server_duration.family.clone(),
         );
         registry.register("http_server_active_requests", "Inbound HTTP requests in flight", self.server_active.clone());
         registry.register(
             "http_client_request_duration_seconds",
             "Duration of the app's outbound HTTP requests through the egress proxy",
-            self.client_duration.clone(),
+            self.client_duration.family.clone(),
         );
         registry.register(
             "http_client_active_requests",
@@ -331,13 +453,33 @@ mod tests {
         metrics.register(&mut registry);
         let ok = ServerLabels { method: "GET", route: Arc::from("/a"), status: 200, error_type: None };
         let failed = ServerLabels { error_type: Some(ErrorType::Timeout), status: 504, ..ok.clone() };
-        metrics.server_duration.get_or_create(&ok).observe(0.001, None, None);
+        metrics.server_duration.observe(&ok, 0.001, None);
         let exemplar = TraceExemplar { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into() };
-        metrics.server_duration.get_or_create(&failed).observe(0.2, Some(exemplar), None);
+        metrics.server_duration.observe(&failed, 0.2, Some(exemplar));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/a",http_response_status_code="200"} 1"#), "{text}");
         assert!(text.contains(r#"http_response_status_code="504",error_type="timeout""#), "{text}");
         assert!(text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.2"#), "{text}");
+    }
+
+    #[test]
+    fn series_past_the_cap_fold_into_other_and_forgotten_routes_go() {
+        let family: Bounded<ServerLabels> = Bounded::new(3);
+        let labels =
+            |route: &str, status| ServerLabels { method: "GET", route: Arc::from(route), status, error_type: None };
+        for i in 0..3 {
+            family.observe(&labels(&format!("/r{i}"), 200), 0.1, None);
+        }
+        family.observe(&labels("/r9", 200), 0.1, None);
+        assert!(family.contains(&labels("other", 200)));
+        for status in 200..(200 + 2 * FOLDED_HEADROOM as u16) {
+            family.observe(&labels("/new", status), 0.1, None);
+        }
+        assert!(family.len() <= 3 + FOLDED_HEADROOM + 2 * FOLDED_HEADROOM, "{}", family.len());
+        assert!(family.contains(&ServerLabels { method: "_OTHER", ..labels("other", 399) }));
+        family.forget(|l| &*l.route == "/r1");
+        assert!(!family.contains(&labels("/r1", 200)));
+        assert!(family.contains(&labels("/r0", 200)));
     }
 }

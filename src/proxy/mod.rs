@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod conn;
 pub mod destination;
 pub mod discovery;
+pub mod finish;
 pub mod headers;
 pub mod identity;
 pub mod inbound;

@@ -6,12 +6,12 @@
 //! endpoints, with mTLS when configured; a retry goes to another endpoint. The request path is
 //! [`forward`], one commented step per layer.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
@@ -19,47 +19,92 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use opentelemetry::trace::SpanKind;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyError;
-use super::body::{Completion, ProxyBody};
+use super::body::ProxyBody;
 use super::breaker::{Admission, Breakers};
-use super::destination::{Destination, OutBody};
+use super::conn::{Activity, ConnTimeouts};
+use super::destination::{Destination as Named, OutBody};
 use super::discovery::Dns;
+use super::finish::{Finish, InFlight, Outcome, Recorder, plain};
 use super::headers;
 use super::identity::Identity;
-use super::metrics::{ClientLabels, ErrorType, MethodLabel, ProxyMetrics, TraceExemplar, method_label};
+use super::metrics::{ClientLabels, ErrorType, MethodGauges, ProxyMetrics, method_label};
+use super::route::OTHER;
 pub use super::settings::OutboundSettings as Settings;
-use super::span::{self, RequestInfo, RequestSpan};
+use super::span::{self, RequestInfo};
+use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
 
 /// First retry waits this long; each further one twice as long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+/// The app's connections to its egress proxy: the same header-read and idle limits as inbound.
+const TIMEOUTS: ConnTimeouts = ConnTimeouts { header_read: Duration::from_secs(10), idle: Duration::from_secs(90) };
+/// Series of the client duration family beyond the destinations' own bound.
+const SERIES_HEADROOM: usize = 100;
 
 /// What every outbound request shares.
 pub struct Outbound {
     client: Client<HttpConnector, OutBody>,
     metrics: ProxyMetrics,
+    /// `http_client_active_requests`, per method.
+    active: MethodGauges,
     tracing: Option<Arc<Tracing>>,
     breakers: Breakers,
+    destinations: Destinations,
     timeout: Duration,
     retries: u32,
     idempotent_only: bool,
     /// Named destinations.
-    destinations: Vec<Arc<Destination>>,
+    named: Vec<Arc<Named>>,
 }
 
-impl Outbound {
-    /// The named destination the app called, if `host` is one.
-    fn named(&self, host: &str) -> Option<&Arc<Destination>> {
-        self.destinations.iter().find(|d| d.host.eq_ignore_ascii_case(host))
+/// The destinations the app has called, at most `max_destinations` of them; later ones share the
+/// `other` label and have no circuit breaker of their own.
+struct Destinations {
+    max: usize,
+    known: RwLock<HashSet<Arc<str>>>,
+}
+
+/// A destination as labels and breakers know it.
+#[derive(Clone)]
+struct Destination {
+    /// `host:port`, the circuit breaker's key; `None` past `max_destinations`.
+    key: Option<Arc<str>>,
+    /// `server_address`: the host without the port, or `other`.
+    label: Arc<str>,
+}
+
+impl Destinations {
+    fn new(max: usize) -> Destinations {
+        Destinations { max, known: RwLock::new(HashSet::new()) }
+    }
+
+    fn get(&self, host: &str, port: u16) -> Destination {
+        let key = format!("{host}:{port}");
+        let known = {
+            let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+            known.get(key.as_str()).cloned()
+        };
+        let key = known.or_else(|| {
+            let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(key) = known.get(key.as_str()) {
+                return Some(Arc::clone(key));
+            }
+            (known.len() < self.max).then(|| {
+                let key: Arc<str> = Arc::from(key);
+                known.insert(Arc::clone(&key));
+                key
+            })
+        });
+        match key {
+            Some(key) => Destination { key: Some(key), label: Arc::from(host) },
+            None => Destination { key: None, label: Arc::from(OTHER) },
+        }
     }
 }
 
@@ -86,23 +131,26 @@ impl OutboundServer {
         connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
         let breakers = Breakers::new(config.breaker_failures, config.breaker_open_for, metrics.breaker_state.clone());
+        let max_destinations = config.max_destinations;
         let mut dns: Option<Arc<Dns>> = None;
-        let destinations = config
+        let named = config
             .destinations
             .iter()
             .map(|destination| {
                 let gauge = metrics.endpoints.clone();
-                let timeout = config.timeout;
-                Destination::new(destination, identity, &mut dns, dns_nameserver, timeout, gauge, shutdown)
+                Named::new(destination, identity, &mut dns, dns_nameserver, config.timeout, gauge, shutdown)
                     .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        metrics.client_duration.set_cap(max_destinations + SERIES_HEADROOM);
         let outbound = Outbound {
-            destinations,
+            named,
             client,
+            active: MethodGauges::new(&metrics.client_active),
             metrics,
             tracing,
             breakers,
+            destinations: Destinations::new(max_destinations),
             timeout: config.timeout,
             retries: config.retries,
             idempotent_only: config.idempotent_only,
@@ -116,36 +164,25 @@ impl OutboundServer {
 
     /// Serves until `shutdown`, then drains for at most `drain`.
     pub fn spawn(self, shutdown: CancellationToken, drain: Duration) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let graceful = GracefulShutdown::new();
-            while let Some((stream, _)) = crate::net::accept(&self.listener, &shutdown, "egress").await {
-                let _ = stream.set_nodelay(true);
-                let outbound = Arc::clone(&self.outbound);
-                let service = service_fn(move |request| {
-                    let outbound = Arc::clone(&outbound);
-                    async move { Ok::<_, Infallible>(handle(outbound, request).await) }
-                });
-                let connection =
-                    graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "egress connection ended with an error");
-                    }
-                });
-            }
-            drop(self.listener);
-            let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
-        })
+        let options = ServeOptions { server: "egress", timeouts: TIMEOUTS, drain };
+        let outbound = self.outbound;
+        tokio::spawn(serve(self.listener, shutdown, options, None, move |_client, activity: Arc<Activity>, _peer| {
+            let outbound = Arc::clone(&outbound);
+            service_fn(move |request| {
+                let outbound = Arc::clone(&outbound);
+                let activity = Arc::clone(&activity);
+                async move { Ok::<_, Infallible>(handle(outbound, activity, request).await) }
+            })
+        }))
     }
 }
 
-async fn handle(outbound: Arc<Outbound>, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(outbound: Arc<Outbound>, activity: Arc<Activity>, request: Request<Incoming>) -> Response<ProxyBody> {
     if request.method() == Method::CONNECT {
-        return tunnel(outbound, request).await;
+        return tunnel(outbound, activity, request).await;
     }
     match request.uri().scheme_str() {
-        Some("http") if request.uri().authority().is_some() => forward(outbound, request).await,
+        Some("http") if request.uri().authority().is_some() => forward(outbound, activity, request).await,
         _ => plain(
             StatusCode::BAD_REQUEST,
             "this is an HTTP proxy: send absolute-form requests (http://host/path) or CONNECT host:port\n",
@@ -154,42 +191,47 @@ async fn handle(outbound: Arc<Outbound>, request: Request<Incoming>) -> Response
 }
 
 /// One absolute-form request, layer by layer.
-async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    outbound: Arc<Outbound>,
+    activity: Arc<Activity>,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = method_label(request.method());
-    let destination = destination(request.uri());
-    let named = request.uri().host().and_then(|host| outbound.named(host)).cloned();
+    let host = request.uri().host().unwrap_or("unknown").trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let destination = outbound.destinations.get(&host, port);
+    let named = outbound.named.iter().find(|d| d.host.eq_ignore_ascii_case(&host)).cloned();
 
     // RED: in flight until the response body is done. Circuit breaker: fail fast while the
     // destination is known to be down.
-    let finish = match ClientFinish::admit(&outbound, started, method, &destination) {
-        Ok(finish) => ClientFinish { named: named.as_ref().map(|d| Arc::clone(&d.host)), ..finish },
+    let named_label = named.as_ref().map(|d| Arc::clone(&d.host));
+    let mut finish = match admit(&outbound, activity, started, method, &destination, named_label) {
+        Ok(finish) => finish,
         Err(rejected) => return *rejected,
     };
 
     // Trace: a CLIENT span, child of the app's context, whose context travels on.
-    let span = outbound.tracing.as_ref().map(|tracing| {
+    if let Some(tracing) = &outbound.tracing {
         let mut headers = std::mem::take(request.headers_mut());
-        let (host, port) = span::split_host_port(&destination);
         let info = RequestInfo {
             kind: SpanKind::Client,
             method: request.method(),
             method_label: method,
             path: request.uri().path(),
             route: None,
-            server: Some((host, port)),
+            server: Some((&host, Some(port))),
             client: None,
             version: request.version(),
             tls_client_subject: None,
         };
-        let span = span::start(tracing, &mut headers, &info);
+        finish.set_span(Some(span::start(tracing, &mut headers, &info)));
         *request.headers_mut() = headers;
-        span
-    });
-    let finish = ClientFinish { span, ..finish };
+    }
 
     // Headers: hop-by-hop and proxy credentials stay here.
-    headers::strip_hop_by_hop(request.headers_mut(), None);
+    let protected = outbound.tracing.as_ref().map_or(&[][..], |tracing| &tracing.propagator_fields[..]);
+    headers::strip_hop_by_hop(request.headers_mut(), None, protected);
     request.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
     *request.version_mut() = Version::HTTP_11;
 
@@ -225,9 +267,9 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
                 }
             },
         };
-        outbound.breakers.record(&destination, outcome.is_ok());
+        outbound.record(&destination, outcome.is_ok());
         match outcome {
-            Err(_) if attempt < attempts && outbound.breakers.admit(&destination) != Admission::Rejected => {
+            Err(_) if attempt < attempts && outbound.admit(&destination) != Admission::Rejected => {
                 // Another endpoint is tried at once; the same one (or a plain host) after a pause.
                 let elsewhere =
                     named.as_ref().is_some_and(|d| d.balancer.addresses().iter().any(|a| !tried.contains(a)));
@@ -242,9 +284,9 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     match result {
         Ok(response) | Err((Some(response), _)) => {
             let mut response = response;
-            headers::strip_hop_by_hop(response.headers_mut(), None);
-            let status = response.status().as_u16();
-            response.map(|body| ProxyBody::upstream(body).on_complete(Box::new(finish.with_status(status))))
+            headers::strip_hop_by_hop(response.headers_mut(), None, &[]);
+            let completion = finish.responded(response.status());
+            response.map(|body| ProxyBody::upstream(body).on_complete(completion))
         }
         Err((None, ErrorType::Timeout)) => finish.failed(
             StatusCode::GATEWAY_TIMEOUT,
@@ -257,14 +299,14 @@ async fn forward(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Res
     }
 }
 
-type Outcome = Result<Response<Incoming>, (Option<Response<Incoming>>, ErrorType)>;
+type Attempt = Result<Response<Incoming>, (Option<Response<Incoming>>, ErrorType)>;
 
 /// An attempt's result: a response, or why it failed (with the 5xx response, if there was one).
 // The error side carries the 5xx response itself, moved once per attempt, never stored.
 #[allow(clippy::result_large_err)]
 fn classify(
     result: Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
-) -> Outcome {
+) -> Attempt {
     match result {
         Ok(Ok(response)) if response.status().is_server_error() => {
             let status = response.status().as_u16();
@@ -284,13 +326,18 @@ fn endpoint_uri(endpoint: SocketAddr, uri: &http::Uri) -> http::Uri {
 }
 
 /// `CONNECT host:port`: answer 200, then copy bytes both ways (TLS stays end to end).
-async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+async fn tunnel(
+    outbound: Arc<Outbound>,
+    activity: Arc<Activity>,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
-    let Some(authority) = request.uri().authority().map(|a| a.as_str().to_owned()) else {
+    let Some(authority) = request.uri().authority().cloned() else {
         return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
     };
-    let destination: Arc<str> = Arc::from(authority.as_str());
-    let finish = match ClientFinish::admit(&outbound, started, "CONNECT", &destination) {
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let destination = outbound.destinations.get(host, authority.port_u16().unwrap_or(443));
+    let finish = match admit(&outbound, activity, started, "CONNECT", &destination, None) {
         Ok(finish) => finish,
         Err(rejected) => return *rejected,
     };
@@ -298,23 +345,17 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
     let upstream = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => {
-            outbound.breakers.record(&destination, false);
-            return finish.failed(
-                StatusCode::BAD_GATEWAY,
-                ErrorType::Connect,
-                "bad gateway: the destination is not reachable\n",
-            );
+            outbound.record(&destination, false);
+            let text = "bad gateway: the destination is not reachable\n";
+            return finish.failed(StatusCode::BAD_GATEWAY, ErrorType::Connect, text);
         }
         Err(_) => {
-            outbound.breakers.record(&destination, false);
-            return finish.failed(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorType::Timeout,
-                "gateway timeout: connecting took too long\n",
-            );
+            outbound.record(&destination, false);
+            let text = "gateway timeout: connecting took too long\n";
+            return finish.failed(StatusCode::GATEWAY_TIMEOUT, ErrorType::Timeout, text);
         }
     };
-    outbound.breakers.record(&destination, true);
+    outbound.record(&destination, true);
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -326,111 +367,66 @@ async fn tunnel(outbound: Arc<Outbound>, mut request: Request<Incoming>) -> Resp
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });
-    Response::new(ProxyBody::empty().on_complete(Box::new(finish.with_status(200))))
+    let completion = finish.responded(StatusCode::OK);
+    Response::new(ProxyBody::empty().on_complete(completion))
 }
 
-/// `host:port` of an absolute-form URI (port 80 when absent).
-fn destination(uri: &http::Uri) -> Arc<str> {
-    let host = uri.host().unwrap_or("unknown");
-    let port = uri.port_u16().unwrap_or(80);
-    Arc::from(format!("{host}:{port}"))
+impl Outbound {
+    /// The circuit breaker's decision; destinations past `max_destinations` have none.
+    fn admit(&self, destination: &Destination) -> Admission {
+        match &destination.key {
+            Some(key) => self.breakers.admit(key),
+            None => Admission::Allowed,
+        }
+    }
+
+    fn record(&self, destination: &Destination, success: bool) {
+        if let Some(key) = &destination.key {
+            self.breakers.record(key, success);
+        }
+    }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-struct ClientFinish {
-    in_flight: ClientInFlight,
-    outbound: Arc<Outbound>,
+/// Counts the request in flight, then asks the destination's circuit breaker: `Err` is the fast
+/// 503 to return while the circuit is open.
+fn admit(
+    outbound: &Arc<Outbound>,
+    activity: Arc<Activity>,
     started: Instant,
     method: &'static str,
-    destination: Arc<str>,
+    destination: &Destination,
+    named: Option<Arc<str>>,
+) -> Result<Finish<ClientRecorder>, Box<Response<ProxyBody>>> {
+    let in_flight = InFlight::new(outbound.active.get(method), Some(activity));
+    let server_address = Arc::clone(&destination.label);
+    let recorder = ClientRecorder { outbound: Arc::clone(outbound), method, server_address, named };
+    let finish = Finish::new(recorder, started, in_flight, outbound.tracing.clone());
+    if outbound.admit(destination) == Admission::Rejected {
+        let text = "circuit open: the destination is failing\n";
+        return Err(Box::new(finish.failed(StatusCode::SERVICE_UNAVAILABLE, ErrorType::CircuitOpen, text)));
+    }
+    Ok(finish)
+}
+
+/// What the egress proxy records about a finished request.
+struct ClientRecorder {
+    outbound: Arc<Outbound>,
+    method: &'static str,
+    server_address: Arc<str>,
     /// The named destination, for the `destination` label.
     named: Option<Arc<str>>,
-    span: Option<RequestSpan>,
 }
 
-impl ClientFinish {
-    /// Counts the request in flight, then asks the destination's circuit breaker: `Err` is the
-    /// fast 503 to return while the circuit is open.
-    fn admit(
-        outbound: &Arc<Outbound>,
-        started: Instant,
-        method: &'static str,
-        destination: &Arc<str>,
-    ) -> Result<ClientFinish, Box<Response<ProxyBody>>> {
-        let finish = ClientFinish {
-            in_flight: ClientInFlight::new(&outbound.metrics, method),
-            outbound: Arc::clone(outbound),
-            started,
-            method,
-            destination: Arc::clone(destination),
-            named: None,
-            span: None,
-        };
-        if outbound.breakers.admit(destination) == Admission::Rejected {
-            let text = "circuit open: the destination is failing\n";
-            return Err(Box::new(finish.failed(StatusCode::SERVICE_UNAVAILABLE, ErrorType::CircuitOpen, text)));
-        }
-        Ok(finish)
-    }
-
-    fn with_status(self, status: u16) -> ClientFinished {
-        ClientFinished { finish: self, status, error: ErrorType::of_status(status) }
-    }
-
-    fn failed(self, status: StatusCode, error: ErrorType, text: &'static str) -> Response<ProxyBody> {
-        let finished = ClientFinished { finish: self, status: status.as_u16(), error: Some(error) };
-        plain(status, text).map(|body| body.on_complete(Box::new(finished)))
-    }
-}
-
-struct ClientFinished {
-    finish: ClientFinish,
-    status: u16,
-    error: Option<ErrorType>,
-}
-
-impl Completion for ClientFinished {
-    fn complete(self: Box<Self>, _body_bytes: u64) {
-        let ClientFinished { finish, status, error } = *self;
-        let metrics = &finish.outbound.metrics;
+impl Recorder for ClientRecorder {
+    fn record(self, outcome: &Outcome) {
         let labels = ClientLabels {
-            method: finish.method,
-            server_address: finish.destination,
-            destination: finish.named,
-            status,
-            error_type: error,
+            method: self.method,
+            server_address: self.server_address,
+            destination: self.named,
+            status: outcome.status,
+            error_type: outcome.error,
         };
-        let exemplar =
-            finish.span.as_ref().and_then(RequestSpan::trace_id_hex).map(|trace_id| TraceExemplar { trace_id });
-        metrics.client_duration.get_or_create(&labels).observe(finish.started.elapsed().as_secs_f64(), exemplar, None);
-        if let (Some(span), Some(tracing)) = (finish.span, &finish.outbound.tracing) {
-            span.finish(tracing, status, error);
-        }
-        drop(finish.in_flight);
-    }
-}
-
-/// Counts an outbound request in `http_client_active_requests` until dropped.
-struct ClientInFlight {
-    active: Family<MethodLabel, Gauge>,
-    method: &'static str,
-}
-
-impl ClientInFlight {
-    fn new(metrics: &ProxyMetrics, method: &'static str) -> ClientInFlight {
-        metrics.client_active.get_or_create(&MethodLabel { method }).inc();
-        ClientInFlight { active: metrics.client_active.clone(), method }
-    }
-}
-
-impl Drop for ClientInFlight {
-    fn drop(&mut self) {
-        self.active.get_or_create(&MethodLabel { method: self.method }).dec();
+        let seconds = outcome.duration.as_secs_f64();
+        self.outbound.metrics.client_duration.observe(&labels, seconds, outcome.exemplar.clone());
     }
 }

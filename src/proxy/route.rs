@@ -1,22 +1,47 @@
 //! The `http_route` label: the configured template a path matches, else the path with id-like
-//! segments (numbers, UUIDs, long hex) replaced by `{id}`, else `other` once `max_routes`
-//! distinct values exist. Whatever clients send, the label's cardinality stays bounded.
+//! segments (numbers, UUIDs, long hex) replaced by `{id}`. Learned (untemplated) values are at
+//! most [`MAX_ROUTE_BYTES`] long and at most `max_routes` at once; one unused for `route_ttl` is
+//! forgotten to make room, and past that new ones are `other`. Configured templates are never
+//! crowded out: they do not count against `max_routes`. Whatever clients send, the label's
+//! cardinality and length stay bounded.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::units::RouteTemplate;
 
-/// The label value used once `max_routes` distinct routes have been seen.
+/// The label value used for routes that are too long or past `max_routes`.
 pub const OTHER: &str = "other";
 
+/// The longest `http_route` value learned from a path; longer ones are `other`.
+pub const MAX_ROUTE_BYTES: usize = 128;
+
+/// `last_sweep` before the first sweep.
+const NEVER: u64 = u64::MAX;
+
+/// Called with each learned route that is forgotten, so its metric series can go too.
+pub type OnForget = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Maps request paths to bounded `http_route` values.
-#[derive(Debug)]
 pub struct Routes {
     templates: Vec<Template>,
     max_routes: usize,
-    seen: RwLock<HashSet<Arc<str>>>,
+    ttl: Duration,
+    epoch: Instant,
+    /// Learned routes and when each was last used (milliseconds since `epoch`).
+    learned: RwLock<HashMap<Arc<str>, AtomicU64>>,
+    /// When expired routes were last looked for (milliseconds since `epoch`).
+    last_sweep: AtomicU64,
     other: Arc<str>,
+    on_forget: OnForget,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").field("templates", &self.templates).field("max_routes", &self.max_routes).finish()
+    }
 }
 
 /// A configured template split into segments; `None` is a `{placeholder}`.
@@ -51,12 +76,16 @@ impl Template {
 }
 
 impl Routes {
-    pub fn new(templates: &[RouteTemplate], max_routes: usize) -> Routes {
+    pub fn new(templates: &[RouteTemplate], max_routes: usize, ttl: Duration, on_forget: OnForget) -> Routes {
         Routes {
             templates: templates.iter().map(Template::new).collect(),
             max_routes,
-            seen: RwLock::new(HashSet::new()),
+            ttl,
+            epoch: Instant::now(),
+            learned: RwLock::new(HashMap::new()),
+            last_sweep: AtomicU64::new(NEVER),
             other: Arc::from(OTHER),
+            on_forget,
         }
     }
 
@@ -65,30 +94,62 @@ impl Routes {
         if let Some(template) = self.templates.iter().find(|t| t.matches(path)) {
             return Arc::clone(&template.text);
         }
+        // A path far longer than any route cannot template down to one: not worth a copy.
+        if path.len() > MAX_ROUTE_BYTES * 8 {
+            return Arc::clone(&self.other);
+        }
         if needs_templating(path) { self.bounded(&templated(path)) } else { self.bounded(path) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// `route` if it is already known or there is room for it, else `other`.
     fn bounded(&self, route: &str) -> Arc<str> {
+        if route.len() > MAX_ROUTE_BYTES {
+            return Arc::clone(&self.other);
+        }
+        let now = self.now_ms();
         {
-            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(known) = seen.get(route) {
+            let learned = self.learned.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((known, used)) = learned.get_key_value(route) {
+                used.store(now, Ordering::Relaxed);
                 return Arc::clone(known);
             }
-            if seen.len() >= self.max_routes {
+            if learned.len() >= self.max_routes && !self.sweep_due(now) {
                 return Arc::clone(&self.other);
             }
         }
-        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = seen.get(route) {
+        let mut learned = self.learned.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, used)) = learned.get_key_value(route) {
+            used.store(now, Ordering::Relaxed);
             return Arc::clone(known);
         }
-        if seen.len() >= self.max_routes {
+        if learned.len() >= self.max_routes && self.sweep_due(now) {
+            self.last_sweep.store(now, Ordering::Relaxed);
+            let ttl = self.ttl.as_millis() as u64;
+            learned.retain(|route, used| {
+                let keep = now.saturating_sub(used.load(Ordering::Relaxed)) < ttl;
+                if !keep {
+                    (self.on_forget)(route);
+                }
+                keep
+            });
+        }
+        if learned.len() >= self.max_routes {
             return Arc::clone(&self.other);
         }
         let route: Arc<str> = Arc::from(route);
-        seen.insert(Arc::clone(&route));
+        learned.insert(Arc::clone(&route), AtomicU64::new(now));
         route
+    }
+
+    /// Whether a full table may be swept for expired routes now: at most once a second (a
+    /// sweep is a pass over `max_routes` entries under the write lock).
+    fn sweep_due(&self, now: u64) -> bool {
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        last == NEVER || now.saturating_sub(last) >= 1000.min(self.ttl.as_millis() as u64)
     }
 }
 
@@ -136,7 +197,7 @@ mod tests {
 
     fn routes(templates: &[&str], max: usize) -> Routes {
         let templates: Vec<RouteTemplate> = templates.iter().map(|t| RouteTemplate((*t).to_owned())).collect();
-        Routes::new(&templates, max)
+        Routes::new(&templates, max, Duration::from_secs(600), Box::new(|_| {}))
     }
 
     #[test]
@@ -169,5 +230,32 @@ mod tests {
         for i in 0..10_000 {
             assert!(matches!(&*routes.route(&format!("/x{i}/y")), OTHER));
         }
+    }
+
+    #[test]
+    fn long_routes_are_other_and_templates_are_never_crowded_out() {
+        let routes = routes(&["/api/users/{id}"], 2);
+        assert_eq!(&*routes.route(&format!("/{}", "z".repeat(MAX_ROUTE_BYTES))), OTHER);
+        assert_eq!(&*routes.route(&format!("/{}", "z".repeat(60_000))), OTHER);
+        for i in 0..100 {
+            routes.route(&format!("/junk{i}"));
+        }
+        assert_eq!(&*routes.route("/api/users/alice"), "/api/users/{id}");
+    }
+
+    #[test]
+    fn idle_learned_routes_are_forgotten_after_the_ttl() {
+        let forgotten = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = Arc::clone(&forgotten);
+        let on_forget: OnForget = Box::new(move |route| seen.lock().expect("lock").push(route.to_owned()));
+        let routes = Routes::new(&[], 2, Duration::from_millis(50), on_forget);
+        assert_eq!(&*routes.route("/junk1"), "/junk1");
+        assert_eq!(&*routes.route("/junk2"), "/junk2");
+        assert_eq!(&*routes.route("/real"), OTHER, "the first sweep finds nothing expired yet");
+        std::thread::sleep(Duration::from_millis(120));
+        routes.last_sweep.store(NEVER, Ordering::Relaxed);
+        let _ = routes.route("/junk2");
+        assert_eq!(&*routes.route("/real"), "/real");
+        assert_eq!(*forgotten.lock().expect("lock"), vec!["/junk1".to_owned()]);
     }
 }

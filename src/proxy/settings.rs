@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::config::units::{Duration, Endpoint, ListenAddr, RouteTemplate};
+use crate::config::units::{Cidr, Duration, Endpoint, ListenAddr, RouteTemplate};
 use crate::config::{Checker, ConfigIssue};
 pub use crate::proxy::identity::IdentityFiles;
 
@@ -73,9 +73,18 @@ pub struct InboundConfig {
     /// Route templates for the `http_route` label, e.g. /api/users/{id}.
     #[serde(default)]
     pub routes: Vec<RouteTemplate>,
-    /// Distinct http_route values before new ones become "other".
+    /// Distinct learned http_route values (paths that match no template) before new ones become
+    /// "other"; configured templates do not count.
     #[serde(default = "default_max_routes")]
     pub max_routes: NonZeroUsize,
+    /// A learned http_route value unused this long is forgotten, making room for new ones.
+    #[serde(default = "default_route_ttl")]
+    pub route_ttl: Duration,
+    /// Peers (CIDR blocks) whose X-Forwarded-For/-Proto/-Host are kept (pillion appends to
+    /// X-Forwarded-For); from any other peer pillion sets them itself. Default: none.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<Cidr>,
     /// Every request also becomes a Record in the log pipeline.
     #[serde(default)]
     pub access_log: bool,
@@ -94,6 +103,10 @@ pub struct InboundConfig {
 
 fn default_max_routes() -> NonZeroUsize {
     NonZeroUsize::new(200).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_route_ttl() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `proxy.inbound.timeouts:`
@@ -137,6 +150,10 @@ pub struct OutboundConfig {
     /// mTLS. Other hosts are proxied as given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<DestinationConfig>,
+    /// Distinct destinations (server_address values and circuit breakers) before new ones are
+    /// counted as "other".
+    #[serde(default = "default_max_destinations")]
+    pub max_destinations: NonZeroUsize,
 }
 
 /// `proxy.outbound.destinations[]:`
@@ -229,6 +246,10 @@ fn default_outbound_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_max_destinations() -> NonZeroUsize {
+    NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN)
+}
+
 /// `proxy.outbound.retries:`
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -279,6 +300,8 @@ pub struct InboundSettings {
     pub upstream: Authority,
     pub routes: Vec<RouteTemplate>,
     pub max_routes: usize,
+    pub route_ttl: StdDuration,
+    pub trusted_proxies: Vec<Cidr>,
     pub access_log: bool,
     pub timeouts: Timeouts,
     pub mtls: MtlsMode,
@@ -311,6 +334,7 @@ pub struct OutboundSettings {
     pub breaker_open_for: StdDuration,
     /// Named destinations, checked by [`check_mesh`].
     pub destinations: Vec<DestinationConfig>,
+    pub max_destinations: usize,
 }
 
 impl ProxyConfig {
@@ -357,6 +381,8 @@ impl InboundConfig {
             upstream,
             routes: self.routes.clone(),
             max_routes: self.max_routes.get(),
+            route_ttl: self.route_ttl.get(),
+            trusted_proxies: self.trusted_proxies.clone(),
             access_log: self.access_log,
             timeouts: self.timeouts.into(),
             mtls: self.mtls,
@@ -374,6 +400,7 @@ impl OutboundConfig {
             idempotent_only: self.retries.idempotent_only,
             breaker_failures: self.circuit_breaker.consecutive_failures,
             breaker_open_for: self.circuit_breaker.open_for.get(),
+            max_destinations: self.max_destinations.get(),
             destinations: self.destinations.clone(),
         }
     }

@@ -103,6 +103,10 @@ pub fn start(tracing: &Tracing, headers: &mut HeaderMap, info: &RequestInfo) -> 
         Box::new(record(headers, info, context.clone(), parent_span_id, parent_is_remote, start))
     });
     let ids = sampled.then(|| (TraceId(trace_id.to_bytes()), SpanId(span_id.to_bytes())));
+    // Nothing the client sent in a propagator's header goes on: only what pillion injects.
+    for field in &tracing.propagator_fields {
+        headers.remove(field);
+    }
     let ours = parent.with_remote_span_context(context);
     tracing.propagator.inject_context(&ours, &mut HeaderInjector(headers));
     RequestSpan { record, ids }

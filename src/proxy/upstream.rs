@@ -14,6 +14,8 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+
+use super::body::ClientBody;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -39,20 +41,20 @@ pub struct Upstream {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    idle: Mutex<Vec<(SendRequest<ClientBody>, Instant)>>,
 }
 
 /// The app connection a client connection last used; handed to the shared pool when the client
 /// connection closes.
 pub struct Affinity {
     upstream: Arc<Upstream>,
-    held: Mutex<Option<SendRequest<Incoming>>>,
+    held: Mutex<Option<SendRequest<ClientBody>>>,
 }
 
 /// An app connection in use by one request; it goes back to its client connection (or the
 /// shared pool) when dropped, which the proxy does once the response body is complete.
 pub struct Lease {
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<ClientBody>>,
     home: Arc<Affinity>,
 }
 
@@ -73,7 +75,7 @@ impl Upstream {
     pub async fn send(
         self: &Arc<Self>,
         affinity: &Arc<Affinity>,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
     ) -> Result<(Response<Incoming>, Lease), ForwardError> {
         request.headers_mut().entry(HOST).or_insert_with(|| self.host.clone());
         *request.uri_mut() = origin_form(request.uri());
@@ -101,7 +103,7 @@ impl Upstream {
     }
 
     /// A ready idle connection: the client connection's own, else one from the shared pool.
-    async fn checkout(&self, affinity: &Affinity) -> Option<SendRequest<Incoming>> {
+    async fn checkout(&self, affinity: &Affinity) -> Option<SendRequest<ClientBody>> {
         let held = affinity.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut sender) = held {
             if sender.ready().await.is_ok() {
@@ -118,7 +120,7 @@ impl Upstream {
     }
 
     /// A new connection to the app, its driver spawned.
-    async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+    async fn connect(&self) -> Result<SendRequest<ClientBody>, ForwardError> {
         let connecting = async {
             match self.address {
                 Some(address) => TcpStream::connect(address).await,
@@ -142,7 +144,7 @@ impl Upstream {
     }
 
     /// Keeps `sender` for reuse by anyone, if there is room.
-    fn pool(&self, sender: SendRequest<Incoming>) {
+    fn pool(&self, sender: SendRequest<ClientBody>) {
         if sender.is_closed() {
             return;
         }

@@ -1,5 +1,6 @@
 //! pillion's own log output: human-readable text on a terminal, JSON lines otherwise, always on
-//! stderr (stdout belongs to the stdout sink), level from `PILLION_LOG` or `RUST_LOG`.
+//! stderr (stdout belongs to the stdout sink), level from `PILLION_LOG` or `RUST_LOG`; secrets
+//! redacted from every line.
 
 use std::io::IsTerminal;
 
@@ -28,7 +29,9 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Every line goes through the one redaction function on its way out.
+    let writer = || crate::redact::Redacting(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {

@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -121,6 +121,9 @@ pub trait ExportSpan: Send {
 /// export thread.
 pub struct Tracing {
     pub propagator: TextMapCompositePropagator,
+    /// Every header the configured propagators read or write: removed from a request before
+    /// pillion injects its own context.
+    pub propagator_fields: Vec<http::HeaderName>,
     sampler: Sampler,
     ids: RandomIdGenerator,
     queue: mpsc::Sender<Box<dyn ExportSpan>>,
@@ -146,8 +149,12 @@ impl Tracing {
         let stop = CancellationToken::new();
         let exported = spawn_export_thread(settings.clone(), resource, receiver, metrics.clone(), stop.clone())?;
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, "exporting spans");
+        let propagator = super::propagation::build(&config.propagators);
+        let propagator_fields =
+            propagator.fields().filter_map(|field| http::HeaderName::from_bytes(field.as_bytes()).ok()).collect();
         Ok(Tracing {
-            propagator: super::propagation::build(&config.propagators),
+            propagator,
+            propagator_fields,
             sampler: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))),
             ids: RandomIdGenerator::default(),
             queue: sender,
