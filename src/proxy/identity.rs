@@ -17,8 +17,7 @@ use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anch
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
-    ClientHello, ParsedCertificate, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
-    WebPkiClientVerifier,
+    ClientHello, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
 use rustls::{
@@ -38,9 +37,6 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// The largest identity file read (a certificate chain or a key is a few KiB).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Inbound TLS sessions kept for resumption.
-const SESSIONS: usize = 1024;
 
 /// ALPN protocols, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -158,9 +154,6 @@ struct Material {
     serial: String,
     /// The files' bytes, to notice a change.
     files: [Vec<u8>; 3],
-    /// Inbound sessions for resumption; new with each certificate, so that a resumed session
-    /// never outlives the certificate it was made with.
-    sessions: Arc<ServerSessionMemoryCache>,
 }
 
 /// The current material, swapped whole when the files change.
@@ -268,7 +261,11 @@ impl Identity {
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(Arc::new(OwnCertificate { store: Arc::clone(&self.store) }));
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-        config.session_storage = Arc::new(Sessions { store: Arc::clone(&self.store) });
+        // No resumption: a session resumed after a rotation would keep the old certificate
+        // (a ticket issued by a handshake that straddled the reload resumes it indefinitely).
+        // The mesh's connections are long-lived and pooled, so full handshakes are rare.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 
@@ -340,15 +337,7 @@ fn build(
         invalid(&files.cert_file, "the certificate has no URI or DNS subject alternative name".into())
     })?;
     let serial = serial(end_entity).unwrap_or_default();
-    Ok(Material {
-        key: Arc::new(key),
-        roots,
-        client_verifier,
-        identity: Arc::from(identity),
-        serial,
-        files: bytes,
-        sessions: ServerSessionMemoryCache::new(SESSIONS),
-    })
+    Ok(Material { key: Arc::new(key), roots, client_verifier, identity: Arc::from(identity), serial, files: bytes })
 }
 
 /// A certificate's identity: its URI SAN, else its first DNS SAN.
@@ -429,35 +418,6 @@ impl ResolvesClientCert for OwnCertificate {
     }
 
     fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// The current certificate's session cache.
-struct Sessions {
-    store: Arc<Store>,
-}
-
-impl fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sessions")
-    }
-}
-
-impl StoresServerSessions for Sessions {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.store.get().sessions.put(key, value)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.store.get().sessions.get(key)
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.store.get().sessions.take(key)
-    }
-
-    fn can_cache(&self) -> bool {
         true
     }
 }
