@@ -36,7 +36,24 @@ const RAW: &[&str] = &[
     "2026-11-25 12:00:02,900 ERROR [pool-1] c.e.Export - upload failed: connection reset by peer",
 ];
 
+/// Unstructured lines as real systems write them, for `auto`'s time and level sniffing.
+const TEXT: &[&str] = &[
+    "2026-11-25 12:00:00,101 INFO  [main] c.e.Legacy - starting legacy billing export",
+    "17/06/09 20:10:40 INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers for [TERM, HUP, INT]",
+    "03-17 16:13:38.811  1702  2395 D WindowManager: printFreezingDisplayLogsopening app wtoken = AppWindowToken{9f4ef63 token=Token{a64f992 ActivityRecord{de9231d u0 com.tencent.qt.qtl/.activity.info.NewsDetailXmlActivity t761}}}, allDrawn= false, startingDisplayed =  false, startingMoved =  false, isRelaunching =  false",
+    "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties",
+    "Dec 10 06:55:46 LabSZ sshd[24200]: reverse mapping checking getaddrinfo for ns.marryaldkfaczcz.com [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!",
+    "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: 3200",
+    "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating",
+    "plain text without a time or a level, as a script might print it to its log file",
+];
+
 fn bench_parser(c: &mut Criterion, parser_name: &str, samples: &[&str]) {
+    bench_named(c, parser_name, parser_name, samples);
+}
+
+/// Benches `parser_name` on `samples` under the id `id` (`auto_logfmt`: auto on logfmt lines).
+fn bench_named(c: &mut Criterion, id: &str, parser_name: &str, samples: &[&str]) {
     let Some(parser) = Parser::by_name(parser_name) else {
         eprintln!("skipping {parser_name}: no such parser");
         return;
@@ -47,7 +64,7 @@ fn bench_parser(c: &mut Criterion, parser_name: &str, samples: &[&str]) {
     let observed: Timestamp = "2026-11-25T12:00:05Z".parse().expect("timestamp");
     let mut group = c.benchmark_group(format!("parse/{LINES_PER_ITER}_lines"));
     group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function(parser_name, |b| {
+    group.bench_function(id, |b| {
         b.iter(|| {
             for line in &lines {
                 black_box(parser.parse(black_box(line), observed, &resource));
@@ -61,6 +78,8 @@ fn parsers(c: &mut Criterion) {
     bench_parser(c, "json", JSON);
     bench_parser(c, "logfmt", LOGFMT);
     bench_parser(c, "auto", JSON);
+    bench_named(c, "auto_logfmt", "auto", LOGFMT);
+    bench_named(c, "auto_text", "auto", TEXT);
     bench_parser(c, "raw", RAW);
     bench_parser(c, "nginx_access", NGINX);
 }

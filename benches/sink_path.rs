@@ -5,7 +5,8 @@
 //! medians over several runs.
 //!
 //! `cargo bench --bench sink_path` (200 MB, 5 runs; PILLION_BENCH_MB and PILLION_BENCH_RUNS
-//! override; PILLION_BIN=path measures another build). Under `cargo test` it does one 2 MB run
+//! override; PILLION_BIN=path measures another build; PILLION_BENCH_FORMAT=nginx ships nginx
+//! access lines parsed by the `nginx_access` regex parser instead of JSON lines). Under `cargo test` it does one 2 MB run
 //! as a smoke test. The sink batches with the defaults (10000 events, 1 MiB) but a 50 ms
 //! timeout, which the wall time includes once: the last, partial batch waits for it.
 //!
@@ -38,15 +39,16 @@ fn main() {
     let runs = if benching { env_number("PILLION_BENCH_RUNS", 5) } else { 1 };
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("logs/app.log");
-    let lines = write_lines(&log, megabytes * 1_000_000);
+    let format = Format::from_env();
+    let lines = write_lines(&log, megabytes * 1_000_000, format);
     let bytes = std::fs::metadata(&log).expect("log").len();
-    println!("input: {lines} JSON lines, {:.1} MiB", bytes as f64 / MIB);
+    println!("input: {lines} {} lines, {:.1} MiB", format.name(), bytes as f64 / MIB);
 
     let receiver = Drain::start();
     let mut results = Vec::new();
     for run in 0..runs {
         let cat = time_cat(&log);
-        let result = run_pillion(dir.path(), &receiver, lines);
+        let result = run_pillion(dir.path(), &receiver, lines, format);
         println!(
             "run {run}: {:.1} MiB/s, {:.0} lines/s, {:.2} CPU s, peak RSS {:.1} MiB, wall {:.2} s, wire {:.1} MiB in {} requests; cat {:.0} MiB/s",
             bytes as f64 / MIB / result.seconds,
@@ -77,21 +79,81 @@ fn main() {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Writes JSON lines of a typical service log until `target` bytes; returns the line count.
-fn write_lines(path: &Path, target: u64) -> u64 {
+/// What the log file holds and the parser that reads it.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    /// A service's JSON lines, `format: json`.
+    Json,
+    /// nginx `combined` access lines, `format: nginx_access` (the regex path).
+    Nginx,
+}
+
+impl Format {
+    fn from_env() -> Format {
+        match std::env::var("PILLION_BENCH_FORMAT").as_deref() {
+            Ok("nginx") => Format::Nginx,
+            _ => Format::Json,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Nginx => "nginx access",
+        }
+    }
+
+    /// The input's `format:` (the specific name, which every build knows).
+    fn parser(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Nginx => "nginx_access",
+        }
+    }
+
+    fn line(self, count: u64) -> String {
+        match self {
+            Format::Json => {
+                let levels = ["info", "info", "info", "warn", "error", "debug"];
+                format!(
+                    r#"{{"ts":"2026-11-25T12:{:02}:{:02}.{:03}Z","level":"{}","msg":"request completed","method":"GET","path":"/api/cart/{count}","status":200,"duration_ms":12.4,"user":"u-{}","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}"#,
+                    (count / 60_000) % 60,
+                    (count / 1000) % 60,
+                    count % 1000,
+                    levels[(count % 6) as usize],
+                    count % 1000,
+                )
+            }
+            Format::Nginx => {
+                let statuses = [200, 200, 200, 304, 404, 502];
+                let agents = [
+                    "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+                    "okhttp/4.12.0",
+                    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
+                ];
+                format!(
+                    r#"10.0.{}.{} - - [25/Nov/2026:12:{:02}:{:02} +0000] "GET /api/cart/{count}?page={} HTTP/1.1" {} {} "https://shop.example.com/cart" "{}""#,
+                    (count / 256) % 256,
+                    count % 256,
+                    (count / 60_000) % 60,
+                    (count / 1000) % 60,
+                    count % 7,
+                    statuses[(count % 6) as usize],
+                    512 + count % 4096,
+                    agents[(count % 3) as usize],
+                )
+            }
+        }
+    }
+}
+
+/// Writes lines of a typical service log until `target` bytes; returns the line count.
+fn write_lines(path: &Path, target: u64, format: Format) -> u64 {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     let mut out = BufWriter::new(std::fs::File::create(path).expect("create"));
     let (mut written, mut count) = (0u64, 0u64);
-    let levels = ["info", "info", "info", "warn", "error", "debug"];
     while written < target {
-        let line = format!(
-            r#"{{"ts":"2026-11-25T12:{:02}:{:02}.{:03}Z","level":"{}","msg":"request completed","method":"GET","path":"/api/cart/{count}","status":200,"duration_ms":12.4,"user":"u-{}","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}"#,
-            (count / 60_000) % 60,
-            (count / 1000) % 60,
-            count % 1000,
-            levels[(count % 6) as usize],
-            count % 1000,
-        );
+        let line = format.line(count);
         out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).expect("write");
         written += line.len() as u64 + 1;
         count += 1;
@@ -117,7 +179,7 @@ struct RunResult {
     requests: u64,
 }
 
-fn run_pillion(dir: &Path, receiver: &Drain, lines: u64) -> RunResult {
+fn run_pillion(dir: &Path, receiver: &Drain, lines: u64, format: Format) -> RunResult {
     let data = dir.join("data");
     let _ = std::fs::remove_dir_all(&data);
     let config = dir.join("bench.yaml");
@@ -132,7 +194,7 @@ worker_threads: 2
 logs:
   data_dir: {}
   inputs:
-    - {{ name: app, paths: ["{}/logs/*.log"], format: json, poll_interval: 100ms }}
+    - {{ name: app, paths: ["{}/logs/*.log"], format: {}, poll_interval: 100ms }}
   sinks:
     - name: loki
       type: loki
@@ -142,6 +204,7 @@ logs:
 "#,
             data.display(),
             dir.display(),
+            format.parser(),
             receiver.address
         ),
     )

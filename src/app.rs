@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
+use crate::pipeline::unix_now;
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::proxy::ProxyError;
 use crate::proxy::access_log::AccessLog;
@@ -20,7 +21,7 @@ use crate::proxy::identity::Identity;
 use crate::proxy::inbound::InboundServer;
 use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
-use crate::tail::checkpoint::{CheckpointError, CheckpointStore};
+use crate::tail::checkpoint::{CheckpointError, CheckpointStore, CheckpointWriter};
 use crate::tail::{self, TailerContext};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::{Tracing, TracingError};
@@ -55,96 +56,141 @@ pub enum RunError {
 
 /// Runs until `shutdown` is cancelled (or a sink fails), then drains and checkpoints.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let started = Instant::now();
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
+    let running = Running::start(config, shutdown).await?;
+    running.until_stopped().await;
+    running.shutdown().await
+}
+
+/// Everything pillion runs, in the order it is stopped.
+struct Running {
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+    ready: Arc<AtomicBool>,
+    admin: JoinHandle<()>,
+    proxies: Proxies,
+    span_export: Option<Arc<Tracing>>,
+    tailers: Vec<std::thread::JoinHandle<()>>,
+    fanout: JoinHandle<()>,
+    sinks: Vec<(Arc<str>, SinkTask)>,
+    sink_failed: CancellationToken,
+    acks: Arc<Acknowledgements>,
+    checkpoints: CheckpointWriter,
+}
+
+impl Running {
+    /// Starts every part, downstream first: admin server, span export, sinks, fan-out,
+    /// tailers, proxies, the checkpoint writer; then reports ready.
+    async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RunError> {
+        let started = Instant::now();
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let metrics = Metrics::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = start_admin(&config, &metrics, &ready, &shutdown).await?;
+
+        let env = |name: &str| std::env::var(name).ok();
+        let span_export = match &config.tracing {
+            Some(tracing) => Some(Arc::new(Tracing::start(tracing, &config.resource, &metrics.spans, &env)?)),
+            None => None,
+        };
+
+        let logs = &config.logs;
+        let store = CheckpointStore::new(&logs.data_dir);
+        let loaded = store.load();
+        if let Some(warning) = &loaded.warning {
+            tracing::warn!("{warning}");
+        }
+        let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
+        acks.restore(&loaded.entries, unix_now());
+
+        let sink_failed = CancellationToken::new();
+        let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
+        let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
+        let fanout = sink::spawn_fanout(fanout_input, &sinks);
+        let sinks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
+
+        let tailers = start_tailers(&config, &logs.transforms, &acks, &metrics, &tail_output, &shutdown)?;
+        let proxies = start_proxies(&config, &metrics, span_export.clone(), &tail_output, shutdown.clone()).await?;
+        drop(tail_output);
+
+        let intervals = (logs.checkpoint_interval, logs.checkpoint_ttl);
+        let checkpoints = CheckpointWriter::spawn(store, Arc::clone(&acks), intervals);
+
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            inputs = logs.inputs.len(),
+            sinks = logs.sinks.len(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "pillion started"
+        );
+        Ok(Running {
+            shutdown,
+            shutdown_timeout: config.shutdown_timeout,
+            ready,
+            admin,
+            proxies,
+            span_export,
+            tailers,
+            fanout,
+            sinks,
+            sink_failed,
+            acks,
+            checkpoints,
+        })
     }
-    let metrics = Metrics::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let admin = AdminServer::bind(config.admin_listen)
-        .await
-        .map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
-    let admin_address =
-        admin.local_addr().map_err(|source| RunError::AdminBind { address: config.admin_listen, source })?;
+
+    /// Returns once a shutdown was asked for or a sink failed.
+    async fn until_stopped(&self) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => tracing::info!("shutting down: draining inputs and flushing sinks"),
+            _ = self.sink_failed.cancelled() => tracing::error!("a sink failed; shutting down"),
+        }
+    }
+
+    /// Stops in data-flow order within `shutdown_timeout`: not ready, proxies drained, spans
+    /// flushed, tailers stopped, fan-out emptied, sinks flushed, then the final checkpoint.
+    async fn shutdown(self) -> Result<(), RunError> {
+        self.ready.store(false, Ordering::Relaxed);
+        self.shutdown.cancel();
+
+        let deadline = started_deadline(self.shutdown_timeout);
+        self.proxies.drain(deadline).await;
+        if let Some(span_export) = &self.span_export {
+            let budget = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(2));
+            span_export.shutdown(budget).await;
+        }
+        let drained = tokio::time::timeout_at(deadline, drain(self.tailers, self.fanout, self.sinks)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart"
+            );
+        }
+        self.checkpoints.finish(&self.acks).await?;
+        self.admin.abort();
+        tracing::info!("checkpoints written; bye");
+        if self.sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
+    }
+}
+
+/// Binds the admin server and starts serving /metrics, /healthz, /readyz and /config.
+async fn start_admin(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+    shutdown: &CancellationToken,
+) -> Result<JoinHandle<()>, RunError> {
+    let bind_error = |source| RunError::AdminBind { address: config.admin_listen, source };
+    let admin = AdminServer::bind(config.admin_listen).await.map_err(bind_error)?;
+    let admin_address = admin.local_addr().map_err(bind_error)?;
     let admin_state = AdminState {
-        metrics: Arc::clone(&metrics),
-        ready: Arc::clone(&ready),
+        metrics: Arc::clone(metrics),
+        ready: Arc::clone(ready),
         config_yaml: Arc::from(config.effective_yaml.as_str()),
     };
-    let admin_task = admin.spawn(admin_state, shutdown.clone());
+    let task = admin.spawn(admin_state, shutdown.clone());
     tracing::info!(address = %admin_address, "admin server listening");
-
-    let env = |name: &str| std::env::var(name).ok();
-    let span_export = match &config.tracing {
-        Some(tracing) => Some(Arc::new(Tracing::start(tracing, &config.resource, &metrics.spans, &env)?)),
-        None => None,
-    };
-
-    let logs = &config.logs;
-    let store = CheckpointStore::new(&logs.data_dir);
-    let loaded = store.load();
-    if let Some(warning) = &loaded.warning {
-        tracing::warn!("{warning}");
-    }
-    let acks = Arc::new(Acknowledgements::new(logs.sinks.len()));
-    acks.restore(&loaded.entries, unix_now());
-    let transforms = Arc::clone(&logs.transforms);
-
-    let sink_failed = CancellationToken::new();
-    let sinks = sink::start(&logs.sinks, &logs.data_dir, &acks, &metrics.sink, &sink_failed)?;
-    let (tail_output, fanout_input) = mpsc::channel(TAIL_QUEUE_BATCHES);
-    let fanout = sink::spawn_fanout(fanout_input, &sinks);
-    let sink_tasks: Vec<_> = sinks.into_iter().map(sink::RunningSink::close).collect();
-
-    let tailers = start_tailers(&config, &transforms, &acks, &metrics, &tail_output, &shutdown)?;
-    let proxies = start_proxies(&config, &metrics, span_export.clone(), &tail_output, shutdown.clone()).await?;
-    drop(tail_output);
-
-    let checkpoint_stop = CancellationToken::new();
-    let checkpointer = spawn_checkpointer(
-        store.clone(),
-        Arc::clone(&acks),
-        (logs.checkpoint_interval, logs.checkpoint_ttl),
-        checkpoint_stop.clone(),
-    );
-
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        inputs = logs.inputs.len(),
-        sinks = logs.sinks.len(),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "pillion started"
-    );
-
-    tokio::select! {
-        _ = shutdown.cancelled() => tracing::info!("shutting down: draining inputs and flushing sinks"),
-        _ = sink_failed.cancelled() => tracing::error!("a sink failed; shutting down"),
-    }
-    ready.store(false, Ordering::Relaxed);
-    shutdown.cancel();
-
-    let deadline = started_deadline(config.shutdown_timeout);
-    proxies.drain(deadline).await;
-    if let Some(span_export) = &span_export {
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(2));
-        span_export.shutdown(budget).await;
-    }
-    let drained = tokio::time::timeout_at(deadline, drain(tailers, fanout, sink_tasks)).await;
-    if drained.is_err() {
-        tracing::warn!(
-            "shutdown_timeout reached before every sink was flushed; unacknowledged records will be read again after restart"
-        );
-    }
-    checkpoint_stop.cancel();
-    let _ = checkpointer.await;
-    let final_offsets = acks.snapshot();
-    match tokio::task::spawn_blocking(move || store.save(&final_offsets)).await {
-        Ok(saved) => saved?,
-        Err(error) => tracing::error!(%error, "the final checkpoint writer panicked"),
-    }
-    admin_task.abort();
-    tracing::info!("checkpoints written; bye");
-    if sink_failed.is_cancelled() { Err(RunError::SinkFailed) } else { Ok(()) }
+    Ok(task)
 }
 
 /// The running proxies and the access-log task feeding the log pipeline.
@@ -270,44 +316,4 @@ async fn drain(tailers: Vec<std::thread::JoinHandle<()>>, fanout: JoinHandle<()>
             Err(error) => tracing::error!(sink = %name, %error, "sink task panicked"),
         }
     }
-}
-
-/// Seconds since the Unix epoch (checkpoint entries record since when a file is gone).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Persists the ledger every `interval` when it changed, forgetting files gone for `ttl`.
-fn spawn_checkpointer(
-    store: CheckpointStore,
-    acks: Arc<Acknowledgements>,
-    (interval, ttl): (Duration, Duration),
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let forgotten = acks.expire(unix_now(), ttl.as_secs());
-            if forgotten > 0 {
-                tracing::info!(forgotten, "checkpoints of files gone longer than checkpoint_ttl forgotten");
-            }
-            let Some(offsets) = acks.snapshot_if_changed() else {
-                continue;
-            };
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.save(&offsets)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "checkpoint not written; will retry");
-                    acks.mark_changed();
-                }
-                Err(error) => tracing::warn!(%error, "checkpoint writer panicked"),
-            }
-        }
-    })
 }

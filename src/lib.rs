@@ -31,11 +31,13 @@
 //! - [`admin`]: the admin HTTP server.
 //! - [`redact`]: the one redaction function for /config, pillion's logs and error messages.
 //! - [`app`]: start-up and ordered shutdown.
+//! - [`backoff`]: the exponential, jittered wait before a retry (sinks, egress proxy).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod frame;
 mod net;

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use clap::{Parser as ClapParser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pillion::config::{self, Config, ConfigError};
+use pillion::frame::MultilinePreset;
+use pillion::frame::{Assembler, FrameSettings, Framed, MultilineRule, MultilineSettings};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Source;
 use pillion::redact;
@@ -56,6 +58,10 @@ struct ParseArgs {
     /// Time zone for timestamps without an offset (IANA name, UTC, local, +02:00).
     #[arg(long, value_name = "ZONE")]
     timezone: Option<String>,
+    /// Joins continuation lines (stack traces) into one record: java, python, go, or none.
+    /// Default: the parser's own (java for java and log4j, python for python), else none.
+    #[arg(long, value_name = "PRESET", value_parser = ["java", "python", "go", "none"])]
+    multiline: Option<String>,
     /// The file to read; standard input when absent or `-`.
     file: Option<PathBuf>,
 }
@@ -189,7 +195,14 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
         eprintln!("unknown parser {:?}; available parsers: {}", args.parser, known.join(", "));
         return ExitCode::from(EXIT_CONFIG);
     };
-    match parse_lines(parser, args.file, config.resource) {
+    let multiline = match args.multiline.as_deref() {
+        None => parser.multiline(),
+        Some("java") => Some(MultilinePreset::Java),
+        Some("python") => Some(MultilinePreset::Python),
+        Some("go") => Some(MultilinePreset::Go),
+        Some(_) => None,
+    };
+    match parse_lines(parser, multiline, args.file, config.resource) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pillion parse: {}", redact::text(&format!("{error:#}")));
@@ -198,35 +211,70 @@ fn parse(path: Option<PathBuf>, args: ParseArgs) -> ExitCode {
     }
 }
 
-fn parse_lines(parser: Parser, file: Option<PathBuf>, resource: pillion::record::Resource) -> anyhow::Result<()> {
-    let (reader, path): (Box<dyn BufRead>, String) = match file.filter(|f| f.as_os_str() != "-") {
+/// `pillion parse` frames records as an input does with the default `max_line_bytes` and
+/// `multiline.max_lines`.
+const PARSE_MAX_RECORD_BYTES: usize = 256 * 1024;
+const PARSE_MAX_RECORD_LINES: usize = 500;
+
+/// Frames the input as an input would (lines, and multiline records with `multiline`) and
+/// prints each record's JSON.
+fn parse_lines(
+    parser: Parser,
+    multiline: Option<MultilinePreset>,
+    file: Option<PathBuf>,
+    resource: pillion::record::Resource,
+) -> anyhow::Result<()> {
+    let (mut reader, path): (Box<dyn Read>, String) = match file.filter(|f| f.as_os_str() != "-") {
         Some(file) => {
             let opened = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-            (Box::new(std::io::BufReader::new(opened)), file.display().to_string())
+            (Box::new(opened), file.display().to_string())
         }
         None => (Box::new(std::io::stdin().lock()), "-".to_owned()),
     };
+    let settings = FrameSettings {
+        max_line_bytes: PARSE_MAX_RECORD_BYTES,
+        container: pillion::frame::ContainerFormat::None,
+        multiline: multiline.map(|preset| MultilineSettings {
+            rule: Arc::new(MultilineRule::preset(preset)),
+            max_lines: PARSE_MAX_RECORD_LINES,
+            timeout: std::time::Duration::MAX,
+        }),
+    };
+    let mut assembler = Assembler::new(&settings);
     let input: Arc<str> = Arc::from("parse");
     let path: Arc<str> = Arc::from(path.as_str());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut line = Vec::new();
-    let mut offset = 0u64;
-    let mut reader = reader;
-    let mut json = Vec::new();
-    loop {
-        line.clear();
-        let read = reader.read_until(b'\n', &mut line).context("cannot read input")?;
-        if read == 0 {
-            break;
+    let mut failure = None;
+    let mut emit = |framed: Framed<'_>| {
+        if failure.is_some() {
+            return;
         }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let mut parsed = parser.parse(text, jiff::Timestamp::now(), &resource).record;
-        parsed.source = Some(Source { input: Arc::clone(&input), path: Arc::clone(&path), offset });
-        json.clear();
-        parsed.write_json_line(&mut json)?;
-        out.write_all(&json).context("cannot write output")?;
+        let mut record = parser.parse(framed.bytes, jiff::Timestamp::now(), &resource).record;
+        if framed.truncated {
+            record.attributes.insert("truncated", pillion::record::Value::Bool(true));
+        }
+        record.source = Some(Source { input: Arc::clone(&input), path: Arc::clone(&path), offset: framed.start });
+        let mut json = Vec::new();
+        let written = record.write_json_line(&mut json).map_err(anyhow::Error::from);
+        if let Err(error) = written.and_then(|()| out.write_all(&json).map_err(anyhow::Error::from)) {
+            failure = Some(error);
+        }
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error).context("cannot read input"),
+        };
+        assembler.push(&chunk[..read], offset, &mut emit);
         offset += read as u64;
+    }
+    assembler.flush(offset, &mut emit);
+    if let Some(error) = failure {
+        return Err(error).context("cannot write output");
     }
     out.flush().context("cannot write output")?;
     Ok(())

@@ -10,6 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::record::Record;
 
+/// Seconds since the Unix epoch: checkpoint entries record since when a file is gone.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// A file's identity: device and inode plus a checksum of the file's first line (see
 /// `tail::fingerprint`). `checksum` 0 means "identified by device and inode only".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

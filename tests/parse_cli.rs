@@ -79,10 +79,10 @@ fn parse_with_a_user_definition_and_a_time_zone() {
 
 #[test]
 fn an_unknown_parser_name_lists_the_known_ones() {
-    let out = pillion(&["parse", "--parser", "nginx"], b"");
+    let out = pillion(&["parse", "--parser", "nginix"], b"");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown parser \"nginx\"") && stderr.contains("nginx_access"), "{stderr}");
+    assert!(stderr.contains("unknown parser \"nginix\"") && stderr.contains("nginx_access"), "{stderr}");
 }
 
 #[test]
@@ -122,12 +122,12 @@ fn an_unknown_format_is_a_config_error_with_its_position() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{config}:3:7: logs.inputs[0].timezone: unknown time zone")), "{stderr}");
-    let yaml = "logs:\n  inputs:\n    - name: web\n      paths: [/var/log/nginx/*.log]\n      format: nginx\n";
+    let yaml = "logs:\n  inputs:\n    - name: web\n      paths: [/var/log/nginx/*.log]\n      format: nginix\n";
     let config = write(dir.path(), "pillion.yaml", yaml);
     let out = pillion(&["validate", "--config", &config], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains(&format!("{config}:3:7: logs.inputs[0].format: unknown parser \"nginx\"")), "{stderr}");
+    assert!(stderr.contains(&format!("{config}:3:7: logs.inputs[0].format: unknown parser \"nginix\"")), "{stderr}");
     assert!(stderr.contains("nginx_access"), "{stderr}");
 }
 
@@ -141,4 +141,77 @@ fn a_valid_config_with_user_parsers_and_input_options() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("parsers.d/*.yaml\" matches no file"), "a warning: {stderr}");
+}
+
+/// The issue's measure: a Java stack trace parsed with `java` came out as a parse error per
+/// line. `pillion parse` now frames the file with the parser's multiline preset.
+#[test]
+fn java_stack_traces_are_one_record_per_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "2026-11-25 12:00:00.100 [main] INFO  com.example.App - started\n\
+2026-11-25 12:00:01.500 [http-nio-8080-exec-2] ERROR c.e.web.PaymentController - payment failed\n\
+java.lang.IllegalStateException: card declined\n\
+\tat com.example.pay.Gateway.charge(Gateway.java:88)\n\
+\tat com.example.web.PaymentController.pay(PaymentController.java:41)\n\
+Caused by: java.net.SocketTimeoutException: Read timed out\n\
+\tat java.base/java.net.SocketInputStream.socketRead0(Native Method)\n\
+\t... 12 more\n\
+2026-11-25 12:00:02.000 [main] WARN  com.example.App - recovered";
+    let file = write(dir.path(), "app.log", text);
+    let out = records(&pillion(&["parse", "--parser", "java", &file], b""));
+    assert_eq!(out.len(), 3, "{out:#?}");
+    let error = &out[1];
+    assert_eq!(error["timestamp"], "2026-11-25T12:00:01.500000000Z");
+    assert_eq!(error["level"], "error");
+    assert_eq!(error["attributes"]["log.logger"], "c.e.web.PaymentController");
+    assert_eq!(error["attributes"]["thread.name"], "http-nio-8080-exec-2");
+    assert_eq!(error["attributes"]["exception.type"], "java.lang.IllegalStateException");
+    assert_eq!(error["attributes"]["exception.message"], "card declined");
+    let trace = error["attributes"]["exception.stacktrace"].as_str().expect("stacktrace");
+    assert!(trace.starts_with("java.lang.IllegalStateException: card declined\n\tat com.example.pay"), "{trace}");
+    assert!(trace.ends_with("\t... 12 more"), "{trace}");
+    assert!(error["message"].as_str().is_some_and(|m| m.starts_with("payment failed\njava.lang.")), "{error}");
+    assert!(error["attributes"].get("parse_error").is_none());
+    let second_line = text.find('\n').expect("lines") + 1;
+    assert_eq!(error["source"]["offset"], second_line, "the record starts at its first line");
+    assert_eq!(out[2]["level"], "warn");
+    assert!(out[2]["attributes"].get("exception.type").is_none());
+    // Without joining, each line is its own record again.
+    let out = records(&pillion(&["parse", "--parser", "java", "--multiline", "none", &file], b""));
+    assert_eq!(out.len(), 9);
+}
+
+#[test]
+fn python_tracebacks_with_either_layout_and_auto_with_a_preset() {
+    let text = b"ERROR:root:payment failed\nTraceback (most recent call last):\n  File \"app.py\", line 10, in pay\n    charge(card)\nKeyError: 'card'\n2026-11-25 12:00:00,123 - app - INFO - next\n";
+    let out = records(&pillion(&["parse", "--parser", "python"], text));
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(out[0]["attributes"]["exception.type"], "KeyError");
+    assert_eq!(out[0]["attributes"]["exception.message"], "'card'");
+    assert_eq!(out[1]["timestamp"], "2026-11-25T12:00:00.123000000Z");
+    let go = b"2026/11/25 12:00:00 serving\npanic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/src/main.go:8 +0x1d\nexit status 2\n";
+    let out = records(&pillion(&["parse", "--parser", "auto", "--multiline", "go"], go));
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(out[1]["attributes"]["exception.type"], "panic");
+    assert_eq!(out[1]["attributes"]["exception.message"], "boom");
+}
+
+#[test]
+fn families_answer_to_one_name() {
+    let access = br#"192.0.2.1 - - [25/Nov/2026:12:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"
+192.0.2.1 - - [25/Nov/2026:12:00:02 +0000] "GET /x HTTP/1.1" 404 -
+"#;
+    for name in ["nginx", "apache"] {
+        let out = records(&pillion(&["parse", "--parser", name], access));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["attributes"]["user_agent.original"], "curl/8", "{name}");
+        assert_eq!(out[1]["attributes"]["http.response.status_code"], 404, "{name}");
+        assert!(out.iter().all(|r| r["attributes"].get("parse_error").is_none()), "{name}: {out:#?}");
+    }
+    let syslog = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed\n<165>1 2003-10-11T22:14:15.003Z host app 12 ID47 - hello\nnot syslog\n";
+    let out = records(&pillion(&["parse", "--parser", "syslog"], syslog));
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0]["attributes"]["host.name"], "mymachine");
+    assert_eq!(out[1]["attributes"]["syslog.version"], 1);
+    assert_eq!(out[2]["attributes"]["parse_error"], "line does not match parser syslog");
 }

@@ -1,7 +1,9 @@
-//! Table-driven parser tests: every `fixtures/parsers/<parser>.log` is parsed line by line with
-//! the parser of that name and compared with `<parser>.expected.ndjson` (one Record JSON per
-//! line, without `observed_timestamp`, `resource` and `source`, which do not depend on the
-//! line). Lines are observed at 2026-11-25T12:00:05Z, in UTC.
+//! Table-driven parser tests: every `fixtures/parsers/<parser>[.<variant>].log` is framed as
+//! `pillion parse` frames it (lines, joined into multiline records by the parser's multiline
+//! preset, or by the preset the variant names: `auto.java.log`), parsed with the parser of that
+//! name and compared with `<parser>[.<variant>].expected.ndjson` (one Record JSON per record,
+//! without `observed_timestamp`, `resource` and `source`, which do not depend on the line).
+//! Lines are observed at 2026-11-25T12:00:05Z, in UTC.
 //!
 //! To regenerate the expectations after a deliberate change, run with `PILLION_BLESS=1` and
 //! review the diff.
@@ -10,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use pillion::frame::{Assembler, FrameSettings, MultilineRule, MultilineSettings};
+use pillion::frame::{ContainerFormat, MultilinePreset};
 use pillion::parse::{ParseOptions, Parser, Registry};
 use pillion::record::Attributes;
 use pillion::record::{Level, Value};
@@ -36,8 +40,32 @@ fn normalized(parser: &Parser, line: &[u8]) -> (serde_json::Value, bool) {
     (json, parsed.failed)
 }
 
-fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty())
+/// The records of `bytes`: its non-empty lines, joined by `multiline` when given.
+fn records(bytes: &[u8], multiline: Option<MultilinePreset>) -> Vec<Vec<u8>> {
+    let settings = FrameSettings {
+        max_line_bytes: 256 * 1024,
+        container: ContainerFormat::None,
+        multiline: multiline.map(|preset| MultilineSettings {
+            rule: Arc::new(MultilineRule::preset(preset)),
+            max_lines: 500,
+            timeout: std::time::Duration::MAX,
+        }),
+    };
+    let mut assembler = Assembler::new(&settings);
+    let mut out = Vec::new();
+    assembler.push(bytes, 0, &mut |framed| out.push(framed.bytes.to_vec()));
+    assembler.flush(bytes.len() as u64, &mut |framed| out.push(framed.bytes.to_vec()));
+    out.retain(|record| !record.is_empty());
+    out
+}
+
+fn preset(name: &str) -> Option<MultilinePreset> {
+    match name {
+        "java" => Some(MultilinePreset::Java),
+        "python" => Some(MultilinePreset::Python),
+        "go" => Some(MultilinePreset::Go),
+        _ => None,
+    }
 }
 
 #[test]
@@ -51,10 +79,14 @@ fn every_parser_matches_its_fixture() {
             continue;
         }
         let name = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_owned();
-        let parser = registry.parser(&name, ParseOptions::default()).unwrap_or_else(|| panic!("no parser {name}"));
+        let (parser_name, variant) = name.split_once('.').unwrap_or((&name, ""));
+        let parser =
+            registry.parser(parser_name, ParseOptions::default()).unwrap_or_else(|| panic!("no parser {parser_name}"));
+        let multiline = preset(variant).or(parser.multiline());
         let input = std::fs::read(&path).expect("fixture");
         let expected_path = path.with_extension("expected.ndjson");
-        let actual: Vec<String> = lines(&input)
+        let actual: Vec<String> = records(&input, multiline)
+            .iter()
             .map(|line| {
                 let (mut json, failed) = normalized(&parser, line);
                 if let serde_json::Value::Object(map) = &mut json {
@@ -85,6 +117,11 @@ fn every_parser_matches_its_fixture() {
             assert!(checked.iter().any(|c| c == name), "no fixture for {name}");
         }
         for name in ["klog", "python", "java", "log4j", "postgresql", "redis", "json", "logfmt", "auto", "raw"] {
+            assert!(checked.iter().any(|c| c == name), "no fixture for {name}");
+        }
+        let families =
+            ["nginx", "apache", "syslog", "python_basic", "auto.sniff", "auto.java", "auto.python", "auto.go"];
+        for name in families {
             assert!(checked.iter().any(|c| c == name), "no fixture for {name}");
         }
     }
@@ -180,7 +217,7 @@ mod properties {
 
     fn fixture_lines(name: &str) -> Vec<Vec<u8>> {
         let bytes = std::fs::read(fixtures().join(format!("{name}.log"))).unwrap_or_default();
-        lines(&bytes).map(<[u8]>::to_vec).collect()
+        records(&bytes, Parser::by_name(name).and_then(|p| p.multiline()))
     }
 
     fn check(name: &str, line: &[u8]) -> Result<(), TestCaseError> {
@@ -260,5 +297,9 @@ mod properties {
         log4j,
         postgresql,
         redis,
+        nginx,
+        apache,
+        syslog,
+        python_basic,
     );
 }

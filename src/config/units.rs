@@ -459,8 +459,8 @@ fn one_line(message: &str) -> String {
         .to_owned()
 }
 
-/// Implements `JsonSchema` for a config scalar: its JSON type(s), a description, and an
-/// optional pattern, inlined where it is used.
+/// Implements `JsonSchema` for a config scalar: its JSON type(s) and pattern, inlined where it
+/// is used. Patterns also accept a `${VAR}` reference: editors see the file before interpolation.
 macro_rules! scalar_schema {
     ($ty:ty, $name:literal, $schema:tt) => {
         impl schemars::JsonSchema for $ty {
@@ -480,21 +480,21 @@ macro_rules! scalar_schema {
 scalar_schema!(ScalarText, "ScalarText", { "type": ["string", "number", "boolean"] });
 scalar_schema!(Duration, "Duration", {
     "type": "string",
-    "pattern": "^\\s*([0-9]+\\s*(ns|us|µs|ms|s|m|h)\\s*)+$",
+    "pattern": "^\\s*(\\$\\{[^}]*\\}|([0-9]+\\s*(ns|us|µs|ms|s|m|h)\\s*)+)\\s*$",
     "examples": ["250ms", "5s", "1m30s"]
 });
 scalar_schema!(ByteSize, "ByteSize", {
     "type": ["string", "integer"],
     "minimum": 0,
-    "pattern": "^\\s*[0-9]+\\s*(B|b|KB|kB|kb|K|k|MB|mb|M|GB|gb|G|KiB|kib|Ki|MiB|mib|Mi|GiB|gib|Gi)?\\s*$",
+    "pattern": "^\\s*(\\$\\{[^}]*\\}|[0-9]+\\s*(B|b|KB|kB|kb|K|k|MB|mb|M|GB|gb|G|KiB|kib|Ki|MiB|mib|Mi|GiB|gib|Gi)?)\\s*$",
     "examples": ["512KiB", "1MiB", "1MB"]
 });
 scalar_schema!(ListenAddr, "ListenAddr", { "type": "string", "examples": ["127.0.0.1:9901", "0.0.0.0:15001", ":15001"] });
-scalar_schema!(Endpoint, "Endpoint", { "type": "string", "pattern": "^\\s*https?://", "examples": ["http://loki:3100"] });
+scalar_schema!(Endpoint, "Endpoint", { "type": "string", "pattern": "^\\s*(https?://|\\$\\{)", "examples": ["http://loki:3100"] });
 scalar_schema!(Pattern, "Pattern", { "type": "string", "format": "regex" });
 scalar_schema!(GlobPattern, "GlobPattern", { "type": "string", "examples": ["/var/log/app/**/*.log"] });
 scalar_schema!(Ratio, "Ratio", { "type": ["number", "string"], "minimum": 0, "maximum": 1 });
-scalar_schema!(RouteTemplate, "RouteTemplate", { "type": "string", "pattern": "^/", "examples": ["/api/users/{id}"] });
+scalar_schema!(RouteTemplate, "RouteTemplate", { "type": "string", "pattern": "^(/|\\$\\{)", "examples": ["/api/users/{id}"] });
 scalar_schema!(Secret, "Secret", { "type": ["string", "number", "boolean"], "writeOnly": true });
 
 #[cfg(test)]

@@ -310,10 +310,10 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_parsers_known() {
-        let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/x/*.log] }\n    - { name: a, paths: [/y/*.log], format: nginx }\n";
+        let yaml = "logs:\n  inputs:\n    - { name: a, paths: [/x/*.log] }\n    - { name: a, paths: [/y/*.log], format: nginix }\n";
         let found = issues(yaml);
         assert!(found.iter().any(|m| m.contains("duplicate input name")), "{found:?}");
-        assert!(found.iter().any(|m| m.contains("unknown parser \"nginx\"")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("unknown parser \"nginix\"")), "{found:?}");
     }
 
     #[test]

@@ -16,9 +16,12 @@
 //!
 //! A capture named `a__b` becomes the attribute `a.b` (regex group names cannot hold dots).
 //! `type: json` or `type: logfmt` definitions take no regex: their `time`, `level`, `message`,
-//! `trace_id` and `span_id` name the keys to prefer over the common ones.
+//! `trace_id` and `span_id` name the keys to prefer over the common ones. A family names
+//! regex parsers defined before it (`any_of: [syslog_rfc5424, syslog_rfc3164]`): the first
+//! that matches a line reads it. `multiline: java` names the multiline preset that joins the
+//! format's records (`pillion parse` frames its input with it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -28,7 +31,8 @@ use super::Spec;
 use super::fields::{FieldSpec, LevelFrom, LevelRule, Role, ValueType};
 use super::pattern::{Capture, IdRegex, LevelCapture, RegexSpec, Split, TimeCapture};
 use super::timestamp::{TimeFormat, check_strftime};
-use crate::record::Level;
+use crate::frame::MultilinePreset;
+use crate::record::{AttributeName, Level};
 
 /// A parser definition file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +111,30 @@ pub struct Definition {
     /// Splitting a field apart in a second step keeps the main regex simple and fast.
     #[serde(default)]
     pub split: BTreeMap<String, String>,
+    /// A family instead of a regex: the names of regex parsers (built-in, or defined earlier),
+    /// tried in order; the first that matches reads the line.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// The multiline preset (java, python, go) that joins this format's records, for tools
+    /// that frame input by the parser (`pillion parse`); inputs set their own `multiline`.
+    #[serde(default)]
+    pub multiline: Option<MultilinePreset>,
+}
+
+/// A checked definition: what the registry keeps.
+#[derive(Debug)]
+pub struct Compiled {
+    pub name: String,
+    pub description: String,
+    pub body: Body,
+    pub multiline: Option<MultilinePreset>,
+}
+
+/// A compiled parser, or a family whose members the registry resolves.
+#[derive(Debug)]
+pub enum Body {
+    Spec(Box<Spec>),
+    AnyOf(Vec<String>),
 }
 
 fn default_skip_values() -> Vec<String> {
@@ -164,7 +192,7 @@ pub struct LevelDefinition {
 }
 
 /// Reads a definition file; every definition in it is checked, and all problems reported.
-pub fn load(text: &str, origin: &str) -> Result<Vec<(String, String, Spec)>, Vec<DefinitionError>> {
+pub fn load(text: &str, origin: &str) -> Result<Vec<Compiled>, Vec<DefinitionError>> {
     let file: DefinitionFile = serde_saphyr::from_str(text).map_err(|error| vec![yaml_error(&error, origin)])?;
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
@@ -176,8 +204,18 @@ pub fn load(text: &str, origin: &str) -> Result<Vec<(String, String, Spec)>, Vec
             field: if field.is_empty() { format!("parsers[{index}]") } else { format!("parsers[{index}].{field}") },
             message,
         };
-        match compile(definition) {
-            Ok(spec) => compiled.push((definition.name.clone(), definition.description.clone(), spec)),
+        let body = if definition.any_of.is_empty() {
+            compile(definition).map(|spec| Body::Spec(Box::new(spec)))
+        } else {
+            family(definition).map(Body::AnyOf)
+        };
+        match body {
+            Ok(body) => compiled.push(Compiled {
+                name: definition.name.clone(),
+                description: definition.description.clone(),
+                body,
+                multiline: definition.multiline,
+            }),
             Err((field, message)) => {
                 let span = (field == "regex").then(|| definition.regex.as_ref().map(|r| &r.referenced)).flatten();
                 errors.push(here(field, message, span));
@@ -222,6 +260,24 @@ pub fn compile(definition: &Definition) -> Result<Spec, Problem> {
             Ok(if definition.kind == DefinitionKind::Json { Spec::Json(spec) } else { Spec::Logfmt(spec) })
         }
     }
+}
+
+/// A family: a name and members, nothing else.
+fn family(definition: &Definition) -> Result<Vec<String>, Problem> {
+    check_name(&definition.name)?;
+    let extra = [
+        (definition.regex.is_some(), "regex"),
+        (definition.time.is_some(), "time"),
+        (definition.level.is_some(), "level"),
+        (definition.message.is_some(), "message"),
+        (!definition.split.is_empty(), "split"),
+        (!definition.types.is_empty(), "types"),
+        (definition.kind != DefinitionKind::Regex, "type"),
+    ];
+    if let Some((_, field)) = extra.iter().find(|(given, _)| *given) {
+        return Err((*field, "a family (`any_of`) takes only a name, a description and multiline".to_owned()));
+    }
+    Ok(definition.any_of.clone())
 }
 
 fn check_name(name: &str) -> Result<(), Problem> {
@@ -345,7 +401,7 @@ fn compile_regex(
     let capture = |index: usize, name: &str| {
         let name = attribute_name(name);
         let kind = definition.types.get(&name).copied().unwrap_or(ValueType::String);
-        Capture { group: index, name, kind }
+        Capture { group: index, name: intern(&name), kind }
     };
     let mut splits = Vec::new();
     for (field, pattern) in &definition.split {
@@ -366,7 +422,7 @@ fn compile_regex(
         attributes
             .iter()
             .chain(splits.iter().flat_map(|s| s.attributes.iter().chain([&s.capture])))
-            .any(|c| &c.name == key)
+            .any(|c| c.name == key.as_str())
     };
     if let Some(unknown) = definition.types.keys().find(|key| !captured(key)) {
         return Err(("types", format!("{unknown:?} is not an attribute this regex captures")));
@@ -390,6 +446,27 @@ fn regex_error(error: &regex::Error) -> String {
     let text = error.to_string();
     let last = text.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or(&text);
     last.trim_start_matches("error: ").to_owned()
+}
+
+/// An attribute name that every record of a parser carries, made once: names longer than a
+/// `CompactString` holds inline (`http.request.header.referer`) are kept for the life of the
+/// process and shared, so that a record's name costs no allocation. Bounded by the distinct
+/// names of the definitions loaded.
+fn intern(name: &str) -> AttributeName {
+    static NAMES: std::sync::Mutex<BTreeSet<&'static str>> = std::sync::Mutex::new(BTreeSet::new());
+    if name.len() <= std::mem::size_of::<AttributeName>() {
+        return AttributeName::new(name);
+    }
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kept = match names.get(name) {
+        Some(kept) => *kept,
+        None => {
+            let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(kept);
+            kept
+        }
+    };
+    AttributeName::const_new(kept)
 }
 
 /// `client__address` → `client.address`.
@@ -428,9 +505,13 @@ mod tests {
     fn dotted_attribute_names_and_roles() {
         let yaml = "parsers:\n  - name: x\n    regex: '^(?P<client__address>\\S+) (?P<level>\\w+) (?P<message>.*)$'\n";
         let compiled = load(yaml, "p.yaml").expect("valid");
-        let Spec::Regex(spec) = &compiled[0].2 else { panic!("regex") };
+        let Body::Spec(spec) = &compiled[0].body else { panic!("spec") };
+        let Spec::Regex(spec) = &**spec else { panic!("regex") };
         assert_eq!(spec.attributes.len(), 1);
         assert_eq!(spec.attributes[0].name, "client.address");
+        let long = intern("http.request.header.referer");
+        assert!(long.as_static_str().is_some(), "shared, not allocated per record");
+        assert_eq!(long.clone().as_static_str(), long.as_static_str());
         assert!(spec.level.is_some() && spec.message.is_some());
     }
 }

@@ -1,7 +1,12 @@
 //! Parsing: turns one line's bytes into a normalized [`Record`]. Built-in parsers are `json`,
 //! `logfmt`, `raw` and `auto` (json when the line is an object, logfmt when it is key=value
-//! pairs, otherwise raw with the timestamp and level sniffed from the start of the line), plus
-//! declarative regex parsers from YAML definitions ([`definition`], [`registry`]).
+//! pairs, otherwise raw with the timestamp and level sniffed from the line's head, [`sniff`]),
+//! plus declarative regex parsers from YAML definitions ([`definition`], [`registry`]) and
+//! families of them under one name (`syslog`: RFC 5424 or 3164, whichever matches).
+//!
+//! A record may span several lines (joined by multiline framing): regex parsers match its
+//! first line and keep the rest in the message, and a stack trace in it becomes the
+//! `exception.*` attributes ([`exception`]).
 //!
 //! A line that fails to parse is never dropped: its raw text is the message and
 //! `attributes.parse_error` says why ([`Parsed::failed`] is set so the caller can count it).
@@ -13,15 +18,19 @@
 //! - [`pattern`]: the regex engine behind definitions.
 //! - [`fields`], [`promote`]: the well-known fields (time, level, message, ids) and their names.
 //! - [`timestamp`]: every timestamp shape, time zones, year inference.
+//! - [`sniff`]: the time and level at the head of an unstructured line.
+//! - [`exception`]: Java, Python and Go stack traces.
 //! - [`definition`], [`registry`]: parser definition files and the parsers an input can name.
 
 pub mod definition;
+pub mod exception;
 pub mod fields;
 mod json;
 pub mod logfmt;
 mod pattern;
 mod promote;
 pub mod registry;
+pub mod sniff;
 pub mod timestamp;
 
 use std::sync::Arc;
@@ -35,7 +44,8 @@ pub use registry::{ParserInfo, Registry};
 use self::fields::{FieldSpec, parse_traceparent};
 use self::pattern::{Outcome, RegexSpec};
 use self::timestamp::TimeContext;
-use crate::record::{Attributes, Level, Record, Resource, SpanId, TraceId, Value};
+use crate::frame::MultilinePreset;
+use crate::record::{Attributes, Record, Resource, SpanId, TraceId, Value};
 
 /// What a named parser does.
 #[derive(Debug)]
@@ -45,6 +55,8 @@ pub enum Spec {
     Logfmt(FieldSpec),
     Raw,
     Regex(RegexSpec),
+    /// A family: the first of these regex parsers that matches the line.
+    AnyOf(Vec<Arc<Spec>>),
 }
 
 /// Per-input settings that apply whatever the parser.
@@ -95,6 +107,8 @@ pub struct Parser {
     /// The trace pattern is [`DEFAULT_TRACE_PATTERN`]: decided once here rather than by
     /// comparing the pattern's text on every line.
     default_trace_pattern: bool,
+    /// The multiline preset the format's definition names.
+    multiline: Option<MultilinePreset>,
 }
 
 /// A parsed line.
@@ -108,7 +122,16 @@ pub struct Parsed {
 impl Parser {
     pub(crate) fn from_parts(name: Arc<str>, spec: Arc<Spec>, options: Arc<ParseOptions>) -> Parser {
         let default_trace_pattern = options.trace_pattern.as_ref().is_some_and(|p| p.as_str() == DEFAULT_TRACE_PATTERN);
-        Parser { name, spec, options, default_trace_pattern }
+        Parser { name, spec, options, default_trace_pattern, multiline: None }
+    }
+
+    pub(crate) fn with_multiline(self, multiline: Option<MultilinePreset>) -> Parser {
+        Parser { multiline, ..self }
+    }
+
+    /// The multiline preset that joins this format's records (`java` for `java`), if any.
+    pub fn multiline(&self) -> Option<MultilinePreset> {
+        self.multiline
     }
 
     /// A built-in parser by name, with default options (UTC, the default trace pattern).
@@ -137,8 +160,10 @@ impl Parser {
                 record.message = lossy(line);
                 Ok(())
             }
-            Spec::Json(spec) => json::parse(line, spec, context, &mut record),
-            Spec::Logfmt(spec) => logfmt::parse(line, spec, context, &mut record),
+            Spec::Json(spec) => json::parse(line, spec, context, &mut record)
+                .inspect(|()| exception::annotate_fields(line, &mut record)),
+            Spec::Logfmt(spec) => logfmt::parse(line, spec, context, &mut record)
+                .inspect(|()| exception::annotate_fields(line, &mut record)),
             Spec::Auto(spec) => {
                 parse_auto(line, spec, context, &mut record);
                 Ok(())
@@ -147,6 +172,13 @@ impl Parser {
                 Outcome::Parsed => Ok(()),
                 Outcome::NoMatch => Err(format!("line does not match parser {}", self.name)),
             },
+            Spec::AnyOf(members) => {
+                let matched = members.iter().any(|member| match &**member {
+                    Spec::Regex(spec) => matches!(spec.parse(line, context, &mut record), Outcome::Parsed),
+                    _ => false,
+                });
+                if matched { Ok(()) } else { Err(format!("line does not match parser {}", self.name)) }
+            }
         };
         let failed = result.is_err();
         if let Err(why) = result {
@@ -194,6 +226,7 @@ fn lossy(line: &[u8]) -> String {
 fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &mut Record) {
     let first = line.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'{') && json::parse(line, spec, context, record).is_ok() {
+        exception::annotate_fields(line, record);
         return;
     }
     record.attributes.clear();
@@ -202,6 +235,7 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
         && logfmt::is_logfmt(&text, 2)
         && logfmt::parse(line, spec, context, record).is_ok()
     {
+        exception::annotate_fields(line, record);
         return;
     }
     // A failed attempt may have left fields behind: start again from the raw line.
@@ -209,62 +243,27 @@ fn parse_auto(line: &[u8], spec: &FieldSpec, context: TimeContext<'_>, record: &
     *record = Record::new(String::new(), context.observed, Arc::clone(&record.resource));
     record.attributes = attributes;
     record.attributes.clear();
-    sniff_raw(&text, context, record);
+    // The head of the first line: a multiline record's other lines are its message.
+    let head = match memchr::memchr(b'\n', text.as_bytes()) {
+        Some(end) => &text[..end],
+        None => &text,
+    };
+    let sniffed = sniff::sniff(head, context);
+    if let Some(time) = sniffed.time {
+        record.timestamp = time;
+    }
+    record.level = sniffed.level;
+    let multiline = head.len() < text.len();
     record.message = text.into_owned();
-}
-
-/// For unstructured lines: a leading timestamp (`2026-11-25T12:00:00Z`,
-/// `2026-11-25 12:00:00,123`, `[2026-11-25 12:00:00]`, `Nov 25 12:00:00`) and a level word
-/// among the first few tokens (`ERROR`, `[warn]`, `info:`).
-fn sniff_raw(text: &str, context: TimeContext<'_>, record: &mut Record) {
-    if let Some(ts) = leading_timestamp(text, context) {
-        record.timestamp = ts;
+    if multiline {
+        exception::annotate_message(record, 0);
     }
-    for token in text.split_ascii_whitespace().take(6) {
-        let word = token.trim_matches(|c: char| !c.is_ascii_alphabetic());
-        let marked = word.bytes().all(|b| b.is_ascii_uppercase()) || token.starts_with('[') || token.ends_with(':');
-        let long_enough = word.len() >= 4 || word.eq_ignore_ascii_case("err") || word.eq_ignore_ascii_case("dbg");
-        if marked && long_enough {
-            if let Some(level) = Level::from_name(word) {
-                record.level = Some(level);
-                return;
-            }
-        }
-    }
-}
-
-fn leading_timestamp(text: &str, context: TimeContext<'_>) -> Option<Timestamp> {
-    let text = text.trim_start().trim_start_matches('[');
-    let mut tokens = text.splitn(3, ' ');
-    let first_token = tokens.next()?;
-    let first = first_token.trim_end_matches(']');
-    let second = tokens.next().unwrap_or("").trim_end_matches(']');
-    let bytes = first.as_bytes();
-    if bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' {
-        if first.len() == first_token.len() && second.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            // `2026-11-25 12:00:00,123`: the date, the space and the time, as one slice.
-            if let Some(ts) =
-                text.get(..first.len() + 1 + second.len()).and_then(|t| timestamp::parse_iso(t, context.zone))
-            {
-                return Some(ts);
-            }
-        }
-        return timestamp::parse_iso(first, context.zone);
-    }
-    if bytes.len() >= 19 && bytes[4] == b'-' {
-        return timestamp::parse_iso(first, context.zone);
-    }
-    if bytes.len() == 3 && bytes[0].is_ascii_uppercase() {
-        let end = text.char_indices().filter(|(_, c)| *c == ' ').nth(2).map_or(text.len(), |(i, _)| i);
-        let candidate = text.get(..end.max(15).min(text.len()))?;
-        return timestamp::parse_syslog(candidate.trim(), context);
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Level;
     use proptest::prelude::*;
 
     fn parse(name: &str, line: &str) -> Parsed {

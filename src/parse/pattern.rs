@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use regex::bytes::{CaptureLocations, Regex};
 
+use super::exception;
 use super::fields::{LevelFrom, LevelRule, ValueType, parse_traceparent};
 use super::timestamp::{TimeContext, TimeFormat, parse_zone};
-use crate::record::{Record, SpanId, TraceId, Value};
+use crate::record::{AttributeName, Record, SpanId, TraceId, Value};
 
 /// A compiled regex parser.
 #[derive(Debug)]
@@ -41,8 +42,9 @@ pub(super) struct Split {
 #[derive(Debug)]
 pub(super) struct Capture {
     pub group: usize,
-    /// The attribute name (the group name with `__` read as `.`).
-    pub name: String,
+    /// The attribute name (the group name with `__` read as `.`), cloned into every record
+    /// without an allocation (see `definition::intern`).
+    pub name: AttributeName,
     pub kind: ValueType,
 }
 
@@ -71,15 +73,28 @@ pub(super) enum Outcome {
 }
 
 impl RegexSpec {
-    /// Fills `record` from `line`; `NoMatch` leaves it untouched.
+    /// Fills `record` from `line`; `NoMatch` leaves it untouched. A record of several lines
+    /// (multiline framing) is matched on its first line; the others follow the message, and a
+    /// stack trace among them becomes the `exception.*` attributes.
     pub(super) fn parse(&self, line: &[u8], context: TimeContext<'_>, record: &mut Record) -> Outcome {
-        with_locations(&self.regex, |locations| {
-            if self.regex.captures_read(locations, line).is_none() {
+        let (first, rest) = match memchr::memchr(b'\n', line) {
+            Some(end) => (line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]), Some(&line[end + 1..])),
+            None => (line, None),
+        };
+        let outcome = with_locations(&self.regex, |locations| {
+            if self.regex.captures_read(locations, first).is_none() {
                 return Outcome::NoMatch;
             }
-            self.fill(line, locations, context, record);
+            self.fill(first, locations, context, record);
             Outcome::Parsed
-        })
+        });
+        if let (Outcome::Parsed, Some(rest)) = (&outcome, rest) {
+            record.message.push('\n');
+            let from = record.message.len();
+            record.message.push_str(&String::from_utf8_lossy(rest));
+            exception::annotate_message(record, from);
+        }
+        outcome
     }
 
     fn fill(&self, line: &[u8], locations: &CaptureLocations, context: TimeContext<'_>, record: &mut Record) {
@@ -87,7 +102,7 @@ impl RegexSpec {
         let present = |group: usize| get(group).filter(|value| !self.skip_values.iter().any(|skip| skip == value));
         for capture in &self.attributes {
             if let Some(value) = present(capture.group) {
-                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(value));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(value));
             }
         }
         for split in &self.splits {
@@ -124,7 +139,7 @@ impl RegexSpec {
 
     fn fill_split(&self, split: &Split, value: &[u8], locations: &mut CaptureLocations, record: &mut Record) {
         if split.regex.captures_read(locations, value).is_none() {
-            record.attributes.insert(split.capture.name.as_str(), split.capture.kind.convert_bytes(value));
+            record.attributes.insert(split.capture.name.clone(), split.capture.kind.convert_bytes(value));
             return;
         }
         for capture in &split.attributes {
@@ -133,7 +148,7 @@ impl RegexSpec {
             };
             let part = &value[start..end];
             if !self.skip_values.iter().any(|skip| skip == part) {
-                record.attributes.insert(capture.name.as_str(), capture.kind.convert_bytes(part));
+                record.attributes.insert(capture.name.clone(), capture.kind.convert_bytes(part));
             }
         }
     }

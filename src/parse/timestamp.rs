@@ -207,7 +207,7 @@ pub fn parse_epoch_f64(value: f64) -> Option<Timestamp> {
 const MONTHS: [&[u8; 3]; 12] =
     [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"];
 
-fn month_number(name: &[u8]) -> Option<i8> {
+pub(super) fn month_number(name: &[u8]) -> Option<i8> {
     let lower =
         [name.first()?.to_ascii_lowercase(), name.get(1)?.to_ascii_lowercase(), name.get(2)?.to_ascii_lowercase()];
     MONTHS.iter().position(|m| **m == lower).map(|i| i as i8 + 1)
@@ -313,7 +313,7 @@ const YEAR_TOLERANCE: SignedDuration = SignedDuration::from_hours(48);
 /// last year's, `Jan 1 00:00:01` read at `Dec 31 23:59:58` is next year's, `Dec 31` read in
 /// November is last year's (a file read long after it was written), and `Feb 29` is the last
 /// leap year's.
-fn nearest_year(context: TimeContext<'_>, build: impl Fn(i16) -> Option<DateTime>) -> Option<Timestamp> {
+pub(super) fn nearest_year(context: TimeContext<'_>, build: impl Fn(i16) -> Option<DateTime>) -> Option<Timestamp> {
     let year = context.observed.to_zoned(context.zone.clone()).year();
     let latest = context.observed.checked_add(YEAR_TOLERANCE).ok()?;
     (year - 4..=year + 1)

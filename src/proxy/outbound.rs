@@ -37,11 +37,14 @@ use super::metrics::{ClientLabels, ErrorType, MethodGauges, ProxyMetrics, method
 use super::route::OTHER;
 pub use super::settings::OutboundSettings as Settings;
 use super::span::{self, RequestInfo};
+use crate::backoff::Backoff;
 use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
 
-/// First retry waits this long; each further one twice as long.
+/// First retry waits up to this long; each further one up to twice as long, at most
+/// `RETRY_BACKOFF_CAP`.
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// The app's connections to its egress proxy: the same header-read and idle limits as inbound.
 const TIMEOUTS: ConnTimeouts = ConnTimeouts { header_read: Duration::from_secs(10), idle: Duration::from_secs(90) };
 /// Series of the client duration family beyond the destinations' own bound.
@@ -249,6 +252,7 @@ async fn forward(
     // destination's balancer picks an endpoint per attempt, another one for each retry.
     let mut attempt = 0;
     let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut backoff = Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     let result = loop {
         attempt += 1;
         let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
@@ -274,7 +278,7 @@ async fn forward(
                 let elsewhere =
                     named.as_ref().is_some_and(|d| d.balancer.addresses().iter().any(|a| !tried.contains(a)));
                 if !elsewhere {
-                    tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                    tokio::time::sleep(backoff.next(None)).await;
                 }
             }
             other => break other,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{SinkContext, SinkError};
+use crate::backoff::Backoff;
 
 /// The fields a file sink takes (and requires).
 pub const FIELDS: &[&str] = &["path"];
@@ -56,7 +57,7 @@ pub(super) async fn run(
                 tracing::error!(sink = %context.name, %error, "cannot encode record");
             }
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         // Bytes of `buffer` already in the file: a retry after a partial write resumes there,
         // so no byte is written twice. (A crash between the partial write and the retry still
         // leaves a partial line; the batch is then sent again after restart: at least once.)
@@ -77,9 +78,9 @@ pub(super) async fn run(
                 Ok(_) => break,
                 Err((error, done)) => {
                     written = done;
-                    tracing::warn!(sink = %context.name, %path, %error, retry_in = ?backoff, "write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let wait = backoff.next(None);
+                    tracing::warn!(sink = %context.name, %path, %error, retry_in = ?wait, "write failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -25,8 +25,9 @@ use super::SinkError;
 use super::batch::{AGE_TICK, Buffer, Entries, Entry, Ledger, size_hint};
 use super::dead_letter::DeadLetters;
 use super::http::{Reply, Request, Transport};
-use super::retry::{Backoff, Outcome};
+use super::retry::Outcome;
 use super::settings::BatchLimits;
+use crate::backoff::Backoff;
 use crate::pipeline::Batch;
 use crate::record::Record;
 

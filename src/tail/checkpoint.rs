@@ -1,4 +1,5 @@
-//! Persisted read positions: `<data_dir>/checkpoints.json`, a versioned document written
+//! Persisted read positions and the task that writes them ([`CheckpointWriter`]):
+//! `<data_dir>/checkpoints.json`, a versioned document written
 //! atomically (temp file, fsync, rename, fsync the directory) so that a crash at any instant
 //! leaves either the old or the new checkpoint, never a torn one. A corrupt or unreadable
 //! file is reported and treated as empty: pillion then starts per `start_at` rather than
@@ -14,9 +15,14 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::pipeline::{FileKey, FileOffset};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{Acknowledgements, FileKey, FileOffset, unix_now};
 
 const FILE_NAME: &str = "checkpoints.json";
 
@@ -162,6 +168,70 @@ impl CheckpointStore {
 
 fn unreadable(path: &Path, error: &dyn std::fmt::Display) -> String {
     format!("ignoring unreadable checkpoint file {}: {error}; files will be read according to start_at", path.display())
+}
+
+/// Persists the acknowledgement ledger every `interval` when it changed, forgetting the files
+/// gone for longer than the TTL; [`CheckpointWriter::finish`] writes the final checkpoint.
+pub struct CheckpointWriter {
+    store: CheckpointStore,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl CheckpointWriter {
+    pub fn spawn(store: CheckpointStore, acks: Arc<Acknowledgements>, (interval, ttl): (Duration, Duration)) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(write_periodically(store.clone(), acks, interval, ttl, stop.clone()));
+        CheckpointWriter { store, stop, task }
+    }
+
+    /// Stops the periodic writer and writes what `acks` holds now.
+    pub async fn finish(self, acks: &Acknowledgements) -> Result<(), CheckpointError> {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let offsets = acks.snapshot();
+        let store = self.store;
+        match tokio::task::spawn_blocking(move || store.save(&offsets)).await {
+            Ok(saved) => saved,
+            Err(error) => {
+                tracing::error!(%error, "the final checkpoint writer panicked");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn write_periodically(
+    store: CheckpointStore,
+    acks: Arc<Acknowledgements>,
+    interval: Duration,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let forgotten = acks.expire(unix_now(), ttl.as_secs());
+        if forgotten > 0 {
+            tracing::info!(forgotten, "checkpoints of files gone longer than checkpoint_ttl forgotten");
+        }
+        let Some(offsets) = acks.snapshot_if_changed() else {
+            continue;
+        };
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.save(&offsets)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "checkpoint not written; will retry");
+                acks.mark_changed();
+            }
+            Err(error) => tracing::warn!(%error, "checkpoint writer panicked"),
+        }
+    }
 }
 
 #[cfg(test)]

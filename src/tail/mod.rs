@@ -67,13 +67,13 @@ mod watch;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::{Assembler, FrameSettings};
-use crate::pipeline::{Acknowledgements, Batch, FileKey};
+use crate::pipeline::{Acknowledgements, Batch, FileKey, unix_now};
 use crate::record::Resource;
 use crate::telemetry::metrics::{InputLabel, InputMetrics, ParserLabels};
 use crate::transform::Transforms;
@@ -348,8 +348,4 @@ impl Tailer {
             .sum();
         metrics.lag_bytes.get_or_create(&self.label).set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::parsing::RawBatch;
-use super::{Closed, READS_PER_ROUND, Tailer, now_unix};
+use super::{Closed, READS_PER_ROUND, Tailer, unix_now};
 use crate::pipeline::{Batch, FileKey};
 
 /// Bytes framed at a time within one read.
@@ -143,7 +143,7 @@ impl Tailer {
         }
         if tracked.rotated_at.is_some() {
             self.untrack(key);
-            self.context.acks.mark_gone(key, now_unix());
+            self.context.acks.mark_gone(key, unix_now());
         }
         Ok(())
     }

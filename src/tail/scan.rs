@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::discover::SkipReason;
 use super::reader::{self, Reader};
-use super::{StartAt, Tailer, Waiting, discover, fingerprint, now_unix};
+use super::{StartAt, Tailer, Waiting, discover, fingerprint, unix_now};
 use crate::pipeline::{FileKey, Known};
 use crate::telemetry::metrics::SkippedLabels;
 
@@ -45,7 +45,7 @@ impl Tailer {
             match known {
                 Some(key) if self.inode_reused(key, &path, meta.len()) => {
                     self.untrack(&key);
-                    self.context.acks.mark_gone(&key, now_unix());
+                    self.context.acks.mark_gone(&key, unix_now());
                 }
                 Some(key) => {
                     self.check_known(key, path, meta.len());
@@ -124,7 +124,7 @@ impl Tailer {
         }
         self.replaced.insert(key);
         self.context.metrics.truncations.get_or_create(&self.label).inc();
-        self.context.acks.mark_gone(&key, now_unix());
+        self.context.acks.mark_gone(&key, unix_now());
         // The same descriptor reads the new content (the path may lead elsewhere by now).
         let reader = match old.reader.take() {
             Some(reader) => Some(reader),
@@ -156,12 +156,12 @@ impl Tailer {
             };
             if tracked.finished {
                 self.untrack(&key);
-                self.context.acks.mark_gone(&key, now_unix());
+                self.context.acks.mark_gone(&key, unix_now());
             } else if tracked.reader.is_none() {
                 let unread = tracked.size.saturating_sub(tracked.read_offset);
                 let path = tracked.path.clone();
                 self.untrack(&key);
-                self.context.acks.mark_gone(&key, now_unix());
+                self.context.acks.mark_gone(&key, unix_now());
                 self.count_lost(&path, unread, "file gone while closed for the open-files limit");
             } else if tracked.rotated_at.is_none() {
                 tracing::info!(path = %tracked.path.display(), "file rotated away; reading it to the end");

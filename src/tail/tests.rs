@@ -84,7 +84,7 @@ impl Harness {
     fn start(&mut self) {
         let loaded = self.store.load();
         let acks = Arc::new(Acknowledgements::new(1));
-        acks.restore(&loaded.entries, super::now_unix());
+        acks.restore(&loaded.entries, super::unix_now());
         let (output, mut batches) = mpsc::channel(4);
         let shutdown = CancellationToken::new();
         let context = TailerContext {
@@ -335,11 +335,12 @@ fn a_corrupt_compressed_file_is_read_as_far_as_it_goes_once() {
     fs::write(&gz, bytes).expect("write corrupt gz");
     let files = h.metrics.files.get_or_create(&InputMetrics::label("test")).clone();
     h.wait_for("most lines, then the file finished", |records| records.len() > 1000 && files.get() == 0);
-    let first = h.messages();
-    // Once finished it is not picked up again.
+    // Once finished it is not picked up again: read again, its lines would come twice. (The
+    // count may still grow a little: the last batch can be in the parse pool when the file
+    // is closed.)
     std::thread::sleep(Duration::from_millis(300));
     let later = h.messages();
-    assert_eq!(first.len(), later.len());
+    assert!(later.len() < all.len(), "a truncated gzip cannot yield every line");
     assert_eq!(counts(later.iter().cloned()).values().max(), Some(&1));
 }
 
