@@ -64,7 +64,7 @@ impl AdminServer {
     pub fn spawn(self, state: AdminState, shutdown: CancellationToken) -> JoinHandle<()> {
         let state = Arc::new(state);
         let options = ServeOptions { server: "admin", timeouts: TIMEOUTS, drain: DRAIN };
-        tokio::spawn(serve(self.listener, shutdown, options, move |_client, activity: Arc<Activity>| {
+        tokio::spawn(serve(self.listener, shutdown, options, None, move |_client, activity: Arc<Activity>, _peer| {
             let state = Arc::clone(&state);
             service_fn(move |request| {
                 activity.request_started();

@@ -18,6 +18,7 @@ use crate::pipeline::unix_now;
 use crate::pipeline::{Acknowledgements, Batch};
 use crate::proxy::ProxyError;
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::identity::Identity;
 use crate::proxy::inbound::InboundServer;
 use crate::proxy::outbound::OutboundServer;
 use crate::sink::{self, SinkError};
@@ -277,6 +278,15 @@ async fn start_proxies(
     let mut proxies = Proxies { servers: Vec::new(), access_log: None };
     let proxy = &config.proxy;
     let drain = config.shutdown_timeout / 2;
+    let identity = match &proxy.identity {
+        Some(files) => {
+            let identity = Identity::load(files.clone(), metrics.proxy.tls.clone()).map_err(ProxyError::from)?;
+            tracing::info!(identity = %identity.own_identity(), serial = %identity.serial(), "mesh identity loaded");
+            identity.watch(shutdown.clone());
+            Some(identity)
+        }
+        None => None,
+    };
     if let Some(inbound) = &proxy.inbound {
         let access_log = inbound.access_log.then(|| {
             let stop = CancellationToken::new();
@@ -285,13 +295,23 @@ async fn start_proxies(
             proxies.access_log = Some((stop, task));
             log
         });
-        let server = InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log).await?;
+        let server =
+            InboundServer::bind(inbound, metrics.proxy.clone(), span_export.clone(), access_log, identity.as_ref())
+                .await?;
         let address = server.local_addr().map_err(|source| ProxyError::Bind { address: inbound.listen, source })?;
         tracing::info!(address = %address, upstream = %inbound.upstream, "proxy listening");
         proxies.servers.push(server.spawn(shutdown.clone(), drain));
     }
     if let Some(outbound) = &proxy.outbound {
-        let server = OutboundServer::bind(outbound, metrics.proxy.clone(), span_export).await?;
+        let server = OutboundServer::bind(
+            outbound,
+            metrics.proxy.clone(),
+            span_export,
+            identity.as_ref(),
+            proxy.dns_nameserver,
+            &shutdown,
+        )
+        .await?;
         let address = server.local_addr().map_err(|source| ProxyError::Bind { address: outbound.listen, source })?;
         tracing::info!(address = %address, "egress proxy listening");
         proxies.servers.push(server.spawn(shutdown, drain));

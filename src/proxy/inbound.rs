@@ -1,6 +1,8 @@
 //! The inbound reverse proxy: clients (HTTP/1.1, or HTTP/2 with prior knowledge, on one port)
 //! reach the app through it, and every request is counted, timed and traced on the way. The
-//! request path is [`proxy`]: one function, one commented step per layer.
+//! request path is [`proxy`]: one function, one commented step per layer. With `mtls` the
+//! listener terminates TLS first (`identity::Termination`): the peer's verified identity is
+//! checked against `allow_identities` and handed to the app in `x-forwarded-client-cert`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,9 +23,11 @@ use super::body::{ClientBody, ProxyBody};
 use super::conn::{Activity, ConnTimeouts};
 use super::finish::{Finish, InFlight, Outcome, Recorder};
 use super::headers;
+use super::identity::{Identity, Peer, Termination, identity_matches};
 use super::metrics::{ErrorType, MethodGauges, ProxyMetrics, ServerLabels, method_label};
 use super::route::Routes;
 pub use super::settings::InboundSettings as Settings;
+use super::settings::MtlsMode;
 use super::span::{self, RequestInfo};
 use super::upstream::{Affinity, ForwardError, Lease, Upstream};
 use super::{ProxyError, upgrade};
@@ -49,13 +53,35 @@ pub struct Inbound {
     access_log: Option<AccessLog>,
     request_timeout: Duration,
     trusted_proxies: Vec<Cidr>,
+    /// With `mtls` on: who we are and whom we let in.
+    mesh: Option<InboundMesh>,
 }
+
+/// The inbound side of the mesh.
+struct InboundMesh {
+    identity: Arc<Identity>,
+    /// `allow_identities`; empty allows every peer.
+    allow: Vec<String>,
+}
+
+impl InboundMesh {
+    fn allows(&self, peer: Option<&str>) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        peer.is_some_and(|peer| self.allow.iter().any(|pattern| identity_matches(pattern, peer)))
+    }
+}
+
+/// `x-forwarded-client-cert`, Envoy's header for the client certificate's identity.
+const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// The bound inbound listener, ready to serve.
 pub struct InboundServer {
     listener: TcpListener,
     inbound: Arc<Inbound>,
     timeouts: ConnTimeouts,
+    tls: Option<Arc<Termination>>,
 }
 
 impl InboundServer {
@@ -65,12 +91,24 @@ impl InboundServer {
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
         access_log: Option<AccessLog>,
+        identity: Option<&Arc<Identity>>,
     ) -> Result<InboundServer, ProxyError> {
         let listen = config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { address: listen, source })?;
         let timeouts = &config.timeouts;
         let upstream = Upstream::new(config.upstream.clone(), timeouts.request, timeouts.idle, POOL_IDLE_PER_HOST);
+        let tls = match (config.mtls, identity) {
+            (MtlsMode::Off, _) => None,
+            (_, None) => return Err(ProxyError::NoIdentity),
+            (mode, Some(identity)) => Some(Arc::new(Termination::new(identity, mode == MtlsMode::Required)?)),
+        };
+        let mesh = match (&tls, identity) {
+            (Some(_), Some(identity)) => {
+                Some(InboundMesh { identity: Arc::clone(identity), allow: config.allow_identities.clone() })
+            }
+            _ => None,
+        };
         let max_routes = config.max_routes;
         metrics.server_duration.set_cap(max_routes + config.routes.len() + SERIES_HEADROOM);
         let family = metrics.server_duration.clone();
@@ -84,11 +122,13 @@ impl InboundServer {
             access_log,
             request_timeout: timeouts.request,
             trusted_proxies: config.trusted_proxies.clone(),
+            mesh,
         };
         Ok(InboundServer {
             listener,
             inbound: Arc::new(inbound),
             timeouts: ConnTimeouts { header_read: timeouts.header_read, idle: timeouts.idle },
+            tls,
         })
     }
 
@@ -103,14 +143,15 @@ impl InboundServer {
         let expiry = tokio::spawn(expire_idle(Arc::clone(&self.inbound.upstream)));
         let inbound = self.inbound;
         tokio::spawn(async move {
-            serve(self.listener, shutdown, options, |client, activity: Arc<Activity>| {
+            serve(self.listener, shutdown, options, self.tls, move |client, activity: Arc<Activity>, peer| {
                 let inbound = Arc::clone(&inbound);
                 let affinity = Affinity::new(&inbound.upstream);
                 service_fn(move |request| {
                     let inbound = Arc::clone(&inbound);
                     let activity = Arc::clone(&activity);
                     let affinity = Arc::clone(&affinity);
-                    async move { Ok::<_, Infallible>(proxy(inbound, client, activity, affinity, request).await) }
+                    let peer = peer.clone();
+                    async move { Ok::<_, Infallible>(proxy(inbound, client, peer, activity, affinity, request).await) }
                 })
             })
             .await;
@@ -133,6 +174,7 @@ async fn expire_idle(upstream: Arc<Upstream>) {
 async fn proxy(
     inbound: Arc<Inbound>,
     client: SocketAddr,
+    peer: Option<Arc<Peer>>,
     activity: Arc<Activity>,
     affinity: Arc<Affinity>,
     mut request: Request<Incoming>,
@@ -165,6 +207,7 @@ async fn proxy(
             server: None,
             client: Some(client),
             version: request.version(),
+            tls_client_subject: peer.as_ref().and_then(|peer| peer.identity.as_deref()),
         };
         finish.set_span(Some(span::start(tracing, &mut headers, &info)));
         *request.headers_mut() = headers;
@@ -188,13 +231,31 @@ async fn proxy(
     // Forwarding headers: pillion's own, or appended to a trusted proxy's.
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
     let trusted = inbound.trusted_proxies.iter().any(|block| block.contains(client.ip()));
-    headers::add_forwarded(request.headers_mut(), client, trusted, "http", authority.as_deref());
+    let scheme = if peer.as_ref().is_some_and(|peer| peer.tls) { "https" } else { "http" };
+    headers::add_forwarded(request.headers_mut(), client, trusted, scheme, authority.as_deref());
     if let (None, Some(authority)) = (request.headers().get(HOST), &authority) {
         if let Ok(host) = HeaderValue::from_str(authority) {
             request.headers_mut().insert(HOST, host);
         }
     }
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+
+    // mTLS: only the verified peer's identity reaches the app; identities not allowed get 403.
+    if let Some(mesh) = &inbound.mesh {
+        request.headers_mut().remove(XFCC);
+        let identity = peer.as_ref().and_then(|peer| peer.identity.as_deref());
+        if !mesh.allows(identity) {
+            tracing::debug!(%client, identity = identity.unwrap_or("none"), "peer identity not allowed");
+            let text = "forbidden: this peer's identity is not allowed\n";
+            return finish.failed(StatusCode::FORBIDDEN, ErrorType::ClientError, text);
+        }
+        if let Some(identity) = identity {
+            let value = format!("By={};URI={identity}", mesh.identity.own_identity());
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                request.headers_mut().insert(XFCC, value);
+            }
+        }
+    }
 
     // Route to the app over HTTP/1.1, whatever the client spoke; the body is watched so that a
     // client's broken or slow upload is booked as the client's.

@@ -73,6 +73,8 @@ impl ErrorType {
 pub struct ClientLabels {
     pub method: &'static str,
     pub server_address: Arc<str>,
+    /// The named destination (`proxy.outbound.destinations[].host`), when the call was to one.
+    pub destination: Option<Arc<str>>,
     pub status: u16,
     pub error_type: Option<ErrorType>,
 }
@@ -87,6 +89,46 @@ pub struct MethodLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct DestinationLabel {
     pub server_address: Arc<str>,
+}
+
+/// `{direction, outcome}` of `pillion_tls_handshakes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct HandshakeLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// `{destination, state}` of `pillion_endpoints`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct EndpointLabels {
+    pub destination: Arc<str>,
+    /// `up` or `ejected`.
+    pub state: &'static str,
+}
+
+/// No labels: a family of one series that appears only once it is set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct NoLabels;
+
+/// The mesh's TLS metrics, shared by both proxies and the identity's reloader.
+#[derive(Clone, Default)]
+pub struct TlsMetrics {
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    /// Seconds since the epoch of the current certificate's notAfter.
+    pub expiry: Family<NoLabels, Gauge>,
+}
+
+impl TlsMetrics {
+    pub fn handshake(&self, direction: &'static str, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.handshakes.get_or_create(&HandshakeLabels { direction, outcome }).inc();
+    }
+
+    pub fn set_expiry(&self, not_after: i64) {
+        self.expiry.get_or_create(&NoLabels).set(not_after);
+    }
 }
 
 /// The exemplar label set: the trace a sample belongs to.
@@ -115,6 +157,9 @@ impl EncodeLabelSet for ClientLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
         label(encoder, "http_request_method", self.method)?;
         label(encoder, "server_address", &self.server_address)?;
+        if let Some(destination) = &self.destination {
+            label(encoder, "destination", destination)?;
+        }
         ("http_response_status_code", self.status as u64).encode(encoder.encode_label())?;
         match self.error_type {
             Some(error) => label(encoder, "error_type", &error.as_label()),
@@ -132,6 +177,26 @@ impl EncodeLabelSet for MethodLabel {
 impl EncodeLabelSet for DestinationLabel {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
         label(encoder, "server_address", &self.server_address)
+    }
+}
+
+impl EncodeLabelSet for HandshakeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "direction", self.direction)?;
+        label(encoder, "outcome", self.outcome)
+    }
+}
+
+impl EncodeLabelSet for EndpointLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        label(encoder, "destination", &self.destination)?;
+        label(encoder, "state", self.state)
+    }
+}
+
+impl EncodeLabelSet for NoLabels {
+    fn encode(&self, _encoder: &mut LabelSetEncoder) -> fmt::Result {
+        Ok(())
     }
 }
 
@@ -270,6 +335,10 @@ pub struct ProxyMetrics {
     pub breaker_state: Family<DestinationLabel, Gauge>,
     /// Access-log records dropped because the log pipeline was full.
     pub access_log_dropped: Counter,
+    /// mTLS handshakes and the certificate's expiry.
+    pub tls: TlsMetrics,
+    /// Named destinations' endpoints by state.
+    pub endpoints: Family<EndpointLabels, Gauge>,
 }
 
 impl Default for ProxyMetrics {
@@ -281,6 +350,8 @@ impl Default for ProxyMetrics {
             client_active: Family::default(),
             breaker_state: Family::default(),
             access_log_dropped: Counter::default(),
+            tls: TlsMetrics::default(),
+            endpoints: Family::default(),
         }
     }
 }
@@ -313,6 +384,21 @@ impl ProxyMetrics {
             "pillion_access_log_dropped",
             "Access-log records dropped because the log pipeline was full",
             self.access_log_dropped.clone(),
+        );
+        registry.register(
+            "pillion_tls_handshakes",
+            "mTLS handshakes by direction (inbound, outbound) and outcome (success, failure)",
+            self.tls.handshakes.clone(),
+        );
+        registry.register(
+            "pillion_tls_certificate_expiry_seconds",
+            "notAfter of the mesh certificate in use, in seconds since the epoch",
+            self.tls.expiry.clone(),
+        );
+        registry.register(
+            "pillion_endpoints",
+            "Endpoints of named outbound destinations by state (up, ejected)",
+            self.endpoints.clone(),
         );
     }
 }

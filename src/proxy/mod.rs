@@ -5,11 +5,15 @@
 //! (`upstream`).
 
 pub mod access_log;
+pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod conn;
+pub mod destination;
+pub mod discovery;
 pub mod finish;
 pub mod headers;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
@@ -28,4 +32,10 @@ pub enum ProxyError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("proxy.inbound.upstream {upstream}: {why}")]
     Upstream { upstream: String, why: String },
+    #[error("mTLS needs proxy.identity")]
+    NoIdentity,
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Destination(#[from] destination::DestinationError),
 }

@@ -2,7 +2,9 @@
 //! requests (`GET http://svc/path`) and `CONNECT host:port` for TLS tunnels. Each call gets
 //! client-side RED metrics per destination, a CLIENT span carrying the app's trace onward, a
 //! timeout, retries (idempotent, replayable requests only) and a per-destination circuit
-//! breaker. The request path is [`forward`], one commented step per layer.
+//! breaker. Named destinations (`destinations`, see `destination`) are balanced over their
+//! endpoints, with mTLS when configured; a retry goes to another endpoint. The request path is
+//! [`forward`], one commented step per layer.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -10,9 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -28,8 +28,11 @@ use super::ProxyError;
 use super::body::ProxyBody;
 use super::breaker::{Admission, Breakers};
 use super::conn::{Activity, ConnTimeouts};
+use super::destination::{Destination as Named, OutBody};
+use super::discovery::Dns;
 use super::finish::{Finish, InFlight, Outcome, Recorder, plain};
 use super::headers;
+use super::identity::Identity;
 use super::metrics::{ClientLabels, ErrorType, MethodGauges, ProxyMetrics, method_label};
 use super::route::OTHER;
 pub use super::settings::OutboundSettings as Settings;
@@ -37,8 +40,6 @@ use super::span::{self, RequestInfo};
 use crate::backoff::Backoff;
 use crate::net::{ServeOptions, serve};
 use crate::telemetry::traces::Tracing;
-
-type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// First retry waits up to this long; each further one up to twice as long, at most
 /// `RETRY_BACKOFF_CAP`.
@@ -61,6 +62,8 @@ pub struct Outbound {
     timeout: Duration,
     retries: u32,
     idempotent_only: bool,
+    /// Named destinations.
+    named: Vec<Arc<Named>>,
 }
 
 /// The destinations the app has called, at most `max_destinations` of them; later ones share the
@@ -119,6 +122,9 @@ impl OutboundServer {
         config: &Settings,
         metrics: ProxyMetrics,
         tracing: Option<Arc<Tracing>>,
+        identity: Option<&Arc<Identity>>,
+        dns_nameserver: Option<SocketAddr>,
+        shutdown: &CancellationToken,
     ) -> Result<OutboundServer, ProxyError> {
         let listen = config.listen;
         let listener =
@@ -129,8 +135,19 @@ impl OutboundServer {
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
         let breakers = Breakers::new(config.breaker_failures, config.breaker_open_for, metrics.breaker_state.clone());
         let max_destinations = config.max_destinations;
+        let mut dns: Option<Arc<Dns>> = None;
+        let named = config
+            .destinations
+            .iter()
+            .map(|destination| {
+                let gauge = metrics.endpoints.clone();
+                Named::new(destination, identity, &mut dns, dns_nameserver, config.timeout, gauge, shutdown)
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         metrics.client_duration.set_cap(max_destinations + SERIES_HEADROOM);
         let outbound = Outbound {
+            named,
             client,
             active: MethodGauges::new(&metrics.client_active),
             metrics,
@@ -152,7 +169,7 @@ impl OutboundServer {
     pub fn spawn(self, shutdown: CancellationToken, drain: Duration) -> JoinHandle<()> {
         let options = ServeOptions { server: "egress", timeouts: TIMEOUTS, drain };
         let outbound = self.outbound;
-        tokio::spawn(serve(self.listener, shutdown, options, move |_client, activity: Arc<Activity>| {
+        tokio::spawn(serve(self.listener, shutdown, options, None, move |_client, activity: Arc<Activity>, _peer| {
             let outbound = Arc::clone(&outbound);
             service_fn(move |request| {
                 let outbound = Arc::clone(&outbound);
@@ -187,10 +204,12 @@ async fn forward(
     let host = request.uri().host().unwrap_or("unknown").trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = request.uri().port_u16().unwrap_or(80);
     let destination = outbound.destinations.get(&host, port);
+    let named = outbound.named.iter().find(|d| d.host.eq_ignore_ascii_case(&host)).cloned();
 
     // RED: in flight until the response body is done. Circuit breaker: fail fast while the
     // destination is known to be down.
-    let mut finish = match admit(&outbound, activity, started, method, &destination) {
+    let named_label = named.as_ref().map(|d| Arc::clone(&d.host));
+    let mut finish = match admit(&outbound, activity, started, method, &destination, named_label) {
         Ok(finish) => finish,
         Err(rejected) => return *rejected,
     };
@@ -207,6 +226,7 @@ async fn forward(
             server: Some((&host, Some(port))),
             client: None,
             version: request.version(),
+            tls_client_subject: None,
         };
         finish.set_span(Some(span::start(tracing, &mut headers, &info)));
         *request.headers_mut() = headers;
@@ -228,28 +248,38 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let mut body = Some(body.boxed_unsync());
 
-    // Send with the timeout per attempt; the breaker learns every outcome.
+    // Send with the timeout per attempt; the breaker learns every outcome. A named
+    // destination's balancer picks an endpoint per attempt, another one for each retry.
     let mut attempt = 0;
+    let mut tried: Vec<SocketAddr> = Vec::new();
     let mut backoff = Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     let result = loop {
         attempt += 1;
         let body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        let attempt_request = Request::from_parts(parts.clone(), body);
-        let result = tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await;
-        let outcome = match result {
-            Ok(Ok(response)) if response.status().is_server_error() => {
-                let status = response.status().as_u16();
-                Err((Some(response), ErrorType::Status(status)))
-            }
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if error.is_connect() => Err((None, ErrorType::Connect)),
-            Ok(Err(_)) => Err((None, ErrorType::Upstream)),
-            Err(_) => Err((None, ErrorType::Timeout)),
+        let mut attempt_request = Request::from_parts(parts.clone(), body);
+        let outcome = match &named {
+            None => classify(tokio::time::timeout(outbound.timeout, outbound.client.request(attempt_request)).await),
+            Some(named) => match named.balancer.pick(&tried) {
+                None => Err((None, ErrorType::Connect)),
+                Some(pick) => {
+                    tried.push(pick.endpoint.address);
+                    *attempt_request.uri_mut() = endpoint_uri(pick.endpoint.address, &parts.uri);
+                    let sent = named.client.request(attempt_request);
+                    let outcome = classify(tokio::time::timeout(outbound.timeout, sent).await);
+                    named.balancer.report(pick, outcome.is_ok());
+                    outcome
+                }
+            },
         };
         outbound.record(&destination, outcome.is_ok());
         match outcome {
             Err(_) if attempt < attempts && outbound.admit(&destination) != Admission::Rejected => {
-                tokio::time::sleep(backoff.next(None)).await;
+                // Another endpoint is tried at once; the same one (or a plain host) after a pause.
+                let elsewhere =
+                    named.as_ref().is_some_and(|d| d.balancer.addresses().iter().any(|a| !tried.contains(a)));
+                if !elsewhere {
+                    tokio::time::sleep(backoff.next(None)).await;
+                }
             }
             other => break other,
         }
@@ -273,6 +303,32 @@ async fn forward(
     }
 }
 
+type Attempt = Result<Response<Incoming>, (Option<Response<Incoming>>, ErrorType)>;
+
+/// An attempt's result: a response, or why it failed (with the 5xx response, if there was one).
+// The error side carries the 5xx response itself, moved once per attempt, never stored.
+#[allow(clippy::result_large_err)]
+fn classify(
+    result: Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed>,
+) -> Attempt {
+    match result {
+        Ok(Ok(response)) if response.status().is_server_error() => {
+            let status = response.status().as_u16();
+            Err((Some(response), ErrorType::Status(status)))
+        }
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) if error.is_connect() => Err((None, ErrorType::Connect)),
+        Ok(Err(_)) => Err((None, ErrorType::Upstream)),
+        Err(_) => Err((None, ErrorType::Timeout)),
+    }
+}
+
+/// The app's request URI pointed at one endpoint (the `Host` header keeps the name it called).
+fn endpoint_uri(endpoint: SocketAddr, uri: &http::Uri) -> http::Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{endpoint}{path}").parse().unwrap_or_else(|_| uri.clone())
+}
+
 /// `CONNECT host:port`: answer 200, then copy bytes both ways (TLS stays end to end).
 async fn tunnel(
     outbound: Arc<Outbound>,
@@ -285,7 +341,7 @@ async fn tunnel(
     };
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let destination = outbound.destinations.get(host, authority.port_u16().unwrap_or(443));
-    let finish = match admit(&outbound, activity, started, "CONNECT", &destination) {
+    let finish = match admit(&outbound, activity, started, "CONNECT", &destination, None) {
         Ok(finish) => finish,
         Err(rejected) => return *rejected,
     };
@@ -343,10 +399,11 @@ fn admit(
     started: Instant,
     method: &'static str,
     destination: &Destination,
+    named: Option<Arc<str>>,
 ) -> Result<Finish<ClientRecorder>, Box<Response<ProxyBody>>> {
     let in_flight = InFlight::new(outbound.active.get(method), Some(activity));
-    let recorder =
-        ClientRecorder { outbound: Arc::clone(outbound), method, server_address: Arc::clone(&destination.label) };
+    let server_address = Arc::clone(&destination.label);
+    let recorder = ClientRecorder { outbound: Arc::clone(outbound), method, server_address, named };
     let finish = Finish::new(recorder, started, in_flight, outbound.tracing.clone());
     if outbound.admit(destination) == Admission::Rejected {
         let text = "circuit open: the destination is failing\n";
@@ -360,6 +417,8 @@ struct ClientRecorder {
     outbound: Arc<Outbound>,
     method: &'static str,
     server_address: Arc<str>,
+    /// The named destination, for the `destination` label.
+    named: Option<Arc<str>>,
 }
 
 impl Recorder for ClientRecorder {
@@ -367,6 +426,7 @@ impl Recorder for ClientRecorder {
         let labels = ClientLabels {
             method: self.method,
             server_address: self.server_address,
+            destination: self.named,
             status: outcome.status,
             error_type: outcome.error,
         };

@@ -39,6 +39,8 @@ pub struct RequestInfo<'a> {
     pub server: Option<(&'a str, Option<u16>)>,
     pub client: Option<SocketAddr>,
     pub version: http::Version,
+    /// `tls.client.subject`: the verified client certificate's identity (inbound mTLS).
+    pub tls_client_subject: Option<&'a str>,
 }
 
 /// A started request span.
@@ -70,6 +72,7 @@ struct SpanRecord {
     method_original: Option<Range<usize>>,
     server: Option<Range<usize>>,
     user_agent: Option<Range<usize>>,
+    tls_client_subject: Option<Range<usize>>,
 }
 
 /// Starts the span for a request, as a child of the context its headers carry, and writes
@@ -122,6 +125,7 @@ fn record(
     let user_agent = headers.get(USER_AGENT).and_then(|h| h.to_str().ok());
     let original = (info.method_label == "_OTHER").then(|| info.method.as_str());
     let length = info.path.len() + original.map_or(0, str::len) + server.map_or(0, |s| s.0.len());
+    let length = length + info.tls_client_subject.map_or(0, str::len);
     let mut text = String::with_capacity(length + user_agent.map_or(0, str::len));
     let mut push = |value: &str| {
         let from = text.len();
@@ -132,6 +136,7 @@ fn record(
     let method_original = original.map(&mut push);
     let server_range = server.map(|(host, _)| push(host));
     let user_agent = user_agent.map(&mut push);
+    let tls_client_subject = info.tls_client_subject.map(&mut push);
     SpanRecord {
         context,
         parent_span_id,
@@ -151,6 +156,7 @@ fn record(
         method_original,
         server: server_range,
         user_agent,
+        tls_client_subject,
     }
 }
 
@@ -181,6 +187,9 @@ impl ExportSpan for SpanRecord {
         }
         if let Some(agent) = &record.user_agent {
             attributes.push(KeyValue::new(semconv::USER_AGENT_ORIGINAL, text(agent)));
+        }
+        if let Some(subject) = &record.tls_client_subject {
+            attributes.push(KeyValue::new("tls.client.subject", text(subject)));
         }
         let version = match record.version {
             http::Version::HTTP_10 => "1.0",
