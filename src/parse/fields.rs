@@ -194,7 +194,7 @@ pub fn numeric_level(number: i64) -> Option<Level> {
 }
 
 /// RFC 5424 severities 0 emergency ... 7 debug, from a PRI value.
-fn syslog_level(priority: i64) -> Option<Level> {
+pub(super) fn syslog_level(priority: i64) -> Option<Level> {
     if !(0..=191).contains(&priority) {
         return None;
     }

@@ -114,17 +114,7 @@ fn priority_level(b: &[u8]) -> Option<Level> {
     if !(1..=3).contains(&digits) || b.get(start + 1 + digits) != Some(&b'>') {
         return None;
     }
-    let priority = num(b, start + 1, digits)?;
-    if priority > 191 {
-        return None;
-    }
-    Some(match priority % 8 {
-        0..=2 => Level::Fatal,
-        3 => Level::Error,
-        4 => Level::Warn,
-        5 | 6 => Level::Info,
-        _ => Level::Debug,
-    })
+    super::fields::syslog_level(i64::from(num(b, start + 1, digits)?))
 }
 
 /// Where the line's head starts: after spaces, a syslog `<PRI>` and one `[`.
