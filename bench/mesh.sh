@@ -7,7 +7,7 @@
 # over OTLP/HTTP, as in bench/proxy.sh) with `mtls: permissive`, so plain and TLS clients reach
 # the same process on the same port; a client certificate offered there is verified and becomes
 # the peer identity (x-forwarded-client-cert), as with `mtls: required`. The upstream is nginx
-# `return 200`. Rows:
+# `return 200` (with the x-forwarded-client-cert it got, checked once before the rounds). Rows:
 #   plain        h2load --h1 -> pillion (plain HTTP/1.1)
 #   tls          h2load --h1 over TLS -> pillion (TLS 1.3, no client certificate: h2load has none)
 #   front plain  h2load --h1 -> nginx -> pillion, plain, nginx keep-alive pool
@@ -190,10 +190,12 @@ for rep in $(seq "$REPS"); do
 done
 failures="$(( $(failed_handshakes) - failures_before ))"
 hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pillion_pid/status")"
+# The binary's own pages count in RSS too: show what is anonymous.
+rss_split="$(awk '/RssAnon|RssFile/ {printf "%s %.1f MiB ", $1, $2 / 1024}' "/proc/$pillion_pid/status")"
 
-python3 - "$work" "$REPS" "$DURATION" "$CONNS" "$(getconf CLK_TCK)" "$hwm" "$failures" "$KEY" <<'PY'
+python3 - "$work" "$REPS" "$DURATION" "$CONNS" "$(getconf CLK_TCK)" "$hwm" "$failures" "$KEY" "$rss_split" <<'PY'
 import re, statistics, sys
-work, reps, duration, conns, clk_tck, hwm, failures, key = sys.argv[1:9]
+work, reps, duration, conns, clk_tck, hwm, failures, key, rss_split = sys.argv[1:10]
 reps, clk_tck = int(reps), int(clk_tck)
 def requests(label, rep):
     text = open(f"{work}/{label}-{rep}.txt").read()
@@ -227,5 +229,5 @@ for label, name in (("handshake_tls", "TLS 1.3 (no client cert)"), ("handshake_m
         rate.append(count / float(duration))
     median = statistics.median(cpu)
     print(f"| {name} | {median:.0f} us ({min(cpu):.0f}-{max(cpu):.0f}) | {statistics.median(rate):.0f} | {1e6 / median:.0f} |")
-print(f"\nfailed inbound handshakes during the rounds: {failures}; pillion peak RSS {int(hwm) / 1024:.1f} MiB")
+print(f"\nfailed inbound handshakes during the rounds: {failures}; pillion peak RSS {int(hwm) / 1024:.1f} MiB (at the end: {rss_split.strip()})")
 PY
