@@ -261,4 +261,3 @@ fn an_outage_longer_than_log_retention_loses_nothing_without_the_buffer() {
     // What saved them: rotated files deleted during the outage, held open until delivered.
     assert!(outcome.held_deleted >= 2, "{} deleted files held open", outcome.held_deleted);
 }
-

@@ -36,17 +36,25 @@
 //! lines: a batch holds about 2048 records at most) whose acknowledgement token ends at its
 //! last complete record; the checkpoint is the longest fully acknowledged
 //! prefix (see [`crate::pipeline`]). At most 2 x (parser threads) batches per input are
-//! being parsed at once; when they are, or the downstream queue is full, the tailer waits: the
-//! file is the buffer. Memory per file is bounded by the framing stages (`max_line_bytes`
-//! each); at most `max_open_files` descriptors are open: idle, fully read files are closed
-//! first (least recently active) and reopened when they grow. Files rotated away keep their
-//! descriptor until read to the end.
+//! being parsed at once; when the downstream queue is full, parsed batches wait in the
+//! tailer's outbox and nothing more is read: the file is the buffer. The tailer never blocks
+//! on the queue, so discovery goes on while the sinks are down: files that rotation creates,
+//! copies or compresses meanwhile are opened at once, and a descriptor keeps a file's content
+//! readable after rotation deletes it. Memory per file is bounded by the framing stages
+//! (`max_line_bytes` each); at most `max_open_files` descriptors are open: idle, fully read
+//! files are closed first (least recently active) and reopened when they grow. Files rotated
+//! away (and `.gz` files) keep their descriptor until read to the end *and* acknowledged by
+//! every sink; when the limit needs one, such a file read to its end is closed next (nothing
+//! is lost unless pillion dies before delivery). A file with unread bytes is never closed to
+//! open another: a file that finds no free descriptor waits for one.
 //!
 //! # Limits
 //!
 //! Bytes of a file deleted before they were read cannot be read by anyone. When pillion knows
-//! how many (a file closed for the open-files limit that grew and was deleted before it got a
-//! descriptor back) they are counted in `pillion_input_lost_bytes_total` and logged.
+//! how many (a file that waited for a descriptor under the open-files limit and was deleted
+//! first; for a `.gz`, its size on disk) they are counted in `pillion_input_lost_bytes_total`
+//! and logged. Without `logs.buffer`, what rotation deletes while pillion is down (a kill -9
+//! during an outage) is lost uncounted: only the buffer's spool survives that.
 //! Truncation is recognized by size or by a changed first line: a file truncated and
 //! rewritten *with the same first line* past the read offset within one poll interval, or one
 //! identified by device and inode only, is not recognized as truncated. A copy is recognized
@@ -371,8 +379,12 @@ impl Tailer {
             self.open_files -= 1;
             return true;
         }
-        let draining =
-            self.files.values().filter(|t| t.reader.is_some() && t.draining).min_by_key(|t| t.last_active).map(|t| t.key);
+        let draining = self
+            .files
+            .values()
+            .filter(|t| t.reader.is_some() && t.draining)
+            .min_by_key(|t| t.last_active)
+            .map(|t| t.key);
         let Some(key) = draining else {
             return false;
         };
