@@ -558,13 +558,15 @@ fn a_file_deleted_before_it_got_a_descriptor_is_counted_lost() {
     write_lines(&app, &expected);
     let first = h.path("app.log.1");
     fs::rename(&app, &first).expect("rename");
-    expected.extend(lines(30_000, 30_010));
+    // As large as the first: with the sink stalled it cannot be read to its end (a small one
+    // could be, and a file read to its end gives its descriptor up for the third).
+    expected.extend(lines(30_000, 60_000));
     write_lines(&app, &expected[30_000..]);
     wait_until("the second file is open", || descriptors_on(&app) >= 1);
     // Both descriptors hold unread bytes: the third file waits for one...
     let second = h.path("app.log.2");
     fs::rename(&app, &second).expect("rename");
-    write_lines(&app, &lines(30_010, 30_020));
+    write_lines(&app, &lines(60_000, 60_010));
     let files = || h.metrics.files.get_or_create(&InputMetrics::label("test")).get();
     wait_until("three files are followed", || files() == 3);
     assert_eq!(descriptors_on(&app), 0, "no descriptor for the third file");
