@@ -2,7 +2,11 @@
 //! every 2 s, cycling rename+create, copytruncate and rename+gzip, keeping 3 rotated files
 //! (older ones are deleted, as logrotate does); the Loki-protocol receiver is down for 12 s,
 //! longer than the rotated files are kept. With `logs.buffer`, pillion must lose nothing:
-//! and duplicate nothing without kills, and only around each kill -9 with them.
+//! and duplicate nothing without kills, and only around each kill -9 with them. Without the
+//! buffer it must lose nothing either as long as it is not killed: the tailer keeps discovering
+//! files while the sinks are down and holds the rotated ones open, deleted or not, until their
+//! records are delivered. (Without the buffer a kill -9 loses what rotation deleted meanwhile:
+//! no one can read those files again.)
 
 mod support;
 
@@ -30,7 +34,7 @@ struct Setup {
     config: PathBuf,
 }
 
-fn setup(receiver: &Receiver) -> Setup {
+fn setup(receiver: &Receiver, buffer: bool) -> Setup {
     let root = tempfile::tempdir().expect("tempdir");
     let logs = root.path().join("logs");
     fs::create_dir_all(&logs).expect("mkdir");
@@ -40,8 +44,7 @@ shutdown_timeout: 5s
 logs:
   data_dir: "{data}"
   checkpoint_interval: 100ms
-  buffer: {{ max_bytes: 64MiB }}
-  inputs:
+{buffer}  inputs:
     - name: app
       paths: ["{logs}/app.log*"]
       format: raw
@@ -55,6 +58,7 @@ logs:
         data = root.path().join("data").display(),
         logs = logs.display(),
         url = receiver.url(),
+        buffer = if buffer { "  buffer: { max_bytes: 64MiB }\n" } else { "" },
     );
     let config = support::write_config(root.path(), &yaml);
     Setup { root, logs, config }
@@ -146,6 +150,18 @@ struct Outcome {
     duplicates: u64,
     /// `pillion_buffer_events` and `pillion_buffer_bytes` near the end of the outage.
     buffered: (u64, u64),
+    /// Descriptors pillion held on deleted log files near the end of the outage.
+    held_deleted: usize,
+}
+
+/// How many of `pid`'s descriptors lead to deleted files under `logs`.
+fn deleted_files_open(pid: u32, logs: &Path) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(logs) && target.to_string_lossy().ends_with(" (deleted)"))
+        .count()
 }
 
 /// A gauge or counter of pillion's `/metrics`.
@@ -157,9 +173,9 @@ fn metric(pillion: &mut Pillion, name: &str) -> u64 {
 }
 
 /// Runs the torture with kill -9s at `kills` (seconds from the start).
-fn torture(kills: &[f64]) -> Outcome {
+fn torture(buffer: bool, kills: &[f64]) -> Outcome {
     let receiver = Receiver::start();
-    let setup = setup(&receiver);
+    let setup = setup(&receiver, buffer);
     let written = Arc::new(AtomicU64::new(0));
     let mut pillion = Pillion::start(setup.root.path(), &setup.config);
     pillion.admin_address();
@@ -167,6 +183,7 @@ fn torture(kills: &[f64]) -> Outcome {
     let started = Instant::now();
     let mut events: Vec<(f64, &str)> = vec![(OUTAGE.0, "down"), (OUTAGE.1 - 0.5, "probe"), (OUTAGE.1, "up")];
     let mut buffered = (0, 0);
+    let mut held_deleted = 0;
     events.extend(kills.iter().map(|at| (*at, "kill")));
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut logs = Vec::new();
@@ -180,6 +197,7 @@ fn torture(kills: &[f64]) -> Outcome {
             "probe" => {
                 buffered =
                     (metric(&mut pillion, "pillion_buffer_events"), metric(&mut pillion, "pillion_buffer_bytes"));
+                held_deleted = deleted_files_open(pillion.pid(), &setup.logs);
             }
             _ => {
                 pillion.signal("KILL");
@@ -216,12 +234,12 @@ fn torture(kills: &[f64]) -> Outcome {
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    Outcome { lost: missing.len() as u64, duplicates, buffered }
+    Outcome { lost: missing.len() as u64, duplicates, buffered, held_deleted }
 }
 
 #[test]
 fn an_outage_longer_than_log_retention_loses_nothing_with_the_buffer() {
-    let outcome = torture(&[]);
+    let outcome = torture(true, &[]);
     assert_eq!(outcome.lost, 0);
     assert_eq!(outcome.duplicates, 0, "no kill, no duplicate");
     let (events, bytes) = outcome.buffered;
@@ -231,6 +249,15 @@ fn an_outage_longer_than_log_retention_loses_nothing_with_the_buffer() {
 
 #[test]
 fn kill_9_during_an_outage_loses_nothing_with_the_buffer() {
-    let outcome = torture(&[4.5, 8.0, 11.5, 16.5]);
+    let outcome = torture(true, &[4.5, 8.0, 11.5, 16.5]);
     assert_eq!(outcome.lost, 0);
+}
+
+#[test]
+fn an_outage_longer_than_log_retention_loses_nothing_without_the_buffer() {
+    let outcome = torture(false, &[]);
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.duplicates, 0, "no kill, no duplicate");
+    // What saved them: rotated files deleted during the outage, held open until delivered.
+    assert!(outcome.held_deleted >= 2, "{} deleted files held open", outcome.held_deleted);
 }

@@ -462,4 +462,78 @@ mod tests {
         let only = balancer.pick(&[address(1), address(3)]).expect("every endpoint tried: any");
         balancer.report(only, true);
     }
+
+    /// `pillion_endpoints{destination="svc",state}`: (up, ejected).
+    fn gauge(balancer: &Balancer) -> (i64, i64) {
+        let value =
+            |state| balancer.gauge.get_or_create(&EndpointLabels { destination: Arc::from("svc"), state }).get();
+        (value("up"), value("ejected"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_weighs_requests_in_flight() {
+        let balancer = balancer(LoadBalancer::P2cEwma, Vec::new());
+        balancer.set_endpoints(&[address(1), address(2)]);
+        run(&balancer, 20, |_| Duration::from_millis(1));
+        // Five slow requests stay in flight on endpoint 1: with the same latency, 2 costs less.
+        let held: Vec<Pick> = (0..5).map(|_| balancer.pick(&[address(2)]).expect("pick")).collect();
+        assert!(held.iter().all(|p| p.endpoint.address == address(1)));
+        assert_eq!(balancer.snapshot()[0].in_flight.load(Ordering::Relaxed), 5);
+        let next = run(&balancer, 3, |_| Duration::from_millis(1));
+        assert_eq!(next.get(&2), Some(&3), "{next:?}");
+        // Abandoned (the client went away) or reported, a pick is no longer in flight.
+        drop(held);
+        assert_eq!(balancer.snapshot()[0].in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(balancer.snapshot()[1].in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_group_with_every_endpoint_ejected_sits_out_until_readmitted() {
+        let groups = vec![
+            Group { endpoints: vec![address(1), address(2)], weight: 90 },
+            Group { endpoints: vec![address(3)], weight: 10 },
+        ];
+        let balancer = balancer(LoadBalancer::RoundRobin, groups);
+        balancer.set_endpoints(&[address(1), address(2), address(3)]);
+        for _ in 0..3 {
+            let pick = balancer.pick(&[address(1), address(2)]).expect("pick");
+            assert_eq!(pick.endpoint.address, address(3));
+            balancer.report(pick, false);
+        }
+        assert_eq!(gauge(&balancer), (2, 1));
+        let counts = run(&balancer, 100, |_| Duration::from_millis(1));
+        assert_eq!(counts.get(&3), None, "the canary is ejected: {counts:?}");
+        assert_eq!(counts[&1] + counts[&2], 100);
+        // Back after eject_for: the gauge follows on the timer, and the canary gets its share.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        balancer.tick();
+        assert_eq!(gauge(&balancer), (3, 0));
+        let counts = run(&balancer, 100, |_| Duration::from_millis(1));
+        let canary = counts.get(&3).copied().unwrap_or(0);
+        assert!((8..=12).contains(&canary), "{counts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_endpoint_ejected_one_is_still_tried_and_none_means_no_endpoints() {
+        let balancer = balancer(LoadBalancer::P2cEwma, Vec::new());
+        assert!(balancer.pick(&[]).is_none(), "no endpoints yet");
+        assert_eq!(gauge(&balancer), (0, 0));
+        balancer.set_endpoints(&[address(1)]);
+        for _ in 0..3 {
+            let pick = balancer.pick(&[]).expect("pick");
+            balancer.report(pick, false);
+        }
+        assert_eq!(gauge(&balancer), (0, 1));
+        let pick = balancer.pick(&[]).expect("an ejected endpoint beats failing the request");
+        assert_eq!(pick.endpoint.address, address(1));
+        // More failures while ejected do not extend the ejection.
+        balancer.report(pick, false);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        balancer.tick();
+        assert_eq!(gauge(&balancer), (1, 0));
+        // An endpoint that leaves the set leaves the gauge.
+        balancer.set_endpoints(&[]);
+        assert_eq!(gauge(&balancer), (0, 0));
+        assert!(balancer.pick(&[]).is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! A named outbound destination (`proxy.outbound.destinations[]`): its endpoints (static or from
 //! DNS, see `discovery`), its balancer (see `balance`), and a client that keeps a connection pool
-//! per endpoint, originating mTLS with the pod's identity when `mtls` is on.
+//! per endpoint, originating mTLS with the pod's identity when `mtls` is on (HTTP/2 when the
+//! endpoint offers it in ALPN, as pillion's inbound does; else HTTP/1.1).
 
 use std::future::Future;
 use std::io;
@@ -179,6 +180,10 @@ impl Connection for MeshStream {
     fn connected(&self) -> Connected {
         match self {
             MeshStream::Plain(stream) => stream.connected(),
+            // The client speaks HTTP/2 on this connection when the server chose it in ALPN.
+            MeshStream::Tls(stream) if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
             MeshStream::Tls(_) => Connected::new(),
         }
     }
@@ -216,6 +221,77 @@ impl hyper::rt::Write for MeshStream {
         match self.get_mut() {
             MeshStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             MeshStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::service::service_fn;
+    use hyper_util::server::conn::auto;
+
+    use super::*;
+    use crate::proxy::identity::tests::{TestCa, write_identity};
+
+    /// A TLS server on 127.0.0.1 that answers every request with the HTTP version it arrived in;
+    /// `alpn` is what it offers.
+    async fn version_server(identity: &Arc<Identity>, alpn: &[&[u8]]) -> std::net::SocketAddr {
+        let mut config = (*identity.server_config(true).expect("server config")).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let version = format!("{:?}", request.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(version))))
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn the_client_speaks_h2_when_the_endpoint_offers_it_and_http1_otherwise() {
+        let ca = TestCa::new();
+        let (server_dir, client_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let server =
+            Identity::load(write_identity(server_dir.path(), &ca, &ca.leaf(&["api"], 1)), TlsMetrics::default())
+                .expect("server identity");
+        let client = Identity::load(
+            write_identity(client_dir.path(), &ca, &ca.leaf(&["spiffe://c/ns/shop/sa/web"], 2)),
+            TlsMetrics::default(),
+        )
+        .expect("client identity");
+        let originate = Arc::new(Originate {
+            connector: TlsConnector::from(client.client_config(None).expect("client config")),
+            server_name: ServerName::try_from("api").expect("name"),
+            metrics: TlsMetrics::default(),
+        });
+        let client: Client<MeshConnector, OutBody> = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(MeshConnector { http: HttpConnector::new(), tls: Some(originate) });
+        let offers: [&[&[u8]]; 3] = [&[b"h2", b"http/1.1"], &[b"http/1.1"], &[]];
+        for (alpn, expected) in offers.into_iter().zip(["HTTP/2.0", "HTTP/1.1", "HTTP/1.1"]) {
+            let address = version_server(&server, alpn).await;
+            for _ in 0..2 {
+                // As the outbound proxy sends it: HTTP/1.1, the endpoint's address in the URI.
+                let request = http::Request::get(format!("http://{address}/"))
+                    .header(http::header::HOST, "api")
+                    .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+                    .expect("request");
+                let response = client.request(request).await.expect("response");
+                assert_eq!(response.status(), 200);
+                let body = response.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(body, expected.as_bytes(), "server offering {alpn:?}");
+            }
         }
     }
 }

@@ -269,7 +269,7 @@ impl Identity {
         Ok(Arc::new(config))
     }
 
-    /// The outbound client config: our certificate presented, the server's chain verified against
+    /// The outbound client config: ALPN h2/http1.1, our certificate presented, the server's chain verified against
     /// the trust root, then its identity: `pin` when given (a URI or DNS SAN equal to it), else the
     /// DNS SAN of the server name the connection is made for.
     pub fn client_config(self: &Arc<Self>, pin: Option<Arc<str>>) -> Result<Arc<ClientConfig>, IdentityError> {
@@ -283,7 +283,9 @@ impl Identity {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(OwnCertificate { store: Arc::clone(&self.store) }));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // h2 first: a peer that offers it (pillion's inbound does) multiplexes the pool's
+        // requests over one connection; any other speaks http/1.1 as before.
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

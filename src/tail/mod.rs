@@ -36,17 +36,25 @@
 //! lines: a batch holds about 2048 records at most) whose acknowledgement token ends at its
 //! last complete record; the checkpoint is the longest fully acknowledged
 //! prefix (see [`crate::pipeline`]). At most 2 x (parser threads) batches per input are
-//! being parsed at once; when they are, or the downstream queue is full, the tailer waits: the
-//! file is the buffer. Memory per file is bounded by the framing stages (`max_line_bytes`
-//! each); at most `max_open_files` descriptors are open: idle, fully read files are closed
-//! first (least recently active) and reopened when they grow. Files rotated away keep their
-//! descriptor until read to the end.
+//! being parsed at once; when the downstream queue is full, parsed batches wait in the
+//! tailer's outbox and nothing more is read: the file is the buffer. The tailer never blocks
+//! on the queue, so discovery goes on while the sinks are down: files that rotation creates,
+//! copies or compresses meanwhile are opened at once, and a descriptor keeps a file's content
+//! readable after rotation deletes it. Memory per file is bounded by the framing stages
+//! (`max_line_bytes` each); at most `max_open_files` descriptors are open: idle, fully read
+//! files are closed first (least recently active) and reopened when they grow. Files rotated
+//! away (and `.gz` files) keep their descriptor until read to the end *and* acknowledged by
+//! every sink; when the limit needs one, such a file read to its end is closed next (nothing
+//! is lost unless pillion dies before delivery). A file with unread bytes is never closed to
+//! open another: a file that finds no free descriptor waits for one.
 //!
 //! # Limits
 //!
 //! Bytes of a file deleted before they were read cannot be read by anyone. When pillion knows
-//! how many (a file closed for the open-files limit that grew and was deleted before it got a
-//! descriptor back) they are counted in `pillion_input_lost_bytes_total` and logged.
+//! how many (a file that waited for a descriptor under the open-files limit and was deleted
+//! first; for a `.gz`, its size on disk) they are counted in `pillion_input_lost_bytes_total`
+//! and logged. Without `logs.buffer`, what rotation deletes while pillion is down (a kill -9
+//! during an outage) is lost uncounted: only the buffer's spool survives that.
 //! Truncation is recognized by size or by a changed first line: a file truncated and
 //! rewritten *with the same first line* past the read offset within one poll interval, or one
 //! identified by device and inode only, is not recognized as truncated. A copy is recognized
@@ -64,7 +72,7 @@ pub mod settings;
 mod tests;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,8 +141,18 @@ struct Tracked {
     rotated_at: Option<Instant>,
     /// Read to its end and closed for good.
     finished: bool,
+    /// Read to its end (rotated away, or compressed), kept open until what was sent from it
+    /// is acknowledged.
+    draining: bool,
     /// Last time data was read, for closing the least recently active file first.
     last_active: Instant,
+}
+
+impl Tracked {
+    /// Closed for the open-files limit (or never opened for it) with something left to read.
+    fn wants_descriptor(&self) -> bool {
+        self.reader.is_none() && !self.finished && (self.compressed || self.size > self.read_offset)
+    }
 }
 
 /// A file discovered but not tracked yet.
@@ -168,6 +186,10 @@ struct Tailer {
     skipped: HashSet<(PathBuf, discover::SkipReason)>,
     skipped_now: HashSet<(PathBuf, discover::SkipReason)>,
     open_files: usize,
+    /// Parsed batches, in order, that the downstream queue had no room for. While it holds
+    /// any, nothing is read (see [`Tailer::run`]); it holds at most the batches in flight and
+    /// those of one read.
+    outbox: VecDeque<Batch>,
     buffer: Vec<u8>,
     first_scan: bool,
     wakeup: watch::Wakeup,
@@ -211,6 +233,7 @@ impl Tailer {
             skipped: HashSet::new(),
             skipped_now: HashSet::new(),
             open_files: 0,
+            outbox: VecDeque::new(),
             buffer: vec![0; READ_CHUNK],
             first_scan: true,
             wakeup: watch::Wakeup::new(),
@@ -220,7 +243,10 @@ impl Tailer {
 
     /// Scans every `poll_interval` (or when a file appeared, vanished or was renamed) and
     /// reads after a scan or a file-system event, until there is nothing new: an idle input
-    /// costs one scan per poll interval.
+    /// costs one scan per poll interval. While the sinks are behind (the outbox holds batches
+    /// the downstream queue has no room for) nothing is read, but scans go on: a file created,
+    /// copied or compressed by a rotation meanwhile is opened at once, and its descriptor
+    /// keeps its content readable after rotation deletes it.
     fn run(mut self) {
         let poll = self.context.input.poll_interval;
         let mut last_scan: Option<Instant> = None;
@@ -231,6 +257,17 @@ impl Tailer {
                 self.scan();
                 last_scan = Some(Instant::now());
                 read_due = true;
+            }
+            if self.flush_outbox().is_err() {
+                break;
+            }
+            if !self.outbox.is_empty() {
+                let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
+                if self.wait_for_room(due.min(WAKE_CHECK)).is_err() {
+                    break;
+                }
+                read_due = true;
+                continue;
             }
             if read_due {
                 match self.read_round() {
@@ -243,12 +280,15 @@ impl Tailer {
             if self.forward(true).is_err() {
                 break;
             }
+            if !self.outbox.is_empty() {
+                continue;
+            }
             let due = last_scan.map_or(Duration::ZERO, |at| poll.saturating_sub(at.elapsed()));
             read_due = self.wakeup.wait(due.min(WAKE_CHECK));
         }
         // What was read and is still being parsed goes downstream if there is room; what is
         // not delivered is not acknowledged, and is read again after a restart.
-        let _ = self.forward(true);
+        let _ = self.forward(true).and_then(|()| self.flush_outbox());
         tracing::debug!(input = %self.context.input.name, "tailer stopped");
     }
 
@@ -294,6 +334,7 @@ impl Tailer {
             assembler: Assembler::new(&self.frame),
             rotated_at: None,
             finished: false,
+            draining: false,
             last_active: Instant::now(),
         };
         self.by_inode.insert((key.dev, key.inode), key);
@@ -316,24 +357,67 @@ impl Tailer {
         Some(tracked)
     }
 
-    /// Frees a descriptor by closing the least recently active file that is fully read and
-    /// still reachable by its path. `false` when none can be closed.
+    /// Frees a descriptor if `max_open_files` are open, by closing what costs least: the least
+    /// recently active file that is fully read and still reachable by its path (reopened when
+    /// it grows), else a file read to its end whose records still wait for acknowledgement
+    /// (nothing is lost unless pillion dies before they are delivered). A file with unread
+    /// bytes is never closed for another: a file that gets no descriptor waits for one, and if
+    /// it is deleted meanwhile its unread bytes are counted lost (see [`Tailer::scan`]).
+    /// `false` when nothing can be closed.
     fn make_room(&mut self) -> bool {
         if self.open_files < self.context.input.max_open_files {
             return true;
         }
-        let victim = self
+        let idle = self
             .files
             .values()
             .filter(|t| t.reader.is_some() && t.rotated_at.is_none() && !t.compressed && t.read_offset >= t.size)
             .min_by_key(|t| t.last_active)
             .map(|t| t.key);
-        let Some(tracked) = victim.and_then(|key| self.files.get_mut(&key)) else {
+        if let Some(tracked) = idle.and_then(|key| self.files.get_mut(&key)) {
+            tracked.reader = None;
+            self.open_files -= 1;
+            return true;
+        }
+        let draining = self
+            .files
+            .values()
+            .filter(|t| t.reader.is_some() && t.draining)
+            .min_by_key(|t| t.last_active)
+            .map(|t| t.key);
+        let Some(key) = draining else {
             return false;
         };
-        tracked.reader = None;
-        self.open_files -= 1;
+        if let Some(tracked) = self.files.get(&key) {
+            tracing::info!(path = %tracked.path.display(), "closing a file read to its end before its records were acknowledged (max_open_files)");
+        }
+        self.finish(&key);
         true
+    }
+
+    /// Closes a file read to its end for good; one rotated away is no longer followed.
+    fn finish(&mut self, key: &FileKey) {
+        let Some(tracked) = self.files.get_mut(key) else {
+            return;
+        };
+        tracing::info!(path = %tracked.path.display(), bytes = tracked.read_offset, "finished file");
+        tracked.finished = true;
+        tracked.draining = false;
+        if tracked.reader.take().is_some() {
+            self.open_files -= 1;
+        }
+        if tracked.rotated_at.is_some() {
+            self.untrack(key);
+            self.context.acks.mark_gone(key, unix_now());
+        }
+    }
+
+    /// Every sink acknowledged what was sent downstream from `key` (or the ledger forgot it).
+    fn delivered(&self, key: &FileKey) -> bool {
+        let Some(tracked) = self.files.get(key) else {
+            return true;
+        };
+        self.context.acks.acked_offset(key).is_none_or(|acked| acked >= tracked.emitted_end)
     }
 
     fn update_gauges(&self) {

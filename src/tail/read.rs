@@ -3,12 +3,12 @@
 //! file order, with its acknowledgement token; rotated files finished once read to their end.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::parsing::RawBatch;
-use super::{Closed, READS_PER_ROUND, Tailer, unix_now};
+use super::{Closed, READS_PER_ROUND, Tailer};
 use crate::pipeline::{Batch, FileKey};
 
 /// Bytes framed at a time within one read.
@@ -25,6 +25,9 @@ impl Tailer {
         for key in keys {
             let mut at_eof = false;
             for _ in 0..READS_PER_ROUND {
+                if self.blocked() {
+                    return Ok(true);
+                }
                 match self.read_chunk(&key)? {
                     0 => {
                         at_eof = true;
@@ -39,7 +42,7 @@ impl Tailer {
             }
         }
         // Files waiting for a descriptor get those of files just read to their end.
-        if self.files.values().any(|t| t.reader.is_none() && !t.finished && !t.compressed && t.size > t.read_offset) {
+        if self.files.values().any(super::Tracked::wants_descriptor) {
             self.reopen_grown();
         }
         Ok(progressed)
@@ -120,7 +123,8 @@ impl Tailer {
     /// Closes a file that will not grow: a `.gz` read to its end, or a rotated-away file that
     /// has been at its end for the grace period (the app may write to its old descriptor
     /// until it reopens). What its framing holds, a last line without newline included, is
-    /// sent first.
+    /// sent first; the descriptor is kept until every sink acknowledged what was read from it
+    /// (a rotated file may be deleted meanwhile; see [`Tailer::make_room`] for the bound).
     fn finish_if_done(&mut self, key: &FileKey) -> Result<(), Closed> {
         let grace = self.rotation_grace();
         let Some(tracked) = self.files.get_mut(key) else {
@@ -130,21 +134,22 @@ impl Tailer {
         if !(tracked.compressed || rotated_long_ago) {
             return Ok(());
         }
+        // A second call finds the framing empty and sends nothing.
         let mut raw = RawBatch::new(Arc::clone(&tracked.path_text), 0);
         tracked.assembler.flush(tracked.read_offset, &mut |framed| raw.push(&framed));
         self.send(key, 0, raw)?;
+        let delivered = self.delivered(key);
         let Some(tracked) = self.files.get_mut(key) else {
             return Ok(());
         };
-        tracing::info!(path = %tracked.path.display(), bytes = tracked.read_offset, "finished file");
-        tracked.finished = true;
-        if tracked.reader.take().is_some() {
-            self.open_files -= 1;
+        if !delivered {
+            if !tracked.draining {
+                tracing::debug!(path = %tracked.path.display(), "read to its end; kept open until its records are acknowledged");
+                tracked.draining = true;
+            }
+            return Ok(());
         }
-        if tracked.rotated_at.is_some() {
-            self.untrack(key);
-            self.context.acks.mark_gone(key, unix_now());
-        }
+        self.finish(key);
         Ok(())
     }
 
@@ -199,44 +204,98 @@ impl Tailer {
         }
     }
 
-    /// Waits for room downstream (backpressure: the file is the buffer), giving up at
-    /// shutdown; an undelivered batch is not acknowledged and is read again after restart.
-    /// The wait blocks this thread until the queue has room or shutdown begins, so the
-    /// pipeline never idles behind a polling interval.
-    fn deliver(&self, batch: Batch) -> Result<(), Closed> {
-        let batch = match self.context.output.try_send(batch) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(Closed),
-            Err(TrySendError::Full(batch)) => batch,
-        };
+    /// Sends a parsed batch downstream, or keeps it in the outbox, behind those already
+    /// there, when the queue is full (backpressure: the tailer then stops reading and the file
+    /// is the buffer). Never blocks, so that discovery goes on while the sinks are behind.
+    fn deliver(&mut self, batch: Batch) -> Result<(), Closed> {
+        if !self.outbox.is_empty() {
+            self.outbox.push_back(batch);
+            return Ok(());
+        }
+        match self.context.output.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(Closed),
+            Err(TrySendError::Full(batch)) => {
+                self.outbox.push_back(batch);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends what the outbox holds as far as the queue has room.
+    pub(super) fn flush_outbox(&mut self) -> Result<(), Closed> {
+        while let Some(batch) = self.outbox.pop_front() {
+            match self.context.output.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Closed(_)) => return Err(Closed),
+                Err(TrySendError::Full(batch)) => {
+                    self.outbox.push_front(batch);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for room downstream and sends the outbox's oldest batch into it;
+    /// `Err` at shutdown. The thread parks meanwhile and wakes as soon as there is room, so
+    /// the pipeline never idles behind a polling interval.
+    pub(super) fn wait_for_room(&mut self, timeout: Duration) -> Result<(), Closed> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
         let output = &self.context.output;
         let shutdown = &self.context.shutdown;
-        block_on(async {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => Err(Closed),
-                sent = output.send(batch) => sent.map_err(|_| Closed),
+        let reserved = block_on_timeout(
+            async {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => Err(Closed),
+                    permit = output.reserve() => permit.map_err(|_| Closed),
+                }
+            },
+            timeout,
+        );
+        match reserved {
+            None => Ok(()),
+            Some(Err(Closed)) => Err(Closed),
+            Some(Ok(permit)) => {
+                if let Some(batch) = self.outbox.pop_front() {
+                    permit.send(batch);
+                }
+                Ok(())
             }
-        })
+        }
+    }
+
+    /// The outbox holds batches: read nothing more until the sinks catch up.
+    pub(super) fn blocked(&self) -> bool {
+        !self.outbox.is_empty()
     }
 }
 
-/// Runs `future` to completion on this (non-async) thread, parking it while the future
-/// waits. Enough for channel sends and cancellation tokens, which need no runtime driver.
-fn block_on<F: Future>(future: F) -> F::Output {
+/// Polls `future` on this (non-async) thread, parking it while the future waits, for up to
+/// `timeout`; `None` if it did not complete by then. Enough for channel sends and cancellation
+/// tokens, which need no runtime driver.
+fn block_on_timeout<F: Future>(future: F, timeout: Duration) -> Option<F::Output> {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
             self.0.unpark();
         }
     }
+    let deadline = Instant::now() + timeout;
     let mut future = std::pin::pin!(future);
     let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut context = std::task::Context::from_waker(&waker);
     loop {
         if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
+            return Some(output);
         }
-        std::thread::park();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
     }
 }

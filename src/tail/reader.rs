@@ -32,7 +32,21 @@ impl Reader {
     /// Opens a gzip file and decompresses (and discards) its first `skip` bytes; returns the
     /// reader and how many bytes were skipped (fewer when the content is shorter).
     pub fn open_gzip(path: &Path, skip: u64) -> io::Result<(Reader, u64)> {
-        let mut decoder = Box::new(MultiGzDecoder::new(BufReader::new(File::open(path)?)));
+        Reader::gzip_from(File::open(path)?, skip)
+    }
+
+    /// [`Reader::open_gzip`], checking that `path` is still the file `(dev, inode)`.
+    pub fn open_gzip_checked(path: &Path, dev: u64, inode: u64, skip: u64) -> io::Result<(Reader, u64)> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != (dev, inode) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the path now leads to another file"));
+        }
+        Reader::gzip_from(file, skip)
+    }
+
+    fn gzip_from(file: File, skip: u64) -> io::Result<(Reader, u64)> {
+        let mut decoder = Box::new(MultiGzDecoder::new(BufReader::new(file)));
         let skipped = io::copy(&mut (&mut *decoder).take(skip), &mut io::sink())?;
         Ok((Reader::Gzip(decoder), skipped))
     }

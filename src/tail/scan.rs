@@ -158,7 +158,11 @@ impl Tailer {
                 self.untrack(&key);
                 self.context.acks.mark_gone(&key, unix_now());
             } else if tracked.reader.is_none() {
-                let unread = tracked.size.saturating_sub(tracked.read_offset);
+                // A `.gz` without a descriptor was never opened: its size on disk is counted.
+                let unread = match tracked.compressed {
+                    true => tracked.size,
+                    false => tracked.size.saturating_sub(tracked.read_offset),
+                };
                 let path = tracked.path.clone();
                 self.untrack(&key);
                 self.context.acks.mark_gone(&key, unix_now());
@@ -339,6 +343,9 @@ impl Tailer {
             return;
         };
         if !self.make_room() {
+            // Opened once a descriptor is free; counted lost if deleted before.
+            tracing::info!(path = %found.path.display(), "compressed file waits for a descriptor (max_open_files)");
+            self.track(key, found.path, found.size, offset, true, None);
             return;
         }
         match Reader::open_gzip(&found.path, offset) {
@@ -382,14 +389,11 @@ impl Tailer {
         Some(0)
     }
 
-    /// Reopens files closed for the open-files limit that have grown.
+    /// Opens files waiting for a descriptor: plain files closed for the open-files limit that
+    /// have grown, and `.gz` files that found none free.
     pub(super) fn reopen_grown(&mut self) {
-        let mut grown: Vec<(Instant, FileKey)> = self
-            .files
-            .values()
-            .filter(|t| t.reader.is_none() && !t.finished && !t.compressed && t.size > t.read_offset)
-            .map(|t| (t.last_active, t.key))
-            .collect();
+        let mut grown: Vec<(Instant, FileKey)> =
+            self.files.values().filter(|t| t.wants_descriptor()).map(|t| (t.last_active, t.key)).collect();
         grown.sort_unstable();
         for (_, key) in grown {
             if !self.make_room() {
@@ -398,7 +402,17 @@ impl Tailer {
             let Some(tracked) = self.files.get_mut(&key) else {
                 continue;
             };
-            match Reader::open_plain(&tracked.path, key.dev, key.inode, tracked.read_offset) {
+            let opened = match tracked.compressed {
+                false => Reader::open_plain(&tracked.path, key.dev, key.inode, tracked.read_offset),
+                true => Reader::open_gzip_checked(&tracked.path, key.dev, key.inode, tracked.read_offset).map(
+                    |(reader, skipped)| {
+                        tracked.read_offset = skipped;
+                        tracked.emitted_end = tracked.emitted_end.min(skipped);
+                        reader
+                    },
+                ),
+            };
+            match opened {
                 Ok(reader) => {
                     tracked.reader = Some(reader);
                     tracked.last_active = Instant::now();

@@ -55,7 +55,9 @@ pub struct InputConfig {
     /// events only wake the poller early; polling works where inotify sees nothing).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Duration,
-    /// At most this many files are kept open; idle, fully read files are closed first.
+    /// At most this many files are kept open; idle, fully read files are closed first, then
+    /// rotated files read to their end whose records are not acknowledged yet. A file with
+    /// unread bytes waits for a descriptor; deleted before it gets one, it is counted lost.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: NonZeroUsize,
     /// Follow every symlink the globs find. Off (the default): a link is followed only if its

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ struct Harness {
     metrics: InputMetrics,
     delivered: Arc<Mutex<Vec<Record>>>,
     largest_batch: Arc<AtomicUsize>,
+    /// While set, the sink takes nothing: the tailer meets backpressure, as in an outage.
+    stalled: Arc<AtomicBool>,
     running: Option<Running>,
 }
 
@@ -71,6 +73,7 @@ impl Harness {
             metrics: InputMetrics::default(),
             delivered: Arc::new(Mutex::new(Vec::new())),
             largest_batch: Arc::new(AtomicUsize::new(0)),
+            stalled: Arc::new(AtomicBool::new(false)),
             running: None,
         };
         harness.start();
@@ -101,8 +104,14 @@ impl Harness {
         let delivered = Arc::clone(&self.delivered);
         let largest_batch = Arc::clone(&self.largest_batch);
         let sink_acks = Arc::clone(&acks);
+        let stalled = Arc::clone(&self.stalled);
+        let stopping = shutdown.clone();
         let sink = std::thread::spawn(move || {
-            while let Some(batch) = batches.blocking_recv() {
+            loop {
+                while stalled.load(Ordering::Relaxed) && !stopping.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let Some(batch) = batches.blocking_recv() else { break };
                 largest_batch.fetch_max(batch.records.len(), Ordering::Relaxed);
                 lock(&delivered).extend(batch.records.iter().cloned());
                 if let Some(token) = &batch.ack {
@@ -465,6 +474,110 @@ fn multiline_presets_join_stack_traces() {
     let messages = h.messages();
     assert!(messages[1].starts_with("2026-11-25 12:00:01 ERROR request failed\njava.lang.IllegalStateException"));
     assert!(messages[1].ends_with("at com.shop.X.y(X.java:1)"));
+}
+
+/// Descriptors of this process that lead to `path`, deleted or not.
+fn descriptors_on(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
+    let Ok(fds) = fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target == path || target.as_os_str() == deleted.as_str())
+        .count()
+}
+
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn rotations_while_the_sinks_are_stalled_lose_nothing() {
+    let h = Harness::new("app.log*", "");
+    h.stalled.store(true, Ordering::Relaxed);
+    let app = h.path("app.log");
+    // Far more than the queues hold: the tailer meets backpressure and stops reading.
+    let mut expected = lines(0, 30_000);
+    write_lines(&app, &expected);
+    // Each rotation happens while the tailer waits for the sink; it must still open what
+    // rotation creates, or what is deleted below is lost (it waited in deliver() before).
+    let renamed = h.path("app.log.1");
+    fs::rename(&app, &renamed).expect("rename");
+    expected.extend(lines(30_000, 30_010));
+    write_lines(&app, &expected[30_000..]);
+    wait_until("the new app.log is open", || descriptors_on(&app) >= 1);
+    let copy = h.path("app.log.2");
+    copy_truncate(&app, &copy);
+    expected.extend(lines(30_010, 30_030));
+    write_lines(&app, &expected[30_010..]);
+    wait_until("the copy is open", || descriptors_on(&copy) >= 1);
+    let compressed = h.path("app.log.3");
+    fs::rename(&app, &compressed).expect("rename");
+    expected.extend(lines(30_030, 30_040));
+    write_lines(&app, &expected[30_030..]);
+    gzip(&compressed, &h.path("app.log.3.gz"));
+    fs::remove_file(&compressed).expect("delete");
+    wait_until("the newest app.log is open", || descriptors_on(&app) >= 1);
+    for rotated in [renamed, copy, h.path("app.log.3.gz")] {
+        fs::remove_file(rotated).expect("delete rotated");
+    }
+    h.stalled.store(false, Ordering::Relaxed);
+    h.expect_exactly(&expected);
+    assert_eq!(h.counter(&h.metrics.lost_bytes), 0);
+}
+
+#[test]
+fn a_deleted_file_stays_open_until_its_records_are_acknowledged() {
+    let h = Harness::new("app.log", "");
+    h.stalled.store(true, Ordering::Relaxed);
+    let app = h.path("app.log");
+    let expected = lines(0, 3);
+    write_lines(&app, &expected);
+    wait_until("the lines are read", || h.counter(&h.metrics.lines) == 3);
+    let rotated = h.path("app.log.1");
+    fs::rename(&app, &rotated).expect("rename");
+    fs::remove_file(&rotated).expect("delete");
+    // Past the rotation grace and read to its end, but its records wait for the sink.
+    std::thread::sleep(super::ROTATION_GRACE + Duration::from_secs(1));
+    assert_eq!(descriptors_on(&rotated), 1, "the deleted file is still open");
+    h.stalled.store(false, Ordering::Relaxed);
+    h.expect_exactly(&expected);
+    wait_until("the deleted file is closed once delivered", || descriptors_on(&rotated) == 0);
+}
+
+#[test]
+fn a_file_deleted_before_it_got_a_descriptor_is_counted_lost() {
+    let h = Harness::new("app.log*", "max_open_files: 2");
+    h.stalled.store(true, Ordering::Relaxed);
+    let app = h.path("app.log");
+    let mut expected = lines(0, 30_000);
+    write_lines(&app, &expected);
+    let first = h.path("app.log.1");
+    fs::rename(&app, &first).expect("rename");
+    expected.extend(lines(30_000, 30_010));
+    write_lines(&app, &expected[30_000..]);
+    wait_until("the second file is open", || descriptors_on(&app) >= 1);
+    // Both descriptors hold unread bytes: the third file waits for one...
+    let second = h.path("app.log.2");
+    fs::rename(&app, &second).expect("rename");
+    write_lines(&app, &lines(30_010, 30_020));
+    let files = || h.metrics.files.get_or_create(&InputMetrics::label("test")).get();
+    wait_until("three files are followed", || files() == 3);
+    assert_eq!(descriptors_on(&app), 0, "no descriptor for the third file");
+    // ...and is deleted before it gets one: its bytes are lost, and counted.
+    let size = fs::metadata(&app).expect("stat").len();
+    fs::remove_file(&app).expect("delete");
+    wait_until("the loss is counted", || h.counter(&h.metrics.lost_bytes) == size);
+    // The two open ones are deleted too, but held open: nothing of them is lost.
+    fs::remove_file(&first).expect("delete");
+    fs::remove_file(&second).expect("delete");
+    h.stalled.store(false, Ordering::Relaxed);
+    h.expect_exactly(&expected);
+    assert_eq!(h.counter(&h.metrics.lost_bytes), size);
 }
 
 #[test]

@@ -214,6 +214,8 @@ impl DnsServer {
 pub struct NamedApp {
     pub address: SocketAddr,
     stop: tokio_util::sync::CancellationToken,
+    /// The listener's and the connections' tasks still running.
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl NamedApp {
@@ -225,7 +227,10 @@ impl NamedApp {
         let address = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let counted = Arc::clone(&live);
         rt.spawn(async move {
+            let _alive = Alive(Arc::clone(&counted));
             loop {
                 let accepted = tokio::select! {
                     _ = stopped.cancelled() => return,
@@ -233,7 +238,10 @@ impl NamedApp {
                 };
                 let Ok((stream, _)) = accepted else { return };
                 let stopped = stopped.clone();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let alive = Alive(Arc::clone(&counted));
                 tokio::spawn(async move {
+                    let _alive = alive;
                     let service = service_fn(move |_request| async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(name))))
                     });
@@ -246,11 +254,27 @@ impl NamedApp {
                 });
             }
         });
-        Ok(NamedApp { address, stop })
+        Ok(NamedApp { address, stop, live })
     }
 
+    /// Closes the listener and every connection, and returns once they are all closed (so no
+    /// request is answered after this returns).
     pub fn kill(&self) {
         self.stop.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.live.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(std::time::Instant::now() < deadline, "the app's tasks did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Counts a running task of a [`NamedApp`] until dropped.
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
