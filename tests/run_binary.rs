@@ -164,3 +164,73 @@ fn a_port_in_use_is_a_runtime_failure() {
     assert_eq!(pillion.wait(Duration::from_secs(15)).code(), Some(1));
     assert!(pillion.log_lines().join("\n").contains("cannot listen on admin address"));
 }
+
+/// The fields that say what a record is (not when, by which input or from where it was read).
+fn content(record: &serde_json::Value) -> serde_json::Value {
+    let mut record = record.clone();
+    if let Some(fields) = record.as_object_mut() {
+        for volatile in ["observed_timestamp", "source", "resource"] {
+            fields.remove(volatile);
+        }
+        if let Some(serde_json::Value::Object(attributes)) = fields.get_mut("attributes") {
+            attributes.remove("team");
+            if attributes.contains_key("parse_error") {
+                // The time a record without one was read.
+                fields.remove("timestamp");
+            }
+        }
+    }
+    record
+}
+
+#[test]
+fn an_input_frames_records_by_its_parsers_multiline_hint_unless_it_sets_multiline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = std::fs::read("fixtures/parsers/java.log").expect("fixture");
+    for name in ["hinted", "explicit"] {
+        std::fs::create_dir_all(dir.path().join(name)).expect("mkdir");
+        std::fs::write(dir.path().join(name).join("app.log"), &fixture).expect("write log");
+    }
+    let config = write_config(
+        dir.path(),
+        r#"
+logs:
+  inputs:
+    - { name: hinted, paths: ["hinted/*.log"], format: java, poll_interval: 100ms }
+    - name: explicit
+      paths: ["explicit/*.log"]
+      format: java
+      poll_interval: 100ms
+      multiline: { start: '^\d{4}-', timeout: 100ms }
+  sinks: [{ name: console, type: stdout }]
+"#,
+    );
+    // What `pillion parse --parser java` makes of the same file: one record per event.
+    let parsed = std::process::Command::new(support::BIN)
+        .args(["parse", "--parser", "java", "fixtures/parsers/java.log"])
+        .env_remove("PILLION_CONFIG")
+        .output()
+        .expect("pillion parse");
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&parsed.stdout)
+        .lines()
+        .map(|line| content(&serde_json::from_str(line).expect("json")))
+        .collect();
+    assert_eq!(expected.len(), 8, "{expected:#?}");
+
+    let pillion = Pillion::start(dir.path(), &config);
+    let from = |records: &[serde_json::Value], input: &str| -> Vec<serde_json::Value> {
+        records.iter().filter(|r| r["source"]["input"] == input).map(content).collect()
+    };
+    // The explicit rule starts a record only at a line with a year (and at the file's start).
+    let records = eventually(Duration::from_secs(20), "every record of both inputs", || {
+        let records = pillion.records();
+        (from(&records, "hinted").len() >= expected.len() && from(&records, "explicit").len() >= 5).then_some(records)
+    });
+    assert_eq!(from(&records, "hinted"), expected);
+    let trace = &from(&records, "hinted")[4];
+    assert_eq!(trace["attributes"]["exception.type"], "java.lang.IllegalStateException");
+    let explicit = from(&records, "explicit");
+    assert_eq!(explicit.len(), 5, "{explicit:#?}");
+    assert!(explicit[4]["message"].as_str().is_some_and(|m| m.ends_with("\nnot a java line")), "{explicit:#?}");
+}

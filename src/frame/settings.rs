@@ -82,3 +82,16 @@ impl MultilineConfig {
         Some(MultilineSettings { rule: Arc::new(rule), max_lines: self.max_lines.get(), timeout: self.timeout.get() })
     }
 }
+
+impl MultilineSettings {
+    /// The framing of an input that gives no `multiline` but names a parser whose definition
+    /// carries a multiline hint (`format: java`): the preset with the default `max_lines` and
+    /// `timeout`.
+    pub fn from_preset(preset: MultilinePreset) -> MultilineSettings {
+        MultilineSettings {
+            rule: Arc::new(MultilineRule::preset(preset)),
+            max_lines: default_multiline_max_lines().get(),
+            timeout: default_multiline_timeout().get(),
+        }
+    }
+}

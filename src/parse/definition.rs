@@ -19,7 +19,7 @@
 //! `trace_id` and `span_id` name the keys to prefer over the common ones. A family names
 //! regex parsers defined before it (`any_of: [syslog_rfc5424, syslog_rfc3164]`): the first
 //! that matches a line reads it. `multiline: java` names the multiline preset that joins the
-//! format's records (`pillion parse` frames its input with it).
+//! format's records (an input without its own `multiline`, and `pillion parse`, frame with it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -115,8 +115,8 @@ pub struct Definition {
     /// tried in order; the first that matches reads the line.
     #[serde(default)]
     pub any_of: Vec<String>,
-    /// The multiline preset (java, python, go) that joins this format's records, for tools
-    /// that frame input by the parser (`pillion parse`); inputs set their own `multiline`.
+    /// The multiline preset (java, python, go) that joins this format's records: inputs with
+    /// this format and no `multiline` of their own frame with it, and so does `pillion parse`.
     #[serde(default)]
     pub multiline: Option<MultilinePreset>,
 }

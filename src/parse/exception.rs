@@ -58,9 +58,9 @@ pub fn annotate_message(record: &mut Record, from: usize) {
 /// level down as in bunyan's `{"err":{"stack":...}}`) is moved to `exception.stacktrace`, with
 /// its type and message; else a stack trace in the message adds the attributes. Fields are
 /// looked at only when `line` holds an escaped or real newline, so that ordinary lines pay
-/// one memchr.
+/// one memchr (and a look at the byte after each backslash).
 pub fn annotate_fields(line: &[u8], record: &mut Record) {
-    if memchr::memchr2(b'\\', b'\n', line).is_none() {
+    if !may_hold_newline(line) {
         return;
     }
     if record.attributes.contains_key(TYPE) || record.attributes.contains_key(STACKTRACE) {
@@ -74,6 +74,16 @@ pub fn annotate_fields(line: &[u8], record: &mut Record) {
         return;
     }
     annotate_message(record, 0);
+}
+
+/// Whether a field of the json or logfmt `line` may hold a newline: a real one, or the escapes
+/// `\n` and `\u000a`. Other escapes (`\"` in a logfmt value) do not make a stack trace.
+fn may_hold_newline(line: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\n', b'\\', line).any(|at| match &line[at..] {
+        [b'\n', ..] | [b'\\', b'n', ..] => true,
+        [b'\\', b'u', hex @ ..] => hex.get(..4).is_some_and(|hex| hex.eq_ignore_ascii_case(b"000a")),
+        _ => false,
+    })
 }
 
 /// Removes and returns the first string field (`depth` levels down at most) that holds a
@@ -269,6 +279,16 @@ mod tests {
         assert_eq!(e.kind, Some("fatal error"));
         let e = find("dump\ngoroutine 7 [running]:\nmain.main()\n\t/src/main.go:8 +0x1d").expect("dump");
         assert_eq!((e.kind, e.stacktrace.lines().next()), (None, Some("goroutine 7 [running]:")));
+    }
+
+    #[test]
+    fn only_newlines_and_their_escapes_send_fields_to_the_trace_search() {
+        for line in [&b"a\nb"[..], br#"{"s":"a\nb"}"#, br#"{"s":"a\u000Ab"}"#, br#"s="a\\nb""#] {
+            assert!(may_hold_newline(line), "{}", String::from_utf8_lossy(line));
+        }
+        for line in [&b""[..], br#"msg="retrying \"job\"" n=1"#, br#"{"s":"a\tb\u0041"}"#, b"trailing \\", b"\\u00"] {
+            assert!(!may_hold_newline(line), "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

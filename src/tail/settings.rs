@@ -172,7 +172,12 @@ impl InputConfig {
             let message = format!("poll_interval {} is too short", self.poll_interval);
             checker.at(spanned, field("poll_interval"), message, Some("use at least 10ms"));
         }
-        let multiline = self.multiline.as_ref().and_then(|m| m.check(checker, spanned, field("multiline")));
+        // Without a `multiline` of its own, an input frames records as its parser's definition
+        // says (`format: java` joins Java stack traces); one written out always wins.
+        let multiline = match &self.multiline {
+            Some(multiline) => multiline.check(checker, spanned, field("multiline")),
+            None => parser.multiline().map(MultilineSettings::from_preset),
+        };
         match self.compile_globs() {
             Ok((include, exclude_paths, exclude_names)) => Some(InputSettings {
                 name: Arc::from(self.name.as_str()),
