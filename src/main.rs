@@ -20,10 +20,6 @@ use pillion::record::Source;
 use pillion::redact;
 use pillion::telemetry::logging::{self, LogFormat};
 
-/// mimalloc rather than glibc's malloc: see its line in Cargo.toml for what it was measured on.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
