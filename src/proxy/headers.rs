@@ -105,12 +105,33 @@ fn is_valid_host(value: &[u8]) -> bool {
     host_ok && port_ok
 }
 
+/// What the forwarding headers say about one client connection, built once per connection: the
+/// client's address as `X-Forwarded-For` has it, and as `Forwarded`'s `for=` element.
+pub struct ClientForwarding {
+    for_value: HeaderValue,
+    for_element: String,
+}
+
+impl ClientForwarding {
+    pub fn new(client: SocketAddr) -> ClientForwarding {
+        let ip = client.ip().to_canonical();
+        let ip_text = ip.to_string();
+        let for_element = match ip {
+            IpAddr::V4(_) => format!("for={ip_text}"),
+            IpAddr::V6(_) => format!("for=\"[{ip_text}]\""),
+        };
+        // An IP address's text is always a valid header value.
+        let for_value = HeaderValue::try_from(ip_text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientForwarding { for_value, for_element }
+    }
+}
+
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` for the app. From a `trusted` peer
 /// (a proxy in `trusted_proxies`) the values it sent are kept and the peer is appended; from
 /// anyone else the client's values are dropped and pillion's own are set.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client: &ClientForwarding,
     trusted: bool,
     proto: &'static str,
     authority: Option<&str>,
@@ -120,9 +141,7 @@ pub fn add_forwarded(
             headers.remove(name);
         }
     }
-    let ip = client.ip().to_canonical();
-    let ip_text = ip.to_string();
-    append_list(headers, X_FORWARDED_FOR, &ip_text);
+    append_list(headers, X_FORWARDED_FOR, &client.for_value);
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
@@ -134,15 +153,7 @@ pub fn add_forwarded(
         None => authority,
     };
     let mut element = String::with_capacity(64);
-    element.push_str("for=");
-    match ip {
-        IpAddr::V4(_) => element.push_str(&ip_text),
-        IpAddr::V6(_) => {
-            element.push_str("\"[");
-            element.push_str(&ip_text);
-            element.push_str("]\"");
-        }
-    }
+    element.push_str(&client.for_element);
     if let Some(host) = host.filter(|h| is_token(h)) {
         element.push_str(";host=");
         element.push_str(host);
@@ -154,7 +165,9 @@ pub fn add_forwarded(
             headers.insert(X_FORWARDED_HOST, value.clone());
         }
     }
-    append_list(headers, FORWARDED, &element);
+    if let Ok(element) = HeaderValue::try_from(element) {
+        append_list(headers, FORWARDED, &element);
+    }
 }
 
 fn is_token(text: &str) -> bool {
@@ -162,12 +175,10 @@ fn is_token(text: &str) -> bool {
 }
 
 /// Appends `item` to a comma-separated header, merging repeated header lines into one.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
     let mut existing = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).peekable();
     if existing.peek().is_none() {
-        if let Ok(value) = HeaderValue::from_str(item) {
-            headers.insert(name, value);
-        }
+        headers.insert(name, item.clone());
         return;
     }
     let mut joined = String::new();
@@ -175,8 +186,8 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
         joined.push_str(value);
         joined.push_str(", ");
     }
-    joined.push_str(item);
-    if let Ok(value) = HeaderValue::from_str(&joined) {
+    joined.push_str(item.to_str().unwrap_or_default());
+    if let Ok(value) = HeaderValue::try_from(joined) {
         headers.insert(name, value);
     }
 }
@@ -214,7 +225,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         headers.insert(HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut headers, "[::1]:5000".parse().expect("addr"), true, "http", None);
+        let client = ClientForwarding::new("[::1]:5000".parse().expect("addr"));
+        add_forwarded(&mut headers, &client, true, "http", None);
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
@@ -228,7 +240,8 @@ mod tests {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
         headers.insert(HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut headers, "10.0.0.9:5000".parse().expect("addr"), false, "http", None);
+        let client = ClientForwarding::new("10.0.0.9:5000".parse().expect("addr"));
+        add_forwarded(&mut headers, &client, false, "http", None);
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");

@@ -144,14 +144,17 @@ impl InboundServer {
         let inbound = self.inbound;
         tokio::spawn(async move {
             serve(self.listener, shutdown, options, self.tls, move |client, activity: Arc<Activity>, peer| {
-                let inbound = Arc::clone(&inbound);
-                let affinity = Affinity::new(&inbound.upstream);
+                let connection = Arc::new(ClientConnection {
+                    inbound: Arc::clone(&inbound),
+                    client,
+                    forwarding: headers::ClientForwarding::new(client),
+                    peer,
+                    activity,
+                    affinity: Affinity::new(&inbound.upstream),
+                });
                 service_fn(move |request| {
-                    let inbound = Arc::clone(&inbound);
-                    let activity = Arc::clone(&activity);
-                    let affinity = Arc::clone(&affinity);
-                    let peer = peer.clone();
-                    async move { Ok::<_, Infallible>(proxy(inbound, client, peer, activity, affinity, request).await) }
+                    let connection = Arc::clone(&connection);
+                    async move { Ok::<_, Infallible>(proxy(connection, request).await) }
                 })
             })
             .await;
@@ -170,16 +173,23 @@ async fn expire_idle(upstream: Arc<Upstream>) {
     }
 }
 
-/// One inbound request, layer by layer.
-async fn proxy(
+/// What the requests of one client connection share.
+struct ClientConnection {
     inbound: Arc<Inbound>,
     client: SocketAddr,
+    forwarding: headers::ClientForwarding,
+    /// With mTLS: whether the connection is TLS and the verified peer's identity.
     peer: Option<Arc<Peer>>,
     activity: Arc<Activity>,
+    /// The app connection this client connection last used.
     affinity: Arc<Affinity>,
-    mut request: Request<Incoming>,
-) -> Response<ProxyBody> {
+}
+
+/// One inbound request, layer by layer.
+async fn proxy(connection: Arc<ClientConnection>, mut request: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
+    let ClientConnection { inbound, client, forwarding, peer, activity, affinity } = &*connection;
+    let client = *client;
 
     // Labels: the method and the route, both bounded whatever the client sends.
     let method = method_label(request.method());
@@ -187,10 +197,10 @@ async fn proxy(
 
     // RED: in flight until the response body is done; recorded once, as 499 if the client
     // leaves before there is a response.
-    let in_flight = InFlight::new(inbound.active.get(method), Some(activity));
+    let in_flight = InFlight::new(inbound.active.get(method), Some(Arc::clone(activity)));
     let path = inbound.access_log.as_ref().map(|_| request.uri().path().to_owned());
     let recorder =
-        ServerRecorder { inbound: Arc::clone(&inbound), method, route: Arc::clone(&route), client, path, lease: None };
+        ServerRecorder { inbound: Arc::clone(inbound), method, route: Arc::clone(&route), client, path, lease: None };
     let mut finish = Finish::new(recorder, started, in_flight, inbound.tracing.clone());
 
     // Trace: continue the caller's trace (its headers are for us, even when `Connection` names
@@ -232,7 +242,7 @@ async fn proxy(
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
     let trusted = inbound.trusted_proxies.iter().any(|block| block.contains(client.ip()));
     let scheme = if peer.as_ref().is_some_and(|peer| peer.tls) { "https" } else { "http" };
-    headers::add_forwarded(request.headers_mut(), client, trusted, scheme, authority.as_deref());
+    headers::add_forwarded(request.headers_mut(), forwarding, trusted, scheme, authority.as_deref());
     if let (None, Some(authority)) = (request.headers().get(HOST), &authority) {
         if let Ok(host) = HeaderValue::from_str(authority) {
             request.headers_mut().insert(HOST, host);
@@ -265,7 +275,7 @@ async fn proxy(
     let request = Request::from_parts(parts, body);
 
     // Forward within the request timeout: 502 if the app cannot be reached, 504 if it is slow.
-    let forwarded = tokio::time::timeout(inbound.request_timeout, inbound.upstream.send(&affinity, request)).await;
+    let forwarded = tokio::time::timeout(inbound.request_timeout, inbound.upstream.send(affinity, request)).await;
     let (mut response, lease) = match forwarded {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) if upload.is_broken() => {

@@ -16,6 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::record::TraceId;
+
 /// Buckets of `http_server_request_duration_seconds`, exactly as design.md lists them.
 pub const SERVER_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
@@ -131,10 +133,29 @@ impl TlsMetrics {
     }
 }
 
-/// The exemplar label set: the trace a sample belongs to.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+/// The exemplar label set: the trace a sample belongs to, as 32 lowercase hex digits held
+/// inline (an exemplar is made for every sampled request: no allocation).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct TraceExemplar {
-    pub trace_id: String,
+    hex: [u8; 32],
+}
+
+impl TraceExemplar {
+    pub fn new(trace_id: &TraceId) -> TraceExemplar {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(trace_id.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        TraceExemplar { hex }
+    }
+
+    /// The trace id as lowercase hex.
+    pub fn trace_id(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.hex).unwrap_or_default()
+    }
 }
 
 fn label(encoder: &mut LabelSetEncoder, key: &str, value: &str) -> fmt::Result {
@@ -202,7 +223,7 @@ impl EncodeLabelSet for NoLabels {
 
 impl EncodeLabelSet for TraceExemplar {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        label(encoder, "trace_id", &self.trace_id)
+        label(encoder, "trace_id", self.trace_id())
     }
 }
 
@@ -454,7 +475,10 @@ mod tests {
         let ok = ServerLabels { method: "GET", route: Arc::from("/a"), status: 200, error_type: None };
         let failed = ServerLabels { error_type: Some(ErrorType::Timeout), status: 504, ..ok.clone() };
         metrics.server_duration.observe(&ok, 0.001, None);
-        let exemplar = TraceExemplar { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into() };
+        let trace_id =
+            TraceId([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+        let exemplar = TraceExemplar::new(&trace_id);
+        assert_eq!(exemplar.trace_id(), trace_id.to_string());
         metrics.server_duration.observe(&failed, 0.2, Some(exemplar));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");

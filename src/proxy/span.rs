@@ -13,12 +13,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::HeaderMap;
 use http::header::{HOST, USER_AGENT};
-use opentelemetry::propagation::TextMapPropagator;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId as OtelSpanId, SpanKind, Status, TraceContextExt, TraceFlags};
 use opentelemetry::{KeyValue, StringValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::trace::{SamplingDecision, SpanData, SpanEvents, SpanLinks};
 use opentelemetry_semantic_conventions::attribute as semconv;
 
@@ -108,8 +108,31 @@ pub fn start(tracing: &Tracing, headers: &mut HeaderMap, info: &RequestInfo) -> 
         headers.remove(field);
     }
     let ours = parent.with_remote_span_context(context);
-    tracing.propagator.inject_context(&ours, &mut HeaderInjector(headers));
+    let mut injector = FieldInjector { headers, fields: &tracing.propagator_fields };
+    tracing.propagator.inject_context(&ours, &mut injector);
     RequestSpan { record, ids }
+}
+
+/// Writes the propagators' headers: their names are the propagators' known fields (parsed once,
+/// not per request) and each value keeps the propagator's string as its buffer (no copy).
+struct FieldInjector<'a> {
+    headers: &'a mut HeaderMap,
+    fields: &'a [HeaderName],
+}
+
+impl Injector for FieldInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let name = match self.fields.iter().find(|field| field.as_str() == key) {
+            Some(field) => field.clone(),
+            None => match HeaderName::from_bytes(key.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            self.headers.insert(name, value);
+        }
+    }
 }
 
 fn record(
@@ -247,35 +270,11 @@ impl RequestSpan {
             tracing.export(record);
         }
     }
-
-    /// The trace id as exemplar text, when sampled.
-    pub fn trace_id_hex(&self) -> Option<String> {
-        self.ids.map(|(trace, _)| lower_hex(&trace.0))
-    }
-}
-
-/// `bytes` as lowercase hex, without the formatting machinery (this runs for every request).
-fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exemplar_trace_ids_are_lowercase_hex() {
-        let id =
-            TraceId([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
-        assert_eq!(lower_hex(&id.0), id.to_string());
-        assert_eq!(lower_hex(&id.0), "4bf92f3577b34da6a3ce929d0e0e4736");
-    }
 
     #[test]
     fn host_port_splits() {

@@ -169,7 +169,7 @@ impl TextMapPropagator for W3cTraceContext {
             return;
         }
         let flags = context.trace_flags().to_u8() & 1;
-        injector.set(TRACEPARENT, format!("00-{}-{}-{flags:02x}", context.trace_id(), context.span_id()));
+        injector.set(TRACEPARENT, traceparent(context.trace_id(), context.span_id(), flags));
         let state = context.trace_state().header();
         if !state.is_empty() {
             injector.set(TRACESTATE, state);
@@ -192,6 +192,27 @@ impl TextMapPropagator for W3cTraceContext {
 
     fn fields(&self) -> FieldIter<'_> {
         FieldIter::new(&self.fields)
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, written without the formatting machinery (this runs for
+/// every proxied request).
+fn traceparent(trace_id: TraceId, span_id: SpanId, flags: u8) -> String {
+    let mut text = String::with_capacity(55);
+    text.push_str("00-");
+    push_hex(&mut text, &trace_id.to_bytes());
+    text.push('-');
+    push_hex(&mut text, &span_id.to_bytes());
+    text.push('-');
+    push_hex(&mut text, &[flags]);
+    text
+}
+
+fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
 }
 
@@ -472,6 +493,16 @@ mod tests {
 
     const SPAN: &str = "00f067aa0ba902b7";
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn traceparent_is_written_as_the_sdk_formats_it() {
+        let trace_id = TraceId::from_hex(TRACE).expect("trace id");
+        let span_id = SpanId::from_hex(SPAN).expect("span id");
+        for flags in [0, 1] {
+            let expected = format!("00-{trace_id}-{span_id}-{flags:02x}");
+            assert_eq!(traceparent(trace_id, span_id, flags), expected);
+        }
+    }
 
     #[test]
     fn traceparent_violations_measured_in_issue_13_start_new_traces() {
