@@ -338,7 +338,7 @@ impl Recorder for ServerRecorder {
         let inbound = &self.inbound;
         let labels =
             ServerLabels { method: self.method, route: self.route, status: outcome.status, error_type: outcome.error };
-        inbound.metrics.server_duration.observe(&labels, outcome.duration.as_secs_f64(), outcome.exemplar.clone());
+        inbound.metrics.server_duration.observe(&labels, outcome.duration.as_secs_f64(), outcome.exemplar);
         if let (Some(log), Some(path)) = (&inbound.access_log, &self.path) {
             log.write(&AccessEntry {
                 method: self.method,

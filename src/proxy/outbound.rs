@@ -431,6 +431,6 @@ impl Recorder for ClientRecorder {
             error_type: outcome.error,
         };
         let seconds = outcome.duration.as_secs_f64();
-        self.outbound.metrics.client_duration.observe(&labels, seconds, outcome.exemplar.clone());
+        self.outbound.metrics.client_duration.observe(&labels, seconds, outcome.exemplar);
     }
 }
