@@ -39,10 +39,8 @@ else
     cargo build --release --quiet
     bin="${CARGO_TARGET_DIR:-target}/release/pillion"
 fi
-work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 PORT_BASE="${PORT_BASE:-18180}"
 UP=$PORT_BASE SINK=$((PORT_BASE + 1)) PILLION=$((PORT_BASE + 2)) ADMIN=$((PORT_BASE + 3))
@@ -68,25 +66,6 @@ leaf() { # name, SANs
 leaf server "URI:spiffe://cluster.local/ns/bench/sa/server,DNS:localhost"
 leaf client "URI:spiffe://cluster.local/ns/bench/sa/client"
 
-start_nginx() { # name, server blocks
-    mkdir -p "$work/$1"
-    cat >"$work/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
-    uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
-    keepalive_requests 1000000;
-    $2
-}
-CONF
-    nginx -c "$work/$1/nginx.conf" -e "$work/$1/error.log" &
-    pids+=($!)
-}
 
 # The app (it answers with the caller's identity, so that the check below can see the client
 # certificate got through), and on a second port an OTLP/HTTP sink that discards spans.

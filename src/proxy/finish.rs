@@ -92,7 +92,7 @@ impl<R: Recorder> Finish<R> {
             error,
             duration: self.started.elapsed(),
             body_bytes,
-            exemplar: span.as_ref().and_then(|span| span.ids).map(|(trace_id, _)| TraceExemplar::new(&trace_id)),
+            exemplar: span.as_ref().and_then(|span| span.ids).map(|(trace_id, _)| TraceExemplar { trace_id }),
             ids: span.as_ref().and_then(|span| span.ids),
         };
         if let (Some(span), Some(tracing)) = (span, &self.tracing) {

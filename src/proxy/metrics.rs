@@ -133,29 +133,11 @@ impl TlsMetrics {
     }
 }
 
-/// The exemplar label set: the trace a sample belongs to, as 32 lowercase hex digits held
-/// inline (an exemplar is made for every sampled request: no allocation).
+/// The exemplar label set: the trace a sample belongs to. The id is held as is (no allocation per
+/// sampled request) and written as hex only when `/metrics` is scraped.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct TraceExemplar {
-    hex: [u8; 32],
-}
-
-impl TraceExemplar {
-    pub fn new(trace_id: &TraceId) -> TraceExemplar {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(trace_id.0) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0x0f)];
-        }
-        TraceExemplar { hex }
-    }
-
-    /// The trace id as lowercase hex.
-    pub fn trace_id(&self) -> &str {
-        // Only ASCII hex digits are ever written.
-        std::str::from_utf8(&self.hex).unwrap_or_default()
-    }
+    pub trace_id: TraceId,
 }
 
 fn label(encoder: &mut LabelSetEncoder, key: &str, value: &str) -> fmt::Result {
@@ -223,7 +205,7 @@ impl EncodeLabelSet for NoLabels {
 
 impl EncodeLabelSet for TraceExemplar {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        label(encoder, "trace_id", self.trace_id())
+        label(encoder, "trace_id", &self.trace_id.to_string())
     }
 }
 
@@ -477,8 +459,7 @@ mod tests {
         metrics.server_duration.observe(&ok, 0.001, None);
         let trace_id =
             TraceId([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
-        let exemplar = TraceExemplar::new(&trace_id);
-        assert_eq!(exemplar.trace_id(), trace_id.to_string());
+        let exemplar = TraceExemplar { trace_id };
         metrics.server_duration.observe(&failed, 0.2, Some(exemplar));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
